@@ -1,0 +1,653 @@
+//! The multi-writer base (the seed's Autobase): the causal DAG of every writer's log,
+//! linearized deterministically and applied to a view.
+//!
+//! Order: entries sort by `(clock, writer, seq)`. Every entry's Lamport clock is exactly
+//! one more than the largest clock among its causal dependencies (checked on arrival),
+//! so this order is a linear extension of the causal order, and any two replicas that
+//! hold the same entries compute the same order, whatever order the entries arrived in.
+//!
+//! Entries are integrated as soon as their dependencies are present (the previous entry of
+//! the same writer and every head); until then they wait in a bounded pending set indexed by
+//! the first missing dependency. [`Base::update`] applies the integrated entries: when one
+//! sorts before the tip, the view is rolled back with undo records to that position and the
+//! rest is reapplied.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use ed25519_dalek::VerifyingKey;
+
+use crate::keys::{Hash, Keypair, WriterId};
+use crate::log::{Entry, EntryBody, ForkEvidence, ForkEvidenceError, Head, MAX_CLOCK};
+
+/// Where an operation sits, handed to [`Apply::apply`].
+#[derive(Clone, Copy, Debug)]
+pub struct ApplyContext {
+    /// The author of the entry.
+    pub writer: WriterId,
+    /// Its seq in the author's log.
+    pub seq: u64,
+    /// Its Lamport clock.
+    pub clock: u64,
+}
+
+/// A view built from linearized operations, able to undo them in reverse order.
+pub trait Apply {
+    /// A decoded operation.
+    type Op;
+    /// What undoes one applied operation.
+    type Undo;
+    /// Decodes an entry payload; `None` makes the entry a no-op (for example an operation
+    /// from a newer version), so the writer's log stays intact.
+    fn decode_op(payload: &[u8]) -> Option<Self::Op>;
+    /// Applies one operation and returns how to undo it. Must be deterministic.
+    fn apply(&mut self, op: &Self::Op, ctx: &ApplyContext) -> Self::Undo;
+    /// Undoes the most recently applied operation not yet undone.
+    fn undo(&mut self, undo: Self::Undo);
+    /// Called before a batch of undo/apply calls.
+    fn begin_update(&mut self) {}
+    /// Called after it (for example to emit change notifications).
+    fn end_update(&mut self) {}
+}
+
+/// The sort key of an entry in the linear order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Position {
+    /// Lamport clock.
+    pub clock: u64,
+    /// Author.
+    pub writer: WriterId,
+    /// Seq in the author's log.
+    pub seq: u64,
+}
+
+/// Limits that keep a hostile peer from exhausting memory.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Most writers on one base.
+    pub max_writers: usize,
+    /// Most entries waiting for dependencies.
+    pub max_pending: usize,
+    /// How far ahead of a log's length an entry may be and still wait.
+    pub max_seq_ahead: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_writers: 4096, max_pending: 262_144, max_seq_ahead: 1 << 20 }
+    }
+}
+
+/// What happened to an ingested entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ingested {
+    /// Integrated; the count includes waiting entries it unblocked.
+    Integrated(usize),
+    /// Already held.
+    Duplicate,
+    /// Valid so far, waiting for a dependency.
+    Pending,
+}
+
+/// Why an entry was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IngestError {
+    /// The signature does not verify with the writer's key.
+    #[error("bad signature on entry {seq} of writer {writer:?}")]
+    BadSignature {
+        /// Claimed author.
+        writer: WriterId,
+        /// Claimed seq.
+        seq: u64,
+    },
+    /// The writer id is not a valid ed25519 key.
+    #[error("writer key {0:?} is not a valid ed25519 public key")]
+    InvalidWriterKey(WriterId),
+    /// `prev` is not the hash of the writer's previous entry.
+    #[error("entry {seq} of writer {writer:?} does not chain to its previous entry")]
+    BrokenChain {
+        /// Author.
+        writer: WriterId,
+        /// Seq.
+        seq: u64,
+    },
+    /// A head names an entry whose hash differs from the one held.
+    #[error("entry {seq} of writer {writer:?} names a head we hold with another hash")]
+    HeadMismatch {
+        /// Author.
+        writer: WriterId,
+        /// Seq.
+        seq: u64,
+    },
+    /// The clock is not one more than the largest clock of its dependencies.
+    #[error("entry {seq} of writer {writer:?} has clock {got}, expected {expected}")]
+    ImpossibleClock {
+        /// Author.
+        writer: WriterId,
+        /// Seq.
+        seq: u64,
+        /// What the dependencies imply.
+        expected: u64,
+        /// What the entry says.
+        got: u64,
+    },
+    /// The seq is further ahead of the log than any honest sync would send.
+    #[error("entry seq {seq} is too far ahead of log length {len}")]
+    SeqTooFarAhead {
+        /// Our log length for that writer.
+        len: u64,
+        /// The entry's seq.
+        seq: u64,
+    },
+    /// The writer forked its log: two different signed entries at one seq.
+    #[error("writer {:?} forked its log at seq {}", .0.writer(), .0.seq())]
+    Fork(Box<ForkEvidence>),
+    /// The writer is quarantined after a fork.
+    #[error("writer {0:?} is quarantined after forking its log")]
+    Quarantined(WriterId),
+    /// Too many writers.
+    #[error("too many writers (limit {0})")]
+    TooManyWriters(usize),
+    /// Too many entries waiting for dependencies.
+    #[error("too many entries waiting for dependencies (limit {0})")]
+    PendingFull(usize),
+}
+
+/// Something the driver should know about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BaseEvent {
+    /// A writer was seen for the first time (open membership).
+    WriterAdded(WriterId),
+    /// A writer forked its log and is now quarantined.
+    Fork(Box<ForkEvidence>),
+    /// A waiting entry turned out invalid once its dependencies arrived.
+    Rejected(IngestError),
+}
+
+/// What one [`Base::update`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UpdateStats {
+    /// Operations undone.
+    pub rolled_back: usize,
+    /// Operations applied.
+    pub applied: usize,
+}
+
+/// A writer as the base holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriterInfo {
+    /// Its key.
+    pub id: WriterId,
+    /// Entries integrated.
+    pub len: u64,
+    /// Hash of its last integrated entry.
+    pub head: Option<Hash>,
+    /// Whether it forked and is quarantined.
+    pub quarantined: bool,
+}
+
+#[derive(Debug)]
+struct Node<O> {
+    entry: Entry,
+    op: Option<O>,
+}
+
+#[derive(Debug)]
+struct WriterLog<O> {
+    id: WriterId,
+    key: VerifyingKey,
+    nodes: Vec<Node<O>>,
+    /// For each other writer, one past the highest seq this writer's entries referenced.
+    frontier: BTreeMap<WriterId, u64>,
+    fork: Option<Box<ForkEvidence>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Slot {
+    key: Position,
+    writer_index: u32,
+}
+
+type Dep = (WriterId, u64);
+
+#[derive(Debug, Default)]
+struct Pending {
+    entries: HashMap<Dep, Entry>,
+    waiting: HashMap<Dep, Vec<Dep>>,
+}
+
+enum Readiness {
+    Ready,
+    Missing(Dep),
+}
+
+/// The multi-writer base over a view `V`.
+#[derive(Debug)]
+pub struct Base<V: Apply> {
+    view: V,
+    writers: Vec<WriterLog<V::Op>>,
+    by_id: HashMap<WriterId, u32>,
+    order: Vec<Slot>,
+    undo: Vec<Option<V::Undo>>,
+    staged: Vec<Slot>,
+    pending: Pending,
+    events: VecDeque<BaseEvent>,
+    integrated: Vec<Entry>,
+    limits: Limits,
+}
+
+impl<V: Apply> Base<V> {
+    /// A base over an empty view.
+    pub fn new(view: V) -> Self {
+        Self::with_limits(view, Limits::default())
+    }
+
+    /// A base with explicit limits.
+    pub fn with_limits(view: V, limits: Limits) -> Self {
+        Self {
+            view,
+            writers: Vec::new(),
+            by_id: HashMap::new(),
+            order: Vec::new(),
+            undo: Vec::new(),
+            staged: Vec::new(),
+            pending: Pending::default(),
+            events: VecDeque::new(),
+            integrated: Vec::new(),
+            limits,
+        }
+    }
+
+    /// The view as of the last [`Base::update`].
+    pub fn view(&self) -> &V {
+        &self.view
+    }
+
+    /// The view, mutably (for local settings such as indexes and subscriptions).
+    pub fn view_mut(&mut self) -> &mut V {
+        &mut self.view
+    }
+
+    /// Verifies and ingests one entry from anywhere (network or storage).
+    pub fn ingest(&mut self, entry: Entry) -> Result<Ingested, IngestError> {
+        let (writer, seq) = (entry.writer(), entry.seq());
+        let existing = self.by_id.get(&writer).map(|&index| &self.writers[index as usize]);
+        if let Some(log) = existing {
+            if log.fork.is_some() {
+                return Err(IngestError::Quarantined(writer));
+            }
+            if let Some(node) = log.nodes.get(seq as usize) {
+                if node.entry.hash() == entry.hash() {
+                    return Ok(Ingested::Duplicate);
+                }
+                let first = node.entry.clone();
+                self.verify(&entry)?;
+                return Err(self.fork(first, entry));
+            }
+        }
+        if let Some(waiting) = self.pending.entries.get(&(writer, seq)) {
+            if waiting.hash() == entry.hash() {
+                return Ok(Ingested::Pending);
+            }
+            let first = waiting.clone();
+            self.verify(&entry)?;
+            return Err(self.fork(first, entry));
+        }
+        let len = self.len(&writer);
+        if seq > len.saturating_add(self.limits.max_seq_ahead) {
+            return Err(IngestError::SeqTooFarAhead { len, seq });
+        }
+        self.verify(&entry)?;
+        self.ingest_verified(entry)
+    }
+
+    /// Ingests an entry whose signature the caller has already checked (for example with
+    /// [`Base::ingest_stored`], or an entry this process signed). Every other check still runs.
+    pub fn ingest_verified(&mut self, entry: Entry) -> Result<Ingested, IngestError> {
+        let dep = (entry.writer(), entry.seq());
+        if self.pending.entries.contains_key(&dep) || (dep.1 < self.len(&dep.0)) {
+            return Ok(Ingested::Duplicate);
+        }
+        match self.readiness(&entry)? {
+            Readiness::Ready => {
+                self.integrate(entry)?;
+                Ok(Ingested::Integrated(1 + self.release(dep)))
+            }
+            Readiness::Missing(missing) => {
+                if self.pending.entries.len() >= self.limits.max_pending {
+                    return Err(IngestError::PendingFull(self.limits.max_pending));
+                }
+                self.ensure_writer(dep.0)?;
+                self.pending.entries.insert(dep, entry);
+                self.pending.waiting.entry(missing).or_default().push(dep);
+                Ok(Ingested::Pending)
+            }
+        }
+    }
+
+    /// Ingests entries read back from local storage. Per writer, the hash chain is checked
+    /// link by link and only the last entry's signature is verified (it covers every earlier
+    /// body through the chain); if that fails, each entry is verified on its own.
+    pub fn ingest_stored(&mut self, entries: Vec<Entry>) -> Vec<IngestError> {
+        let mut by_writer: BTreeMap<WriterId, Vec<Entry>> = BTreeMap::new();
+        for entry in entries {
+            by_writer.entry(entry.writer()).or_default().push(entry);
+        }
+        let mut errors = Vec::new();
+        for (writer, mut chain) in by_writer {
+            chain.sort_by_key(Entry::seq);
+            let linked = chain
+                .windows(2)
+                .all(|pair| pair[1].seq() == pair[0].seq() + 1 && pair[1].body().prev == Some(pair[0].hash()));
+            let starts_at_zero = chain.first().is_some_and(|e| e.seq() == 0);
+            let key = writer.verifying_key();
+            let tip_valid = match (&key, chain.last()) {
+                (Ok(key), Some(tip)) => tip.verify(key),
+                _ => false,
+            };
+            if linked && starts_at_zero && tip_valid {
+                for entry in chain {
+                    if let Err(error) = self.ingest_verified(entry) {
+                        errors.push(error);
+                    }
+                }
+            } else {
+                for entry in chain {
+                    if let Err(error) = self.ingest(entry) {
+                        errors.push(error);
+                    }
+                }
+            }
+        }
+        errors
+    }
+
+    /// Records fork evidence from elsewhere (a peer): checks it and quarantines the writer.
+    /// Returns whether it was news.
+    pub fn add_fork_evidence(&mut self, evidence: ForkEvidence) -> Result<bool, ForkEvidenceError> {
+        evidence.check()?;
+        let writer = evidence.writer();
+        if let Some(&index) = self.by_id.get(&writer)
+            && self.writers[index as usize].fork.is_some()
+        {
+            return Ok(false);
+        }
+        if self.ensure_writer(writer).is_err() {
+            return Ok(false);
+        }
+        self.fork(evidence.first, evidence.second);
+        Ok(true)
+    }
+
+    /// Signs and integrates a new entry by the local writer, with heads naming every other
+    /// writer's entries seen since its previous entry.
+    pub fn append_local(&mut self, keypair: &Keypair, payload: Vec<u8>) -> Result<Entry, IngestError> {
+        let me = keypair.id();
+        let my_index = self.ensure_writer(me)?;
+        let mine = &self.writers[my_index as usize];
+        if mine.fork.is_some() {
+            return Err(IngestError::Quarantined(me));
+        }
+        let seq = mine.nodes.len() as u64;
+        let last = mine.nodes.last().map(|node| &node.entry);
+        let mut clock = last.map_or(0, Entry::clock);
+        let mut heads = Vec::new();
+        let mut others: Vec<&WriterLog<V::Op>> =
+            self.writers.iter().filter(|log| log.id != me && !log.nodes.is_empty()).collect();
+        others.sort_by_key(|log| log.id);
+        for log in others {
+            let len = log.nodes.len() as u64;
+            if mine.frontier.get(&log.id).copied().unwrap_or(0) >= len {
+                continue;
+            }
+            let tip = &log.nodes[len as usize - 1].entry;
+            clock = clock.max(tip.clock());
+            heads.push(Head { writer: log.id, seq: len - 1, hash: tip.hash() });
+        }
+        let body = EntryBody {
+            writer: me,
+            seq,
+            prev: last.map(Entry::hash),
+            heads,
+            clock: (clock + 1).min(MAX_CLOCK),
+            payload,
+        };
+        let entry = Entry::sign(body, keypair);
+        self.ingest_verified(entry.clone())?;
+        Ok(entry)
+    }
+
+    /// Applies everything integrated since the last update, rolling back as far as needed.
+    pub fn update(&mut self) -> UpdateStats {
+        if self.staged.is_empty() {
+            return UpdateStats::default();
+        }
+        let mut staged = std::mem::take(&mut self.staged);
+        staged.sort_unstable();
+        let first = staged[0];
+        let position = self.order.partition_point(|slot| *slot < first);
+        self.view.begin_update();
+        let tail = self.order.split_off(position);
+        for _ in 0..tail.len() {
+            if let Some(Some(undo)) = self.undo.pop() {
+                self.view.undo(undo);
+            }
+        }
+        let stats = UpdateStats { rolled_back: tail.len(), applied: tail.len() + staged.len() };
+        self.order.reserve(stats.applied);
+        self.undo.reserve(stats.applied);
+        let (mut left, mut right) = (tail.into_iter().peekable(), staged.into_iter().peekable());
+        loop {
+            let next = match (left.peek(), right.peek()) {
+                (Some(a), Some(b)) if a <= b => left.next(),
+                (Some(_), Some(_)) => right.next(),
+                (Some(_), None) => left.next(),
+                (None, _) => right.next(),
+            };
+            let Some(slot) = next else { break };
+            let node = &self.writers[slot.writer_index as usize].nodes[slot.key.seq as usize];
+            let ctx = ApplyContext { writer: slot.key.writer, seq: slot.key.seq, clock: slot.key.clock };
+            let undo = node.op.as_ref().map(|op| self.view.apply(op, &ctx));
+            self.undo.push(undo);
+            self.order.push(slot);
+        }
+        self.view.end_update();
+        stats
+    }
+
+    /// Whether integrated entries wait for [`Base::update`].
+    pub fn needs_update(&self) -> bool {
+        !self.staged.is_empty()
+    }
+
+    /// Takes the entries integrated since the last call, in integration order.
+    pub fn take_integrated(&mut self) -> Vec<Entry> {
+        std::mem::take(&mut self.integrated)
+    }
+
+    /// Takes the events since the last call.
+    pub fn take_events(&mut self) -> Vec<BaseEvent> {
+        self.events.drain(..).collect()
+    }
+
+    /// Entries integrated for a writer (0 if unknown).
+    pub fn len(&self, writer: &WriterId) -> u64 {
+        self.by_id.get(writer).map_or(0, |&index| self.writers[index as usize].nodes.len() as u64)
+    }
+
+    /// Total entries integrated across writers.
+    pub fn total_entries(&self) -> u64 {
+        self.writers.iter().map(|log| log.nodes.len() as u64).sum()
+    }
+
+    /// Entries waiting for dependencies.
+    pub fn pending_count(&self) -> usize {
+        self.pending.entries.len()
+    }
+
+    /// One entry.
+    pub fn entry(&self, writer: &WriterId, seq: u64) -> Option<&Entry> {
+        let index = *self.by_id.get(writer)?;
+        self.writers[index as usize].nodes.get(seq as usize).map(|node| &node.entry)
+    }
+
+    /// Entries `start..end` of a writer (clamped to what is held).
+    pub fn range(&self, writer: &WriterId, start: u64, end: u64) -> impl Iterator<Item = &Entry> {
+        let nodes = self.by_id.get(writer).map_or(&[][..], |&index| &self.writers[index as usize].nodes[..]);
+        let end = (end.min(nodes.len() as u64)) as usize;
+        let start = (start as usize).min(end);
+        nodes[start..end].iter().map(|node| &node.entry)
+    }
+
+    /// Every writer, sorted by key.
+    pub fn writers(&self) -> Vec<WriterInfo> {
+        let mut infos: Vec<WriterInfo> = self
+            .writers
+            .iter()
+            .map(|log| WriterInfo {
+                id: log.id,
+                len: log.nodes.len() as u64,
+                head: log.nodes.last().map(|node| node.entry.hash()),
+                quarantined: log.fork.is_some(),
+            })
+            .collect();
+        infos.sort_by_key(|info| info.id);
+        infos
+    }
+
+    /// Whether a writer is quarantined.
+    pub fn is_quarantined(&self, writer: &WriterId) -> bool {
+        self.by_id.get(writer).is_some_and(|&index| self.writers[index as usize].fork.is_some())
+    }
+
+    /// All fork evidence held.
+    pub fn forks(&self) -> Vec<&ForkEvidence> {
+        self.writers.iter().filter_map(|log| log.fork.as_deref()).collect()
+    }
+
+    /// The applied linear order.
+    pub fn order(&self) -> impl ExactSizeIterator<Item = Position> + '_ {
+        self.order.iter().map(|slot| slot.key)
+    }
+
+    /// SHA-256 over the applied linear order.
+    pub fn order_digest(&self) -> Hash {
+        let mut bytes = Vec::with_capacity(self.order.len() * 40);
+        for slot in &self.order {
+            bytes.extend_from_slice(&slot.key.writer.0);
+            bytes.extend_from_slice(&slot.key.seq.to_le_bytes());
+        }
+        Hash::digest(&bytes)
+    }
+
+    fn verify(&mut self, entry: &Entry) -> Result<(), IngestError> {
+        let writer = entry.writer();
+        let key = match self.by_id.get(&writer) {
+            Some(&index) => self.writers[index as usize].key,
+            None => writer.verifying_key().map_err(|_| IngestError::InvalidWriterKey(writer))?,
+        };
+        if entry.verify(&key) { Ok(()) } else { Err(IngestError::BadSignature { writer, seq: entry.seq() }) }
+    }
+
+    fn ensure_writer(&mut self, writer: WriterId) -> Result<u32, IngestError> {
+        if let Some(&index) = self.by_id.get(&writer) {
+            return Ok(index);
+        }
+        if self.writers.len() >= self.limits.max_writers {
+            return Err(IngestError::TooManyWriters(self.limits.max_writers));
+        }
+        let key = writer.verifying_key().map_err(|_| IngestError::InvalidWriterKey(writer))?;
+        let index = self.writers.len() as u32;
+        self.writers.push(WriterLog { id: writer, key, nodes: Vec::new(), frontier: BTreeMap::new(), fork: None });
+        self.by_id.insert(writer, index);
+        self.events.push_back(BaseEvent::WriterAdded(writer));
+        Ok(index)
+    }
+
+    fn readiness(&self, entry: &Entry) -> Result<Readiness, IngestError> {
+        let body = entry.body();
+        let (writer, seq) = (body.writer, body.seq);
+        let len = self.len(&writer);
+        if seq > len {
+            return Ok(Readiness::Missing((writer, seq - 1)));
+        }
+        let mut expected = 0;
+        if seq > 0 {
+            let prev = self.entry(&writer, seq - 1).ok_or(IngestError::BrokenChain { writer, seq })?;
+            if body.prev != Some(prev.hash()) {
+                return Err(IngestError::BrokenChain { writer, seq });
+            }
+            expected = prev.clock();
+        }
+        for head in &body.heads {
+            match self.entry(&head.writer, head.seq) {
+                None => return Ok(Readiness::Missing((head.writer, head.seq))),
+                Some(seen) if seen.hash() != head.hash => return Err(IngestError::HeadMismatch { writer, seq }),
+                Some(seen) => expected = expected.max(seen.clock()),
+            }
+        }
+        let expected = expected + 1;
+        if body.clock != expected {
+            return Err(IngestError::ImpossibleClock { writer, seq, expected, got: body.clock });
+        }
+        Ok(Readiness::Ready)
+    }
+
+    fn integrate(&mut self, entry: Entry) -> Result<(), IngestError> {
+        let writer = entry.writer();
+        let index = self.ensure_writer(writer)?;
+        let log = &mut self.writers[index as usize];
+        for head in &entry.body().heads {
+            let reached = log.frontier.entry(head.writer).or_insert(0);
+            *reached = (*reached).max(head.seq + 1);
+        }
+        let key = Position { clock: entry.clock(), writer, seq: entry.seq() };
+        let op = V::decode_op(&entry.body().payload);
+        self.integrated.push(entry.clone());
+        log.nodes.push(Node { entry, op });
+        self.staged.push(Slot { key, writer_index: index });
+        Ok(())
+    }
+
+    /// Integrates waiting entries unblocked by `dep`, transitively. Returns how many.
+    fn release(&mut self, dep: Dep) -> usize {
+        let mut integrated = 0;
+        let mut ready = vec![dep];
+        while let Some(done) = ready.pop() {
+            let Some(waiters) = self.pending.waiting.remove(&done) else { continue };
+            for waiter in waiters {
+                let Some(entry) = self.pending.entries.remove(&waiter) else { continue };
+                match self.readiness(&entry) {
+                    Ok(Readiness::Ready) => match self.integrate(entry) {
+                        Ok(()) => {
+                            integrated += 1;
+                            ready.push(waiter);
+                        }
+                        Err(error) => self.events.push_back(BaseEvent::Rejected(error)),
+                    },
+                    Ok(Readiness::Missing(missing)) => {
+                        self.pending.entries.insert(waiter, entry);
+                        self.pending.waiting.entry(missing).or_default().push(waiter);
+                    }
+                    Err(error) => self.events.push_back(BaseEvent::Rejected(error)),
+                }
+            }
+        }
+        integrated
+    }
+
+    /// Quarantines the writer of two conflicting entries and returns the error to report.
+    fn fork(&mut self, first: Entry, second: Entry) -> IngestError {
+        let writer = first.writer();
+        let evidence = Box::new(ForkEvidence { first, second });
+        if let Some(&index) = self.by_id.get(&writer) {
+            self.writers[index as usize].fork = Some(evidence.clone());
+        }
+        let stale: Vec<Dep> = self.pending.entries.keys().filter(|(w, _)| *w == writer).copied().collect();
+        for dep in stale {
+            self.pending.entries.remove(&dep);
+        }
+        self.events.push_back(BaseEvent::Fork(evidence.clone()));
+        IngestError::Fork(evidence)
+    }
+}

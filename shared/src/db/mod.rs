@@ -1,0 +1,418 @@
+//! The document DB view (the seed's hyperbeedeebee): collections of JSON-like documents
+//! built by applying linearized [`DbOp`]s, with queries, secondary indexes and change
+//! notifications. It implements [`Apply`], so the [`Base`](crate::base::Base) can roll it
+//! back and reapply when a late entry sorts before the tip.
+
+pub mod query;
+pub mod value;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+pub use query::{Cond, Direction, Filter, Query, QueryError, Update};
+pub use value::{Document, Value, get_path};
+
+use crate::base::{Apply, ApplyContext};
+use crate::keys::Hash;
+
+/// The field that holds a document's id.
+pub const ID_FIELD: &str = "_id";
+/// Changes queued for one subscriber before it is marked as lagging.
+pub const MAX_QUEUED_CHANGES: usize = 65_536;
+
+/// One replicated operation on the DB. Operations name single documents by id, so
+/// the view is a pure function of the ordered operations.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum DbOp {
+    /// Insert a document; it must carry a string `_id`. Ignored if the id exists.
+    Insert {
+        /// Collection name.
+        collection: String,
+        /// The document.
+        doc: Document,
+    },
+    /// Update one document by id. Ignored if it does not exist.
+    Update {
+        /// Collection name.
+        collection: String,
+        /// Document id.
+        id: String,
+        /// What to change.
+        update: Update,
+    },
+    /// Delete one document by id. Ignored if it does not exist.
+    Delete {
+        /// Collection name.
+        collection: String,
+        /// Document id.
+        id: String,
+    },
+}
+
+impl DbOp {
+    /// The payload bytes stored in a log entry.
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+}
+
+/// What undoes one applied operation: the document as it was before.
+#[derive(Debug)]
+pub struct DbUndo(Option<(u32, String, Option<Arc<Document>>)>);
+
+/// What happened to a document in one update of the view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChangeKind {
+    /// It did not exist before.
+    Inserted,
+    /// It changed.
+    Updated,
+    /// It no longer exists.
+    Removed,
+}
+
+/// A change notification for UIs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Change {
+    /// Collection name.
+    pub collection: String,
+    /// Document id.
+    pub id: String,
+    /// What happened.
+    pub kind: ChangeKind,
+    /// The document now (None when removed).
+    pub doc: Option<Arc<Document>>,
+}
+
+/// A handle to a change subscription.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SubscriptionId(u64);
+
+/// The subscriber fell too far behind; reload with `find` and keep polling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("change subscription lagged; reload the query")]
+pub struct Lagged;
+
+/// How `find` chose its candidates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// Every document of the collection was checked.
+    FullScan,
+    /// An index on this path narrowed the candidates.
+    Index(String),
+}
+
+#[derive(Debug, Default)]
+struct Collection {
+    name: String,
+    docs: BTreeMap<String, Arc<Document>>,
+    indexes: BTreeMap<String, BTreeSet<(Value, String)>>,
+}
+
+#[derive(Debug)]
+struct Subscriber {
+    collection: Option<String>,
+    queue: VecDeque<Change>,
+    lagged: bool,
+}
+
+/// The document DB view.
+#[derive(Debug, Default)]
+pub struct Db {
+    collections: Vec<Collection>,
+    by_name: HashMap<String, u32>,
+    index_specs: BTreeMap<String, BTreeSet<String>>,
+    author_field: Option<String>,
+    subscribers: HashMap<SubscriptionId, Subscriber>,
+    next_subscription: u64,
+    touched: Option<HashMap<(u32, String), Option<Arc<Document>>>>,
+}
+
+impl Db {
+    /// An empty DB.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Stamps the author's writer key (hex) into this field of every inserted document,
+    /// so authorship cannot be forged by the payload.
+    pub fn with_author_field(mut self, field: &str) -> Self {
+        self.author_field = Some(field.to_owned());
+        self
+    }
+
+    /// Declares a secondary index on a field path of a collection. Indexes are local
+    /// (not replicated): they change speed, never results.
+    pub fn create_index(&mut self, collection: &str, path: &str) {
+        self.index_specs.entry(collection.to_owned()).or_default().insert(path.to_owned());
+        if let Some(&index) = self.by_name.get(collection) {
+            let coll = &mut self.collections[index as usize];
+            let mut set = BTreeSet::new();
+            for (id, doc) in &coll.docs {
+                if let Some(value) = get_path(doc, path) {
+                    set.insert((value.clone(), id.clone()));
+                }
+            }
+            coll.indexes.insert(path.to_owned(), set);
+        }
+    }
+
+    /// One document by id.
+    pub fn get(&self, collection: &str, id: &str) -> Option<Arc<Document>> {
+        self.collection(collection)?.docs.get(id).cloned()
+    }
+
+    /// Number of documents in a collection.
+    pub fn count(&self, collection: &str) -> usize {
+        self.collection(collection).map_or(0, |c| c.docs.len())
+    }
+
+    /// Runs a query.
+    pub fn find(&self, collection: &str, query: &Query) -> Vec<Arc<Document>> {
+        self.find_with_plan(collection, query).0
+    }
+
+    /// Which plan `find` would use.
+    pub fn explain(&self, collection: &str, query: &Query) -> Plan {
+        self.find_with_plan(collection, query).1
+    }
+
+    /// Runs a query without indexes (the reference the index path is tested against).
+    pub fn find_scan(&self, collection: &str, query: &Query) -> Vec<Arc<Document>> {
+        let Some(coll) = self.collection(collection) else { return Vec::new() };
+        let matching = coll.docs.values().filter(|doc| query.filter.matches(doc)).cloned().collect();
+        finish(matching, query)
+    }
+
+    fn find_with_plan(&self, collection: &str, query: &Query) -> (Vec<Arc<Document>>, Plan) {
+        let Some(coll) = self.collection(collection) else { return (Vec::new(), Plan::FullScan) };
+        for (path, cond) in &query.filter.conds {
+            let Some(index) = coll.indexes.get(path) else { continue };
+            let Some(ids) = index_candidates(index, cond) else { continue };
+            let matching = ids
+                .into_iter()
+                .filter_map(|id| coll.docs.get(id))
+                .filter(|doc| query.filter.matches(doc))
+                .cloned()
+                .collect();
+            return (finish(matching, query), Plan::Index(path.clone()));
+        }
+        let matching = coll.docs.values().filter(|doc| query.filter.matches(doc)).cloned().collect();
+        (finish(matching, query), Plan::FullScan)
+    }
+
+    /// Subscribes to changes of one collection (or all with `None`).
+    pub fn subscribe(&mut self, collection: Option<&str>) -> SubscriptionId {
+        let id = SubscriptionId(self.next_subscription);
+        self.next_subscription += 1;
+        let subscriber =
+            Subscriber { collection: collection.map(str::to_owned), queue: VecDeque::new(), lagged: false };
+        self.subscribers.insert(id, subscriber);
+        id
+    }
+
+    /// Ends a subscription.
+    pub fn unsubscribe(&mut self, id: SubscriptionId) {
+        self.subscribers.remove(&id);
+    }
+
+    /// Takes the changes queued for a subscriber. After [`Lagged`], the queue restarts empty.
+    pub fn poll_changes(&mut self, id: SubscriptionId) -> Result<Vec<Change>, Lagged> {
+        let Some(subscriber) = self.subscribers.get_mut(&id) else { return Ok(Vec::new()) };
+        if std::mem::take(&mut subscriber.lagged) {
+            subscriber.queue.clear();
+            return Err(Lagged);
+        }
+        Ok(subscriber.queue.drain(..).collect())
+    }
+
+    /// A canonical encoding of the whole view: equal views give equal bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut named: Vec<&Collection> = self.collections.iter().filter(|c| !c.docs.is_empty()).collect();
+        named.sort_by(|a, b| a.name.cmp(&b.name));
+        let snapshot: Vec<(&str, Vec<&Document>)> =
+            named.iter().map(|c| (c.name.as_str(), c.docs.values().map(|d| d.as_ref()).collect())).collect();
+        postcard::to_allocvec(&snapshot).unwrap_or_default()
+    }
+
+    /// SHA-256 of [`Db::encode`].
+    pub fn digest(&self) -> Hash {
+        Hash::digest(&self.encode())
+    }
+
+    fn collection(&self, name: &str) -> Option<&Collection> {
+        self.by_name.get(name).map(|&index| &self.collections[index as usize])
+    }
+
+    fn collection_index(&mut self, name: &str) -> u32 {
+        if let Some(&index) = self.by_name.get(name) {
+            return index;
+        }
+        let index = self.collections.len() as u32;
+        let mut coll = Collection { name: name.to_owned(), ..Collection::default() };
+        for path in self.index_specs.get(name).into_iter().flatten() {
+            coll.indexes.insert(path.clone(), BTreeSet::new());
+        }
+        self.collections.push(coll);
+        self.by_name.insert(name.to_owned(), index);
+        index
+    }
+
+    /// The one place documents change: keeps indexes and change tracking in step.
+    fn replace(&mut self, coll_index: u32, id: &str, new: Option<Arc<Document>>) -> Option<Arc<Document>> {
+        let coll = &mut self.collections[coll_index as usize];
+        let old = match &new {
+            Some(doc) => coll.docs.insert(id.to_owned(), doc.clone()),
+            None => coll.docs.remove(id),
+        };
+        for (path, index) in &mut coll.indexes {
+            let before = old.as_deref().and_then(|doc| get_path(doc, path));
+            let after = new.as_deref().and_then(|doc| get_path(doc, path));
+            if before == after {
+                continue;
+            }
+            if let Some(value) = before {
+                index.remove(&(value.clone(), id.to_owned()));
+            }
+            if let Some(value) = after {
+                index.insert((value.clone(), id.to_owned()));
+            }
+        }
+        if let Some(touched) = &mut self.touched {
+            touched.entry((coll_index, id.to_owned())).or_insert_with(|| old.clone());
+        }
+        old
+    }
+}
+
+fn finish(mut docs: Vec<Arc<Document>>, query: &Query) -> Vec<Arc<Document>> {
+    docs.sort_by(|a, b| query.compare(a, b));
+    docs.into_iter().skip(query.skip).take(query.limit.unwrap_or(usize::MAX)).collect()
+}
+
+/// Candidate ids from an index for one condition, or None when the index does not fit it.
+fn index_candidates<'a>(index: &'a BTreeSet<(Value, String)>, cond: &Cond) -> Option<Vec<&'a String>> {
+    let scan_equal = |target: &Value| -> Vec<&'a String> {
+        index
+            .range((target.clone(), String::new())..)
+            .take_while(|(value, _)| value == target)
+            .map(|(_, id)| id)
+            .collect()
+    };
+    let ids = match cond {
+        Cond::Eq(target) if *target != Value::Null => scan_equal(target),
+        Cond::In(options) if !options.contains(&Value::Null) => {
+            let mut ids: Vec<&String> = options.iter().flat_map(scan_equal).collect();
+            ids.sort();
+            ids.dedup();
+            ids
+        }
+        Cond::Gt(target) | Cond::Gte(target) => {
+            let rank = target.type_rank();
+            index
+                .range((target.clone(), String::new())..)
+                .take_while(|(value, _)| value.type_rank() == rank)
+                .filter(|(value, _)| cond.matches(Some(value)))
+                .map(|(_, id)| id)
+                .collect()
+        }
+        Cond::Lt(target) | Cond::Lte(target) => {
+            let rank = target.type_rank();
+            index
+                .range((Value::class_min(rank), String::new())..)
+                .take_while(|(value, _)| value.type_rank() == rank && cond.matches(Some(value)))
+                .map(|(_, id)| id)
+                .collect()
+        }
+        _ => return None,
+    };
+    Some(ids)
+}
+
+impl Apply for Db {
+    type Op = DbOp;
+    type Undo = DbUndo;
+
+    fn decode_op(payload: &[u8]) -> Option<DbOp> {
+        postcard::from_bytes(payload).ok()
+    }
+
+    fn apply(&mut self, op: &DbOp, ctx: &ApplyContext) -> DbUndo {
+        match op {
+            DbOp::Insert { collection, doc } => {
+                let Some(Value::Str(id)) = doc.get(ID_FIELD) else { return DbUndo(None) };
+                let coll_index = self.collection_index(collection);
+                if self.collections[coll_index as usize].docs.contains_key(id) {
+                    return DbUndo(None);
+                }
+                let mut doc = doc.clone();
+                if let Some(field) = &self.author_field {
+                    doc.insert(field.clone(), Value::Str(ctx.writer.to_hex()));
+                }
+                let id = id.clone();
+                let old = self.replace(coll_index, &id, Some(Arc::new(doc)));
+                DbUndo(Some((coll_index, id, old)))
+            }
+            DbOp::Update { collection, id, update } => {
+                let Some(&coll_index) = self.by_name.get(collection) else { return DbUndo(None) };
+                let Some(current) = self.collections[coll_index as usize].docs.get(id) else {
+                    return DbUndo(None);
+                };
+                let mut doc = Document::clone(current);
+                update.apply_to(&mut doc);
+                let old = self.replace(coll_index, id, Some(Arc::new(doc)));
+                DbUndo(Some((coll_index, id.clone(), old)))
+            }
+            DbOp::Delete { collection, id } => {
+                let Some(&coll_index) = self.by_name.get(collection) else { return DbUndo(None) };
+                if !self.collections[coll_index as usize].docs.contains_key(id) {
+                    return DbUndo(None);
+                }
+                let old = self.replace(coll_index, id, None);
+                DbUndo(Some((coll_index, id.clone(), old)))
+            }
+        }
+    }
+
+    fn undo(&mut self, undo: DbUndo) {
+        if let Some((coll_index, id, old)) = undo.0 {
+            self.replace(coll_index, &id, old);
+        }
+    }
+
+    fn begin_update(&mut self) {
+        if !self.subscribers.is_empty() {
+            self.touched = Some(HashMap::new());
+        }
+    }
+
+    fn end_update(&mut self) {
+        let Some(touched) = self.touched.take() else { return };
+        let mut changes = Vec::new();
+        for ((coll_index, id), before) in touched {
+            let coll = &self.collections[coll_index as usize];
+            let after = coll.docs.get(&id).cloned();
+            let kind = match (&before, &after) {
+                (None, None) => continue,
+                (None, Some(_)) => ChangeKind::Inserted,
+                (Some(_), None) => ChangeKind::Removed,
+                (Some(old), Some(new)) if Arc::ptr_eq(old, new) || old == new => continue,
+                (Some(_), Some(_)) => ChangeKind::Updated,
+            };
+            changes.push(Change { collection: coll.name.clone(), id, kind, doc: after });
+        }
+        changes.sort_by(|a, b| (&a.collection, &a.id).cmp(&(&b.collection, &b.id)));
+        for subscriber in self.subscribers.values_mut() {
+            let wanted = changes.iter().filter(|c| subscriber.collection.as_ref().is_none_or(|n| *n == c.collection));
+            for change in wanted {
+                if subscriber.queue.len() >= MAX_QUEUED_CHANGES {
+                    subscriber.lagged = true;
+                    break;
+                }
+                subscriber.queue.push_back(change.clone());
+            }
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! A replica of one topic: the base over the document DB, the local writer, and the
+//! bookkeeping drivers need (what to persist, what to push to peers).
+
+use crate::base::{Base, BaseEvent, IngestError, Ingested, UpdateStats};
+use crate::db::{Db, DbOp};
+use crate::keys::{Keypair, WriterId};
+use crate::log::{DecodeError, Entry, ForkEvidence, ForkEvidenceError};
+use crate::storage::{LoadedState, WriteBatch};
+use crate::todo::{self, Todos};
+use crate::topic::Topic;
+
+/// A problem found while opening stored state. The rest of the state is still loaded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// A stored entry does not decode.
+    #[error("stored entry is corrupt: {0}")]
+    CorruptEntry(#[from] DecodeError),
+    /// A stored entry does not fit the logs.
+    #[error("stored entry rejected: {0}")]
+    Rejected(#[from] IngestError),
+    /// Stored fork evidence does not check.
+    #[error("stored fork evidence rejected: {0}")]
+    BadFork(#[from] ForkEvidenceError),
+}
+
+/// Something a UI or log should show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// A new writer joined the topic.
+    WriterAdded(WriterId),
+    /// A writer forked its log and is quarantined.
+    Fork {
+        /// The writer.
+        writer: WriterId,
+        /// Where the log forked.
+        seq: u64,
+    },
+    /// A waiting entry was rejected once its dependencies arrived.
+    Rejected(IngestError),
+}
+
+/// One topic's replica.
+#[derive(Debug)]
+pub struct Replica {
+    topic: Topic,
+    keypair: Keypair,
+    base: Base<Db>,
+    unsaved: WriteBatch,
+    fresh: Vec<Entry>,
+    fresh_forks: Vec<ForkEvidence>,
+    notices: Vec<Notice>,
+}
+
+impl Replica {
+    /// An empty replica for a topic, writing as `keypair`.
+    pub fn new(topic: Topic, keypair: Keypair) -> Self {
+        let mut db = Db::new().with_author_field(todo::AUTHOR_FIELD);
+        todo::create_indexes(&mut db);
+        Self {
+            topic,
+            keypair,
+            base: Base::new(db),
+            unsaved: WriteBatch::default(),
+            fresh: Vec::new(),
+            fresh_forks: Vec::new(),
+            notices: Vec::new(),
+        }
+    }
+
+    /// Opens a replica from stored state. Corrupt or invalid stored items are reported and
+    /// skipped; everything else is loaded.
+    pub fn open(topic: Topic, keypair: Keypair, state: LoadedState) -> (Self, Vec<OpenError>) {
+        let mut replica = Self::new(topic, keypair);
+        let mut errors = Vec::new();
+        let mut entries = Vec::with_capacity(state.entries.len());
+        for bytes in &state.entries {
+            match Entry::decode(bytes) {
+                Ok(entry) => entries.push(entry),
+                Err(error) => errors.push(OpenError::CorruptEntry(error)),
+            }
+        }
+        errors.extend(replica.base.ingest_stored(entries).into_iter().map(OpenError::Rejected));
+        for bytes in &state.forks {
+            match ForkEvidence::decode_and_check(bytes) {
+                Ok(evidence) => {
+                    let _ = replica.base.add_fork_evidence(evidence);
+                }
+                Err(error) => errors.push(OpenError::BadFork(error)),
+            }
+        }
+        replica.base.update();
+        // Loaded items are already stored and need not be pushed: drop the bookkeeping.
+        replica.base.take_integrated();
+        replica.base.take_events();
+        (replica, errors)
+    }
+
+    /// The topic.
+    pub fn topic(&self) -> &Topic {
+        &self.topic
+    }
+
+    /// The local writer's key.
+    pub fn writer_id(&self) -> WriterId {
+        self.keypair.id()
+    }
+
+    /// The local key pair.
+    pub fn keypair(&self) -> &Keypair {
+        &self.keypair
+    }
+
+    /// The base (logs, order, view).
+    pub fn base(&self) -> &Base<Db> {
+        &self.base
+    }
+
+    /// The document DB view.
+    pub fn db(&self) -> &Db {
+        self.base.view()
+    }
+
+    /// The document DB view, for local settings (indexes, subscriptions).
+    pub fn db_mut(&mut self) -> &mut Db {
+        self.base.view_mut()
+    }
+
+    /// The typed todo API.
+    pub fn todos(&mut self) -> Todos<'_> {
+        Todos::new(self)
+    }
+
+    /// Writes one operation as the local writer and applies it to the view.
+    pub fn write(&mut self, op: &DbOp) -> Result<Entry, IngestError> {
+        let entry = self.base.append_local(&self.keypair.clone(), op.encode())?;
+        self.base.update();
+        self.drain_base();
+        Ok(entry)
+    }
+
+    /// Verifies and ingests an entry from a peer. Call [`Replica::update`] after a batch.
+    pub fn ingest(&mut self, entry: Entry) -> Result<Ingested, IngestError> {
+        let result = self.base.ingest(entry);
+        self.drain_base();
+        result
+    }
+
+    /// Records fork evidence received from a peer; returns whether it was news.
+    pub fn add_fork_evidence(&mut self, evidence: ForkEvidence) -> Result<bool, ForkEvidenceError> {
+        let news = self.base.add_fork_evidence(evidence)?;
+        self.drain_base();
+        Ok(news)
+    }
+
+    /// Applies ingested entries to the view.
+    pub fn update(&mut self) -> UpdateStats {
+        self.base.update()
+    }
+
+    /// What to persist since the last call.
+    pub fn take_unsaved(&mut self) -> WriteBatch {
+        std::mem::take(&mut self.unsaved)
+    }
+
+    /// Entries integrated since the last call (local or from peers), to push to every session.
+    pub fn take_fresh(&mut self) -> Vec<Entry> {
+        std::mem::take(&mut self.fresh)
+    }
+
+    /// Fork evidence learned since the last call, to gossip to every session.
+    pub fn take_fresh_forks(&mut self) -> Vec<ForkEvidence> {
+        std::mem::take(&mut self.fresh_forks)
+    }
+
+    /// Notices for the UI since the last call.
+    pub fn take_notices(&mut self) -> Vec<Notice> {
+        std::mem::take(&mut self.notices)
+    }
+
+    fn drain_base(&mut self) {
+        for entry in self.base.take_integrated() {
+            self.unsaved.entries.push((entry.writer(), entry.seq(), entry.bytes().clone()));
+            self.fresh.push(entry);
+        }
+        for event in self.base.take_events() {
+            match event {
+                BaseEvent::WriterAdded(writer) => self.notices.push(Notice::WriterAdded(writer)),
+                BaseEvent::Fork(evidence) => {
+                    self.notices.push(Notice::Fork { writer: evidence.writer(), seq: evidence.seq() });
+                    self.unsaved.forks.push((evidence.writer(), evidence.encode()));
+                    self.fresh_forks.push(*evidence);
+                }
+                BaseEvent::Rejected(error) => self.notices.push(Notice::Rejected(error)),
+            }
+        }
+    }
+}

@@ -1,0 +1,482 @@
+//! The sync protocol: a sans-IO state machine per connection.
+//!
+//! Both sides open with [`Message::Hello`] (protocol version in the first byte of every
+//! message, and the topic's discovery key); then each says which writers it holds and how
+//! long each log is ([`Message::Have`], what the seed's `-db-sync` extension broadcast).
+//! Each side asks for what it lacks in bounded batches ([`Message::Want`] answered by
+//! [`Message::Entries`]), and every entry a replica integrates, local or learned, is pushed
+//! at once to every session whose remote is not known to hold it. Writers learned this way
+//! join the base (open membership). A periodic `Have` (anti-entropy) and request timeouts
+//! make the protocol recover from lost messages; duplicates are harmless.
+//!
+//! The state machine never does IO and never reads a clock: the driver hands it messages
+//! and the current time in milliseconds, and sends what it returns.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::base::{IngestError, Ingested};
+use crate::keys::WriterId;
+use crate::log::{DecodeError, Entry, ForkEvidence, ForkEvidenceError};
+use crate::replica::Replica;
+use crate::topic::DiscoveryKey;
+
+/// The protocol version, the first byte of every message.
+pub const PROTOCOL_VERSION: u8 = 1;
+/// The largest encoded message accepted or produced.
+pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
+/// The most entries asked for in one request.
+pub const MAX_BATCH_ENTRIES: u64 = 256;
+/// The most entry bytes sent in one message.
+pub const MAX_BATCH_BYTES: usize = 512 * 1024;
+/// The most peer records in one message.
+pub const MAX_PEER_RECORDS: usize = 64;
+/// The largest peer record.
+pub const MAX_PEER_RECORD_BYTES: usize = 1024;
+/// The most writers listed in one `Have`.
+pub const MAX_HAVE_WRITERS: usize = 4096;
+
+/// One writer's log length, as advertised.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriterLen {
+    /// The writer.
+    pub writer: WriterId,
+    /// Entries held.
+    pub len: u64,
+}
+
+/// A protocol message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// Opens a session on a topic.
+    Hello {
+        /// The topic's discovery key: both sides must be on the same topic.
+        discovery: DiscoveryKey,
+        /// Whether the sender has received our `Hello`; a hello without it, arriving after
+        /// the session is open, means ours was lost, and is answered with another.
+        acknowledged: bool,
+    },
+    /// The writers the sender holds and their log lengths.
+    Have {
+        /// Writers, sorted by key.
+        writers: Vec<WriterLen>,
+    },
+    /// A request for entries `start..end` of a writer.
+    Want {
+        /// The writer.
+        writer: WriterId,
+        /// First seq wanted.
+        start: u64,
+        /// One past the last seq wanted.
+        end: u64,
+    },
+    /// Entries in wire form: answers to `Want`, or pushes of fresh entries.
+    Entries {
+        /// Encoded entries.
+        entries: Vec<Vec<u8>>,
+    },
+    /// Proof that a writer forked its log.
+    Fork {
+        /// Encoded [`ForkEvidence`].
+        evidence: Vec<u8>,
+    },
+    /// Peer exchange: opaque records (addresses) of other peers on the topic.
+    Peers {
+        /// Records, interpreted by the driver.
+        records: Vec<Vec<u8>>,
+    },
+}
+
+impl Message {
+    /// Wire form: the protocol version byte, then postcard.
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_extend(self, vec![PROTOCOL_VERSION]).unwrap_or_default()
+    }
+
+    /// Decodes a message, checking its size and version.
+    pub fn decode(bytes: &[u8]) -> Result<Self, SyncError> {
+        if bytes.len() > MAX_MESSAGE_BYTES {
+            return Err(SyncError::Oversized { len: bytes.len(), max: MAX_MESSAGE_BYTES });
+        }
+        let (&version, body) = bytes.split_first().ok_or(SyncError::Truncated)?;
+        if version != PROTOCOL_VERSION {
+            return Err(SyncError::UnknownVersion(version));
+        }
+        let (message, rest): (Message, _) =
+            postcard::take_from_bytes(body).map_err(|e| SyncError::Malformed(e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(SyncError::TrailingBytes(rest.len()));
+        }
+        Ok(message)
+    }
+}
+
+/// Why a message was refused. [`SyncError::is_fatal`] says whether to drop the peer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SyncError {
+    /// Empty message.
+    #[error("empty message")]
+    Truncated,
+    /// Over [`MAX_MESSAGE_BYTES`].
+    #[error("message of {len} bytes is over the {max} byte limit")]
+    Oversized {
+        /// Bytes received.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Another protocol version.
+    #[error("unsupported protocol version {0} (this peer speaks {PROTOCOL_VERSION})")]
+    UnknownVersion(u8),
+    /// Does not decode.
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    /// Bytes after the message.
+    #[error("{0} trailing bytes after the message")]
+    TrailingBytes(usize),
+    /// The peer is on another topic.
+    #[error("peer is on another topic")]
+    TopicMismatch,
+    /// A message before `Hello`.
+    #[error("message before hello")]
+    NotIntroduced,
+    /// A list over its limit.
+    #[error("{what} over its limit")]
+    OverLimit {
+        /// Which list.
+        what: &'static str,
+    },
+    /// An entry that does not decode.
+    #[error("bad entry: {0}")]
+    BadEntry(#[from] DecodeError),
+    /// An entry that fails verification.
+    #[error("invalid entry: {0}")]
+    InvalidEntry(IngestError),
+    /// Fork evidence that does not prove a fork.
+    #[error("bad fork evidence: {0}")]
+    BadForkEvidence(#[from] ForkEvidenceError),
+}
+
+impl SyncError {
+    /// Whether the peer broke the protocol or sent forged data (close and score it down),
+    /// as opposed to a condition an honest peer can cause.
+    pub fn is_fatal(&self) -> bool {
+        !matches!(
+            self,
+            SyncError::NotIntroduced
+                | SyncError::InvalidEntry(
+                    IngestError::Fork(_)
+                        | IngestError::Quarantined(_)
+                        | IngestError::PendingFull(_)
+                        | IngestError::TooManyWriters(_)
+                )
+        )
+    }
+}
+
+/// Timing and batching of a session.
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    /// A request not answered in this long is asked again.
+    pub request_timeout_ms: u64,
+    /// How often to re-advertise `Have` (anti-entropy).
+    pub resync_interval_ms: u64,
+    /// Requests in flight at once.
+    pub max_inflight: usize,
+    /// Entries per request.
+    pub batch_entries: u64,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            request_timeout_ms: 5_000,
+            resync_interval_ms: 15_000,
+            max_inflight: 8,
+            batch_entries: MAX_BATCH_ENTRIES,
+        }
+    }
+}
+
+/// Counters for status displays.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionStats {
+    /// Entries received that were new.
+    pub entries_received: u64,
+    /// Entries sent.
+    pub entries_sent: u64,
+    /// Messages handled.
+    pub messages_received: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Inflight {
+    end: u64,
+    sent_at: u64,
+}
+
+/// One connection's protocol state.
+#[derive(Debug)]
+pub struct Session {
+    config: SessionConfig,
+    hello_sent_at: Option<u64>,
+    introduced: bool,
+    remote: BTreeMap<WriterId, u64>,
+    inflight: HashMap<WriterId, Inflight>,
+    last_have_at: u64,
+    learned_peers: Vec<Vec<u8>>,
+    stats: SessionStats,
+}
+
+impl Session {
+    /// A new session.
+    pub fn new(config: SessionConfig) -> Self {
+        Self {
+            config,
+            hello_sent_at: None,
+            introduced: false,
+            remote: BTreeMap::new(),
+            inflight: HashMap::new(),
+            last_have_at: 0,
+            learned_peers: Vec::new(),
+            stats: SessionStats::default(),
+        }
+    }
+
+    /// Opens the session: our `Hello` and `Have`, and any fork evidence we hold.
+    pub fn start(&mut self, replica: &Replica, now: u64) -> Vec<Message> {
+        self.hello_sent_at = Some(now);
+        let mut out =
+            vec![Message::Hello { discovery: replica.topic().discovery_key(), acknowledged: self.introduced }];
+        out.push(self.have(replica, now));
+        out.extend(replica.base().forks().into_iter().map(|ev| Message::Fork { evidence: ev.encode() }));
+        out
+    }
+
+    /// Whether the remote's `Hello` arrived.
+    pub fn is_introduced(&self) -> bool {
+        self.introduced
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> SessionStats {
+        self.stats
+    }
+
+    /// Entries the remote holds that we do not (catch-up progress).
+    pub fn missing(&self, replica: &Replica) -> u64 {
+        self.remote.iter().map(|(writer, &len)| len.saturating_sub(replica.base().len(writer))).sum()
+    }
+
+    /// Entries the remote is known to hold.
+    pub fn remote_total(&self) -> u64 {
+        self.remote.values().sum()
+    }
+
+    /// Peer records learned since the last call.
+    pub fn take_learned_peers(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.learned_peers)
+    }
+
+    /// Decodes and handles one message.
+    pub fn handle_bytes(&mut self, replica: &mut Replica, bytes: &[u8], now: u64) -> Result<Vec<Message>, SyncError> {
+        let message = Message::decode(bytes)?;
+        self.handle(replica, message, now)
+    }
+
+    /// Handles one message and returns what to send. Call [`Replica::update`] and push the
+    /// replica's fresh entries to every session afterwards.
+    pub fn handle(&mut self, replica: &mut Replica, message: Message, now: u64) -> Result<Vec<Message>, SyncError> {
+        self.stats.messages_received += 1;
+        let mut out = Vec::new();
+        match message {
+            Message::Hello { discovery, acknowledged } => {
+                if discovery != replica.topic().discovery_key() {
+                    return Err(SyncError::TopicMismatch);
+                }
+                let first = !self.introduced;
+                self.introduced = true;
+                if self.hello_sent_at.is_none() || (!first && !acknowledged) {
+                    out.extend(self.start(replica, now));
+                }
+            }
+            _ if !self.introduced => return Err(SyncError::NotIntroduced),
+            Message::Have { writers } => {
+                if writers.len() > MAX_HAVE_WRITERS {
+                    return Err(SyncError::OverLimit { what: "writer list" });
+                }
+                for WriterLen { writer, len } in writers {
+                    self.note_remote(writer, len);
+                }
+            }
+            Message::Want { writer, start, end } => {
+                let end = end.min(start.saturating_add(self.config.batch_entries.min(MAX_BATCH_ENTRIES)));
+                let entries: Vec<&Entry> = replica.base().range(&writer, start, end).collect();
+                out.extend(self.entry_messages(entries));
+            }
+            Message::Entries { entries } => {
+                let result = self.receive_entries(replica, &entries);
+                out.extend(self.plan_wants(replica, now));
+                result?;
+            }
+            Message::Fork { evidence } => {
+                let evidence = ForkEvidence::decode_and_check(&evidence)?;
+                self.remote.remove(&evidence.writer());
+                replica.add_fork_evidence(evidence)?;
+            }
+            Message::Peers { records } => {
+                if records.len() > MAX_PEER_RECORDS || records.iter().any(|r| r.len() > MAX_PEER_RECORD_BYTES) {
+                    return Err(SyncError::OverLimit { what: "peer records" });
+                }
+                self.learned_peers.extend(records);
+            }
+        }
+        out.extend(self.plan_wants(replica, now));
+        Ok(out)
+    }
+
+    /// Periodic work: resend a lost hello, retry timed-out requests, re-advertise `Have`.
+    pub fn tick(&mut self, replica: &Replica, now: u64) -> Vec<Message> {
+        let mut out = Vec::new();
+        let timeout = self.config.request_timeout_ms;
+        if !self.introduced {
+            if self.hello_sent_at.is_some_and(|at| now.saturating_sub(at) >= timeout) {
+                out.extend(self.start(replica, now));
+            }
+            return out;
+        }
+        self.inflight.retain(|_, request| now.saturating_sub(request.sent_at) < timeout);
+        if now.saturating_sub(self.last_have_at) >= self.config.resync_interval_ms {
+            out.push(self.have(replica, now));
+        }
+        out.extend(self.plan_wants(replica, now));
+        out
+    }
+
+    /// Pushes fresh entries the remote is not known to hold.
+    pub fn push(&mut self, entries: &[Entry]) -> Vec<Message> {
+        if self.hello_sent_at.is_none() {
+            return Vec::new();
+        }
+        let mut wanted = Vec::new();
+        for entry in entries {
+            let known = self.remote.get(&entry.writer()).copied().unwrap_or(0);
+            if entry.seq() >= known {
+                wanted.push(entry);
+            }
+        }
+        self.entry_messages(wanted)
+    }
+
+    /// Gossips fork evidence.
+    pub fn push_fork(&mut self, evidence: &ForkEvidence) -> Vec<Message> {
+        self.remote.remove(&evidence.writer());
+        vec![Message::Fork { evidence: evidence.encode() }]
+    }
+
+    /// Peer exchange: sends records of other peers on the topic.
+    pub fn share_peers(&self, mut records: Vec<Vec<u8>>) -> Vec<Message> {
+        records.retain(|record| record.len() <= MAX_PEER_RECORD_BYTES);
+        records.chunks(MAX_PEER_RECORDS).map(|chunk| Message::Peers { records: chunk.to_vec() }).collect()
+    }
+
+    fn have(&mut self, replica: &Replica, now: u64) -> Message {
+        self.last_have_at = now;
+        let writers = replica
+            .base()
+            .writers()
+            .into_iter()
+            .filter(|info| !info.quarantined && info.len > 0)
+            .take(MAX_HAVE_WRITERS)
+            .map(|info| WriterLen { writer: info.id, len: info.len })
+            .collect();
+        Message::Have { writers }
+    }
+
+    fn note_remote(&mut self, writer: WriterId, len: u64) {
+        let known = self.remote.entry(writer).or_insert(0);
+        *known = (*known).max(len);
+    }
+
+    fn receive_entries(&mut self, replica: &mut Replica, entries: &[Vec<u8>]) -> Result<(), SyncError> {
+        let mut deferred = None;
+        for bytes in entries {
+            let entry = Entry::decode(bytes)?;
+            let (writer, seq) = (entry.writer(), entry.seq());
+            let heads = entry.body().heads.clone();
+            match replica.ingest(entry) {
+                Ok(outcome) => {
+                    if matches!(outcome, Ingested::Integrated(_)) {
+                        self.stats.entries_received += 1;
+                    }
+                    // The sender integrated this entry, so it holds it and everything it names.
+                    self.note_remote(writer, seq + 1);
+                    for head in heads {
+                        self.note_remote(head.writer, head.seq + 1);
+                    }
+                    if let Some(request) = self.inflight.get(&writer)
+                        && seq + 1 >= request.end
+                    {
+                        self.inflight.remove(&writer);
+                    }
+                }
+                Err(IngestError::Quarantined(_)) => {
+                    self.remote.remove(&writer);
+                }
+                Err(error) => {
+                    let error = SyncError::InvalidEntry(error);
+                    if error.is_fatal() {
+                        return Err(error);
+                    }
+                    self.remote.remove(&writer);
+                    self.inflight.remove(&writer);
+                    deferred = Some(error);
+                }
+            }
+        }
+        deferred.map_or(Ok(()), Err)
+    }
+
+    fn plan_wants(&mut self, replica: &Replica, now: u64) -> Vec<Message> {
+        let mut out = Vec::new();
+        for (&writer, &remote_len) in &self.remote {
+            if self.inflight.len() >= self.config.max_inflight {
+                break;
+            }
+            if self.inflight.contains_key(&writer) || replica.base().is_quarantined(&writer) {
+                continue;
+            }
+            let start = replica.base().len(&writer);
+            if remote_len <= start {
+                continue;
+            }
+            let end = remote_len.min(start + self.config.batch_entries);
+            self.inflight.insert(writer, Inflight { end, sent_at: now });
+            out.push(Message::Want { writer, start, end });
+        }
+        out
+    }
+
+    /// Packs entries into `Entries` messages under the byte limit.
+    fn entry_messages(&mut self, entries: Vec<&Entry>) -> Vec<Message> {
+        let mut out = Vec::new();
+        let mut batch: Vec<Vec<u8>> = Vec::new();
+        let mut bytes = 0;
+        for entry in entries {
+            if !batch.is_empty() && bytes + entry.bytes().len() > MAX_BATCH_BYTES {
+                out.push(Message::Entries { entries: std::mem::take(&mut batch) });
+                bytes = 0;
+            }
+            bytes += entry.bytes().len() + 4;
+            batch.push(entry.bytes().to_vec());
+            self.note_remote(entry.writer(), entry.seq() + 1);
+            self.stats.entries_sent += 1;
+        }
+        if !batch.is_empty() {
+            out.push(Message::Entries { entries: batch });
+        }
+        out
+    }
+}

@@ -1,0 +1,99 @@
+//! Topics: a human name maps to a 32-byte topic id, and the id to the discovery key
+//! announced on the network, so the name itself is never announced.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::keys::Hash;
+
+/// The 32-byte id of a topic: SHA-256 of its name.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TopicId(pub [u8; 32]);
+
+/// The key peers announce and look up on the network for a topic. Derived from the
+/// topic id with a domain tag, so knowing it does not reveal the topic id.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DiscoveryKey(pub [u8; 32]);
+
+/// A topic: its name, id and discovery key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Topic {
+    name: String,
+    id: TopicId,
+    discovery: DiscoveryKey,
+}
+
+impl Topic {
+    /// The topic for a name (as the seed does: SHA-256 of the name).
+    pub fn from_name(name: &str) -> Self {
+        let id = TopicId(Hash::digest(name.as_bytes()).0);
+        Self::from_id(name.to_owned(), id)
+    }
+
+    /// A topic known by its id (for example from a share link).
+    pub fn from_id(name: String, id: TopicId) -> Self {
+        let discovery = DiscoveryKey(Hash::digest_parts(&[b"hellopears/discovery/v1", &id.0]).0);
+        Self { name, id, discovery }
+    }
+
+    /// The name this topic was opened with.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The topic id.
+    pub fn id(&self) -> TopicId {
+        self.id
+    }
+
+    /// The discovery key to announce and look up.
+    pub fn discovery_key(&self) -> DiscoveryKey {
+        self.discovery
+    }
+}
+
+impl fmt::Debug for Topic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Topic").field("name", &self.name).field("id", &self.id).finish()
+    }
+}
+
+impl fmt::Debug for TopicId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TopicId({})", hex::encode(&self.0[..8]))
+    }
+}
+
+impl fmt::Display for TopicId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for DiscoveryKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DiscoveryKey({})", hex::encode(&self.0[..8]))
+    }
+}
+
+impl fmt::Display for DiscoveryKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_id_is_sha256_of_name() {
+        let topic = Topic::from_name("todo");
+        // `printf todo | sha256sum`
+        assert_eq!(topic.id().to_string(), "602fae580f5863abfb31bf356decfdc73bf1224a62aacf6b4829ffa2dbe58390");
+        assert_ne!(topic.id().0, topic.discovery_key().0);
+        assert_eq!(Topic::from_name("todo").discovery_key(), topic.discovery_key());
+        assert_ne!(Topic::from_name("todo2").discovery_key(), topic.discovery_key());
+    }
+}

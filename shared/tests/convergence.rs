@@ -1,0 +1,119 @@
+//! Convergence of replicas under random delivery: the property that matters most.
+
+use hellopears_core::sim::{Sim, SimConfig};
+use proptest::prelude::*;
+use rand::Rng;
+
+/// One random scenario, fully determined by its parameters.
+#[derive(Clone, Debug)]
+struct Scenario {
+    peers: usize,
+    seed: u64,
+    ops: usize,
+    drop: f64,
+    duplicate: f64,
+    max_delay_ms: u64,
+    partitions: bool,
+}
+
+fn scenario() -> impl Strategy<Value = Scenario> {
+    (2usize..=8, any::<u64>(), 1usize..40, 0.0f64..0.3, 0.0f64..0.3, 1u64..300, any::<bool>()).prop_map(
+        |(peers, seed, ops, drop, duplicate, max_delay_ms, partitions)| Scenario {
+            peers,
+            seed,
+            ops,
+            drop,
+            duplicate,
+            max_delay_ms,
+            partitions,
+        },
+    )
+}
+
+/// Runs a scenario: random writes (including concurrent edits of the same todos) on random
+/// peers, random delivery, optional partitions; then heals and checks convergence.
+fn run(scenario: &Scenario) -> Result<(), TestCaseError> {
+    let config = SimConfig {
+        drop: scenario.drop,
+        duplicate: scenario.duplicate,
+        min_delay_ms: 0,
+        max_delay_ms: scenario.max_delay_ms,
+        tick_ms: 500,
+    };
+    let mut sim = Sim::new(scenario.peers, scenario.seed, config);
+    sim.connect_all();
+    for _ in 0..scenario.ops {
+        let peer = sim.rng().random_range(0..scenario.peers);
+        let action = sim.rng().random_range(0..10u8);
+        let pick = sim.rng().random_range(0..1000usize);
+        sim.with_peer(peer, |replica, now| {
+            let todos = replica.todos().list();
+            let target = (!todos.is_empty()).then(|| todos[pick % todos.len()].id.clone());
+            match (action, target) {
+                (0..=3, _) | (_, None) => replica.todos().add(&format!("todo {pick}"), now).map(|_| ()),
+                (4..=5, Some(id)) => replica.todos().toggle(&id, now).map(|_| ()),
+                (6..=7, Some(id)) => replica.todos().edit(&id, &format!("edited {pick}"), now),
+                (8, Some(id)) => replica.todos().remove(&id),
+                (_, Some(_)) => replica.todos().clear_completed().map(|_| ()),
+            }
+        })
+        .map_err(|e| TestCaseError::fail(format!("local write failed: {e}")))?;
+        if scenario.partitions && sim.rng().random_bool(0.1) {
+            let groups = (0..scenario.peers).map(|_| sim.rng().random_range(0..2usize)).collect();
+            sim.partition(groups);
+        } else if sim.rng().random_bool(0.1) {
+            sim.heal();
+        }
+        let wait = sim.rng().random_range(0..200u64);
+        sim.run_for(wait);
+    }
+    sim.heal();
+    let converged = sim.run_until_converged(120_000);
+    prop_assert!(
+        converged,
+        "replicas did not converge: {:?}",
+        (0..scenario.peers).map(|p| sim.digests(p)).collect::<Vec<_>>()
+    );
+    let total: u64 = sim.replica(0).base().total_entries();
+    if std::env::var_os("SIM_VERBOSE").is_some() {
+        eprintln!(
+            "{scenario:?}: {total} entries, {} todos, {:?}",
+            hellopears_core::todo::list(sim.replica(0).db()).len(),
+            sim.stats()
+        );
+    }
+    for peer in 0..scenario.peers {
+        let replica = sim.replica(peer);
+        prop_assert_eq!(replica.base().total_entries(), total);
+        prop_assert_eq!(replica.base().order().len() as u64, total);
+        prop_assert_eq!(replica.base().pending_count(), 0);
+        prop_assert_eq!(replica.db().encode(), sim.replica(0).db().encode());
+    }
+    Ok(())
+}
+
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(1000)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+
+    #[test]
+    fn replicas_converge(scenario in scenario()) {
+        run(&scenario)?;
+    }
+}
+
+/// Scenarios that once failed or are worth keeping, replayed on every run.
+#[test]
+fn regressions() {
+    let fixed = [
+        Scenario { peers: 2, seed: 1, ops: 10, drop: 0.0, duplicate: 0.0, max_delay_ms: 10, partitions: false },
+        Scenario { peers: 8, seed: 7, ops: 39, drop: 0.29, duplicate: 0.29, max_delay_ms: 299, partitions: true },
+        Scenario { peers: 5, seed: 42, ops: 30, drop: 0.2, duplicate: 0.0, max_delay_ms: 150, partitions: true },
+    ];
+    for scenario in &fixed {
+        run(scenario).unwrap_or_else(|e| panic!("{scenario:?}: {e}"));
+    }
+}

@@ -1,0 +1,206 @@
+//! Every way an entry can be wrong is rejected with its own error, and forks are caught.
+
+use hellopears_core::base::{Base, BaseEvent, IngestError, Ingested};
+use hellopears_core::db::{Db, DbOp};
+use hellopears_core::keys::{Hash, Keypair};
+use hellopears_core::log::{DecodeError, Entry, EntryBody, ForkEvidence, Head, MAX_ENTRY_BYTES};
+use hellopears_core::replica::{Notice, Replica};
+use hellopears_core::topic::Topic;
+
+fn op(n: usize) -> Vec<u8> {
+    DbOp::Delete { collection: "todos".into(), id: format!("{n}") }.encode()
+}
+
+fn body(keypair: &Keypair, seq: u64, prev: Option<Hash>, clock: u64) -> EntryBody {
+    EntryBody { writer: keypair.id(), seq, prev, heads: vec![], clock, payload: op(seq as usize) }
+}
+
+/// A base holding two entries of `writer`, and that writer's first entry.
+fn base_with_log(writer: &Keypair) -> (Base<Db>, Entry) {
+    let mut source = Base::new(Db::new());
+    let first = source.append_local(writer, op(0)).expect("append");
+    source.append_local(writer, op(1)).expect("append");
+    let mut base = Base::new(Db::new());
+    for seq in 0..2 {
+        let entry = source.entry(&writer.id(), seq).expect("held").clone();
+        assert_eq!(base.ingest(entry), Ok(Ingested::Integrated(1)));
+    }
+    (base, first)
+}
+
+#[test]
+fn bad_signature_is_rejected() {
+    let writer = Keypair::derive_for_tests(1, 0);
+    let entry = Entry::sign(body(&writer, 0, None, 1), &writer);
+    let mut signature = [0u8; 64];
+    signature.copy_from_slice(&entry.bytes()[entry.bytes().len() - 64..]);
+    signature[10] ^= 1;
+    let forged = Entry::decode(entry.with_signature_for_tests(signature).bytes()).expect("structure is fine");
+    let mut base = Base::new(Db::new());
+    assert_eq!(base.ingest(forged), Err(IngestError::BadSignature { writer: writer.id(), seq: 0 }));
+    // Signed by someone else.
+    let impostor = Keypair::derive_for_tests(1, 1);
+    let mut claimed = body(&writer, 0, None, 1);
+    claimed.writer = writer.id();
+    let wrong_key = Entry::sign(claimed, &impostor);
+    assert!(matches!(base.ingest(wrong_key), Err(IngestError::BadSignature { .. })));
+    assert_eq!(base.total_entries(), 0);
+}
+
+#[test]
+fn broken_hash_chain_is_rejected() {
+    let writer = Keypair::derive_for_tests(2, 0);
+    let (mut base, _) = base_with_log(&writer);
+    let wrong_prev = Entry::sign(body(&writer, 2, Some(Hash::digest(b"not the previous entry")), 3), &writer);
+    assert_eq!(base.ingest(wrong_prev), Err(IngestError::BrokenChain { writer: writer.id(), seq: 2 }));
+    assert_eq!(base.len(&writer.id()), 2);
+}
+
+#[test]
+fn wrong_seq_is_rejected() {
+    let writer = Keypair::derive_for_tests(3, 0);
+    let (mut base, _) = base_with_log(&writer);
+    let far = Entry::sign(body(&writer, 1 << 40, Some(Hash::digest(b"x")), 5), &writer);
+    assert_eq!(base.ingest(far), Err(IngestError::SeqTooFarAhead { len: 2, seq: 1 << 40 }));
+    // seq 0 must not name a previous entry, and a later seq must.
+    let bad = Entry::sign(body(&writer, 0, Some(Hash::digest(b"x")), 1), &writer);
+    assert_eq!(Entry::decode(bad.bytes()), Err(DecodeError::PrevMismatch));
+}
+
+#[test]
+fn impossible_clock_is_rejected() {
+    let writer = Keypair::derive_for_tests(4, 0);
+    let (mut base, _) = base_with_log(&writer);
+    let prev = base.entry(&writer.id(), 1).expect("held").hash();
+    for clock in [1, 2, 4, 1000] {
+        let entry = Entry::sign(body(&writer, 2, Some(prev), clock), &writer);
+        assert_eq!(
+            base.ingest(entry),
+            Err(IngestError::ImpossibleClock { writer: writer.id(), seq: 2, expected: 3, got: clock })
+        );
+    }
+    let zero = Entry::sign(body(&writer, 0, None, 0), &writer);
+    assert_eq!(Entry::decode(zero.bytes()), Err(DecodeError::ClockOutOfRange(0)));
+    // A head's clock counts too.
+    let other = Keypair::derive_for_tests(4, 1);
+    let mut with_head = body(&other, 0, None, 1);
+    with_head.heads = vec![Head { writer: writer.id(), seq: 1, hash: prev }];
+    let entry = Entry::sign(with_head, &other);
+    assert!(matches!(base.ingest(entry), Err(IngestError::ImpossibleClock { expected: 3, got: 1, .. })));
+}
+
+#[test]
+fn head_mismatch_is_rejected() {
+    let writer = Keypair::derive_for_tests(5, 0);
+    let (mut base, _) = base_with_log(&writer);
+    let other = Keypair::derive_for_tests(5, 1);
+    let mut claimed = body(&other, 0, None, 3);
+    claimed.heads = vec![Head { writer: writer.id(), seq: 1, hash: Hash::digest(b"other") }];
+    let entry = Entry::sign(claimed, &other);
+    assert_eq!(base.ingest(entry), Err(IngestError::HeadMismatch { writer: other.id(), seq: 0 }));
+}
+
+#[test]
+fn unknown_version_is_rejected() {
+    let writer = Keypair::derive_for_tests(6, 0);
+    let mut bytes = Entry::sign(body(&writer, 0, None, 1), &writer).bytes().to_vec();
+    bytes[0] = 2;
+    assert_eq!(Entry::decode(&bytes), Err(DecodeError::UnknownVersion(2)));
+}
+
+#[test]
+fn truncated_bytes_are_rejected() {
+    let writer = Keypair::derive_for_tests(7, 0);
+    let bytes = Entry::sign(body(&writer, 0, None, 1), &writer).bytes().to_vec();
+    assert_eq!(Entry::decode(&bytes[..10]), Err(DecodeError::Truncated { len: 10 }));
+    assert_eq!(Entry::decode(&[]), Err(DecodeError::Truncated { len: 0 }));
+    // Long enough for a signature, but the body is cut short.
+    let cut = [&bytes[..20], &bytes[bytes.len() - 64..]].concat();
+    assert!(matches!(Entry::decode(&cut), Err(DecodeError::Malformed(_))));
+    // Every prefix fails cleanly.
+    for len in 0..bytes.len() {
+        assert!(Entry::decode(&bytes[..len]).is_err(), "prefix of {len} bytes decoded");
+    }
+}
+
+#[test]
+fn oversized_bytes_are_rejected() {
+    let writer = Keypair::derive_for_tests(8, 0);
+    let mut big = body(&writer, 0, None, 1);
+    big.payload = vec![7; MAX_ENTRY_BYTES];
+    let entry = Entry::sign(big, &writer);
+    assert!(matches!(Entry::decode(entry.bytes()), Err(DecodeError::Oversized { max: MAX_ENTRY_BYTES, .. })));
+}
+
+#[test]
+fn trailing_bytes_and_bad_heads_are_rejected() {
+    let writer = Keypair::derive_for_tests(9, 0);
+    let entry = Entry::sign(body(&writer, 0, None, 1), &writer);
+    let bytes = entry.bytes();
+    let split = bytes.len() - 64;
+    let padded = [&bytes[..split], &[0u8][..], &bytes[split..]].concat();
+    assert_eq!(Entry::decode(&padded), Err(DecodeError::TrailingBytes(1)));
+    let mut self_head = body(&writer, 0, None, 1);
+    self_head.heads = vec![Head { writer: writer.id(), seq: 0, hash: Hash::default() }];
+    assert_eq!(Entry::decode(Entry::sign(self_head, &writer).bytes()), Err(DecodeError::BadHeads));
+}
+
+#[test]
+fn fork_is_detected_quarantined_and_reported() {
+    let writer = Keypair::derive_for_tests(10, 0);
+    let (mut base, first) = base_with_log(&writer);
+    base.take_events();
+    let mut other = body(&writer, 0, None, 1);
+    other.payload = op(99);
+    let conflicting = Entry::sign(other, &writer);
+    let Err(IngestError::Fork(evidence)) = base.ingest(conflicting.clone()) else { panic!("fork not detected") };
+    assert_eq!(evidence.first, first);
+    assert_eq!(evidence.second, conflicting);
+    assert!(base.is_quarantined(&writer.id()));
+    assert_eq!(base.forks().len(), 1);
+    assert!(matches!(base.take_events().as_slice(), [BaseEvent::Fork(_)]));
+    // Evidence is portable: it checks on its own and survives encoding.
+    let decoded = ForkEvidence::decode_and_check(&evidence.encode()).expect("valid evidence");
+    assert_eq!(decoded, *evidence);
+    // A quarantined writer's further entries are refused.
+    let prev = base.entry(&writer.id(), 1).expect("held").hash();
+    let next = Entry::sign(body(&writer, 2, Some(prev), 3), &writer);
+    assert_eq!(base.ingest(next), Err(IngestError::Quarantined(writer.id())));
+    // Forged evidence is refused.
+    let not_a_fork = ForkEvidence { first: evidence.first.clone(), second: evidence.first.clone() };
+    assert!(not_a_fork.check().is_err());
+}
+
+#[test]
+fn fork_reaches_the_replica_user_and_other_replicas() {
+    let topic = Topic::from_name("forks");
+    let forker = Keypair::derive_for_tests(11, 0);
+    let mut a = Replica::new(topic.clone(), Keypair::derive_for_tests(11, 1));
+    let mut b = Replica::new(topic, Keypair::derive_for_tests(11, 2));
+    let one = Entry::sign(body(&forker, 0, None, 1), &forker);
+    let mut two_body = body(&forker, 0, None, 1);
+    two_body.payload = op(5);
+    let two = Entry::sign(two_body, &forker);
+    a.ingest(one).expect("first is fine");
+    let Err(IngestError::Fork(evidence)) = a.ingest(two) else { panic!("fork not detected") };
+    assert!(a.take_notices().contains(&Notice::Fork { writer: forker.id(), seq: 0 }));
+    assert_eq!(a.take_fresh_forks().len(), 1);
+    assert_eq!(a.take_unsaved().forks.len(), 1);
+    assert_eq!(b.add_fork_evidence(*evidence), Ok(true));
+    assert!(b.base().is_quarantined(&forker.id()));
+}
+
+#[test]
+fn out_of_order_entries_wait_and_then_integrate() {
+    let writer = Keypair::derive_for_tests(12, 0);
+    let mut source = Base::new(Db::new());
+    let entries: Vec<Entry> = (0..5).map(|i| source.append_local(&writer, op(i)).expect("append")).collect();
+    let mut base = Base::new(Db::new());
+    for entry in entries.iter().skip(1).rev() {
+        assert_eq!(base.ingest(entry.clone()), Ok(Ingested::Pending));
+    }
+    assert_eq!(base.pending_count(), 4);
+    assert_eq!(base.ingest(entries[0].clone()), Ok(Ingested::Integrated(5)));
+    assert_eq!(base.pending_count(), 0);
+    assert_eq!(base.ingest(entries[3].clone()), Ok(Ingested::Duplicate));
+}
