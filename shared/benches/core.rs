@@ -1,1 +1,107 @@
-fn main() {}
+//! Core benchmarks: linearize + apply, verify + ingest against raw `verify_strict`, and reorg.
+//! Run with `cargo xtask bench` (or `cargo bench -p hellopears-core --features test-utils`).
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use ed25519_dalek::Signature;
+use hellopears_core::keys::entry_signing_message;
+use hellopears_core::log::Entry;
+use hellopears_core::workload::{Workload, shuffled, todo_base};
+
+const OPS: usize = 100_000;
+
+fn linearize_apply(c: &mut Criterion) {
+    let entries = Workload { writers: 4, ops: OPS, exchange_every: 50, seed: 1 }.generate();
+    let delivery = shuffled(&entries, 2);
+    let mut group = c.benchmark_group("linearize_apply");
+    group.sample_size(10).measurement_time(Duration::from_secs(10));
+    group.throughput(Throughput::Elements(delivery.len() as u64));
+    group.bench_function("100k_ops_4_writers_random_order", |b| {
+        b.iter_batched(
+            || delivery.clone(),
+            |delivery| {
+                let mut base = todo_base();
+                for entry in delivery {
+                    let _ = base.ingest_verified(entry);
+                }
+                let stats = base.update();
+                assert_eq!(stats.applied, OPS);
+                black_box(base)
+            },
+            BatchSize::LargeInput,
+        );
+    });
+    group.finish();
+}
+
+fn verify_ingest(c: &mut Criterion) {
+    let entries = Workload { writers: 1, ops: OPS, exchange_every: 1, seed: 3 }.generate();
+    let key = entries[0].writer().verifying_key().expect("valid key");
+    let mut group = c.benchmark_group("verify");
+    group.sample_size(10).measurement_time(Duration::from_secs(40));
+    group.throughput(Throughput::Elements(entries.len() as u64));
+    group.bench_function("raw_verify_strict_100k", |b| {
+        b.iter(|| {
+            for entry in &entries {
+                let bytes = entry.bytes();
+                let mut signature = [0u8; 64];
+                signature.copy_from_slice(&bytes[bytes.len() - 64..]);
+                let message = entry_signing_message(&entry.hash());
+                assert!(key.verify_strict(&message, &Signature::from_bytes(&signature)).is_ok());
+            }
+        });
+    });
+    let wire: Vec<Vec<u8>> = entries.iter().map(|e| e.bytes().to_vec()).collect();
+    group.bench_function("decode_verify_ingest_100k", |b| {
+        b.iter_batched(
+            || wire.clone(),
+            |wire| {
+                let mut base = todo_base();
+                for bytes in wire {
+                    let entry = Entry::decode(&bytes).expect("valid");
+                    base.ingest(entry).expect("valid");
+                }
+                black_box(base)
+            },
+            BatchSize::LargeInput,
+        );
+    });
+    group.finish();
+}
+
+fn reorg(c: &mut Criterion) {
+    // Four writers write 110,000 operations; the fourth goes offline at the start, so its
+    // 10,000 entries (clocks from 1) sort all through the 100,000 the others wrote.
+    let history = Workload { writers: 3, ops: OPS, exchange_every: 50, seed: 4 }.generate();
+    let offline = Workload { writers: 1, ops: 10_000, exchange_every: 1, seed: 5 }.generate();
+    let mut group = c.benchmark_group("reorg");
+    group.sample_size(10).measurement_time(Duration::from_secs(10));
+    group.throughput(Throughput::Elements(offline.len() as u64));
+    group.bench_function("10k_late_into_100k", |b| {
+        b.iter_batched(
+            || {
+                let mut base = todo_base();
+                for entry in &history {
+                    let _ = base.ingest_verified(entry.clone());
+                }
+                base.update();
+                (base, offline.clone())
+            },
+            |(mut base, late)| {
+                for entry in late {
+                    let _ = base.ingest_verified(entry);
+                }
+                let stats = base.update();
+                assert!(stats.rolled_back > 90_000, "{stats:?}");
+                black_box(base)
+            },
+            BatchSize::LargeInput,
+        );
+    });
+    group.finish();
+}
+
+criterion_group!(benches, linearize_apply, verify_ingest, reorg);
+criterion_main!(benches);

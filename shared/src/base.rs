@@ -12,7 +12,9 @@
 //! sorts before the tip, the view is rolled back with undo records to that position and the
 //! rest is reapplied.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+
+use rustc_hash::FxHashMap as HashMap;
 
 use ed25519_dalek::VerifyingKey;
 
@@ -36,9 +38,9 @@ pub trait Apply {
     type Op;
     /// What undoes one applied operation.
     type Undo;
-    /// Decodes an entry payload; `None` makes the entry a no-op (for example an operation
-    /// from a newer version), so the writer's log stays intact.
-    fn decode_op(payload: &[u8]) -> Option<Self::Op>;
+    /// Decodes an entry payload (once, when the entry is integrated); `None` makes the entry
+    /// a no-op (for example an operation from a newer version), so the writer's log stays intact.
+    fn decode_op(&self, payload: &[u8], ctx: &ApplyContext) -> Option<Self::Op>;
     /// Applies one operation and returns how to undo it. Must be deterministic.
     fn apply(&mut self, op: &Self::Op, ctx: &ApplyContext) -> Self::Undo;
     /// Undoes the most recently applied operation not yet undone.
@@ -247,7 +249,7 @@ impl<V: Apply> Base<V> {
         Self {
             view,
             writers: Vec::new(),
-            by_id: HashMap::new(),
+            by_id: HashMap::default(),
             order: Vec::new(),
             undo: Vec::new(),
             staged: Vec::new(),
@@ -602,7 +604,9 @@ impl<V: Apply> Base<V> {
             *reached = (*reached).max(head.seq + 1);
         }
         let key = Position { clock: entry.clock(), writer, seq: entry.seq() };
-        let op = V::decode_op(&entry.body().payload);
+        let ctx = ApplyContext { writer, seq: key.seq, clock: key.clock };
+        let op = self.view.decode_op(&entry.body().payload, &ctx);
+        let log = &mut self.writers[index as usize];
         self.integrated.push(entry.clone());
         log.nodes.push(Node { entry, op });
         self.staged.push(Slot { key, writer_index: index });

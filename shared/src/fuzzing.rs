@@ -24,8 +24,8 @@ pub fn entry_decode(data: &[u8]) {
 }
 
 /// Feeds arbitrary bytes to a sync session as a sequence of messages: each message is a
-/// one-byte length (times 4) followed by that many bytes. The first message is always a
-/// valid hello, so later ones reach every handler.
+/// two-byte little-endian length followed by that many bytes. A valid hello is handled
+/// first, so the messages reach every handler.
 pub fn sync_session(data: &[u8]) {
     let topic = Topic::from_name("fuzz");
     let mut replica = Replica::new(topic.clone(), Keypair::derive_for_tests(0, 1));
@@ -38,9 +38,9 @@ pub fn sync_session(data: &[u8]) {
     let _ = session.handle(&mut replica, hello, 1);
     let mut rest = data;
     let mut now = 2;
-    while let Some((&len, tail)) = rest.split_first() {
-        let len = (len as usize * 4).min(tail.len());
-        let (message, tail) = tail.split_at(len);
+    while rest.len() >= 2 {
+        let len = (u16::from_le_bytes([rest[0], rest[1]]) as usize).min(rest.len() - 2);
+        let (message, tail) = rest[2..].split_at(len);
         let _ = session.handle_bytes(&mut replica, message, now);
         replica.update();
         let fresh = replica.take_fresh();
@@ -49,4 +49,56 @@ pub fn sync_session(data: &[u8]) {
         now += 1_000;
         rest = tail;
     }
+}
+
+/// Frames messages the way [`sync_session`] reads them (for seed corpora).
+pub fn frame_messages(messages: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for message in messages {
+        let len = message.len().min(u16::MAX as usize);
+        out.extend_from_slice(&(len as u16).to_le_bytes());
+        out.extend_from_slice(&message[..len]);
+    }
+    out
+}
+
+/// Seed inputs for both fuzz targets: valid entries and valid message sequences, and a few
+/// broken ones. Returns (target, name, bytes).
+pub fn seed_corpus() -> Vec<(&'static str, String, Vec<u8>)> {
+    use crate::sync::WriterLen;
+    let topic = Topic::from_name("fuzz");
+    let mut other = Replica::new(topic.clone(), Keypair::derive_for_tests(0, 2));
+    let mut entries = Vec::new();
+    for i in 0..4 {
+        if let Ok(todo) = other.todos().add(&format!("seed {i}"), i) {
+            let _ = other.todos().toggle(&todo.id, i);
+        }
+    }
+    entries.extend(other.take_fresh());
+    let mut seeds = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        seeds.push(("entry_decode", format!("entry-{i}"), entry.bytes().to_vec()));
+    }
+    if let Some(first) = entries.first() {
+        let mut bad_version = first.bytes().to_vec();
+        bad_version[0] = 9;
+        seeds.push(("entry_decode", "bad-version".into(), bad_version));
+        seeds.push(("entry_decode", "truncated".into(), first.bytes()[..first.bytes().len() / 2].to_vec()));
+    }
+    let writer = other.writer_id();
+    let messages = [
+        Message::Hello { discovery: topic.discovery_key(), acknowledged: false },
+        Message::Have { writers: vec![WriterLen { writer, len: entries.len() as u64 }] },
+        Message::Want { writer: Keypair::derive_for_tests(0, 1).id(), start: 0, end: 10 },
+        Message::Entries { entries: entries.iter().map(|e| e.bytes().to_vec()).collect() },
+        Message::Peers { records: vec![b"/ip4/127.0.0.1/tcp/1".to_vec()] },
+    ];
+    let encoded: Vec<Vec<u8>> = messages.iter().map(Message::encode).collect();
+    seeds.push(("sync_session", "all-messages".into(), frame_messages(&encoded)));
+    for (i, message) in encoded.iter().enumerate() {
+        seeds.push(("sync_session", format!("message-{i}"), frame_messages(std::slice::from_ref(message))));
+    }
+    let reversed: Vec<Vec<u8>> = encoded.iter().rev().cloned().collect();
+    seeds.push(("sync_session", "reversed".into(), frame_messages(&reversed)));
+    seeds
 }

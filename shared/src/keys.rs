@@ -152,7 +152,7 @@ impl Keypair {
 }
 
 /// The exact bytes an entry signature covers: a domain tag and the entry hash.
-pub(crate) fn entry_signing_message(hash: &Hash) -> [u8; ENTRY_SIGNATURE_DOMAIN.len() + 32] {
+pub fn entry_signing_message(hash: &Hash) -> [u8; ENTRY_SIGNATURE_DOMAIN.len() + 32] {
     let mut message = [0u8; ENTRY_SIGNATURE_DOMAIN.len() + 32];
     message[..ENTRY_SIGNATURE_DOMAIN.len()].copy_from_slice(ENTRY_SIGNATURE_DOMAIN);
     message[ENTRY_SIGNATURE_DOMAIN.len()..].copy_from_slice(&hash.0);

@@ -28,6 +28,8 @@ pub mod topic;
 pub mod fuzzing;
 #[cfg(feature = "test-utils")]
 pub mod sim;
+#[cfg(feature = "test-utils")]
+pub mod workload;
 
 pub use base::{Apply, Base};
 pub use db::Db;

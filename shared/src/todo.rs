@@ -95,12 +95,12 @@ impl<'a> Todos<'a> {
         let seq = self.replica.base().len(&writer);
         let id = Hash::digest_parts(&[&writer.0, &seq.to_le_bytes()]).to_hex()[..ID_LEN].to_owned();
         let mut doc = Document::new();
-        doc.insert("_id".into(), Value::Str(id.clone()));
-        doc.insert("text".into(), Value::Str(text));
+        doc.insert("_id".into(), Value::Str(id.clone().into()));
+        doc.insert("text".into(), Value::Str(text.into()));
         doc.insert("done".into(), Value::Bool(false));
         doc.insert("created".into(), Value::Int(now));
         doc.insert("updated".into(), Value::Int(now));
-        self.replica.write(&DbOp::Insert { collection: COLLECTION.into(), doc })?;
+        self.replica.write(&DbOp::Insert { collection: COLLECTION.into(), doc: doc.into() })?;
         self.get(&id).ok_or(TodoError::NotFound(id))
     }
 

@@ -1,1 +1,120 @@
-fn main() {}
+//! `cargo xtask`: the one way to build, check, test and benchmark HelloPears, locally and in CI.
+//!
+//! - `cargo xtask test`  — installs what the tests need when missing, then runs formatting,
+//!   clippy, the wasm32 builds and every test. CI runs exactly this.
+//! - `cargo xtask run [ARGS]` — builds and runs the `hellopears` binary.
+//! - `cargo xtask bench` — runs the criterion benchmarks of the core.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+
+const WASM_TARGET: &str = "wasm32-unknown-unknown";
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let task = args.next().unwrap_or_else(|| "help".into());
+    let rest: Vec<String> = args.collect();
+    match task.as_str() {
+        "test" => test(),
+        "run" => run(&rest),
+        "bench" => bench(&rest),
+        "wasm" => wasm(),
+        "help" | "--help" | "-h" => {
+            println!("cargo xtask <test|run [ARGS]|bench [FILTER]|wasm>");
+            Ok(())
+        }
+        other => bail!("unknown task {other:?}; try `cargo xtask help`"),
+    }
+}
+
+fn root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+}
+
+fn cargo() -> Command {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command.current_dir(root());
+    command
+}
+
+/// Runs a step, printing its name and duration; fails loudly.
+fn step(name: &str, mut command: Command) -> anyhow::Result<()> {
+    println!("==> {name}");
+    let started = Instant::now();
+    let status = command.status().with_context(|| format!("starting {name}"))?;
+    println!("<== {name}: {:.1}s", started.elapsed().as_secs_f64());
+    if !status.success() {
+        bail!("{name} failed ({status})");
+    }
+    Ok(())
+}
+
+fn ensure_wasm_target() -> anyhow::Result<()> {
+    let installed = Command::new("rustup").args(["target", "list", "--installed"]).output();
+    let has_target = installed
+        .as_ref()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).lines().any(|l| l.trim() == WASM_TARGET));
+    if has_target {
+        return Ok(());
+    }
+    let mut add = Command::new("rustup");
+    add.args(["target", "add", WASM_TARGET]);
+    step("install the wasm32 target", add)
+}
+
+fn ensure_rust_component(component: &str) -> anyhow::Result<()> {
+    let installed = Command::new("rustup").args(["component", "list", "--installed"]).output();
+    let present = installed
+        .as_ref()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).lines().any(|l| l.starts_with(component)));
+    if present {
+        return Ok(());
+    }
+    let mut add = Command::new("rustup");
+    add.args(["component", "add", component]);
+    step(&format!("install {component}"), add)
+}
+
+fn wasm() -> anyhow::Result<()> {
+    ensure_wasm_target()?;
+    let mut build = cargo();
+    build.args(["build", "--target", WASM_TARGET, "-p", "hellopears-core", "-p", "hellopears-web"]);
+    step("build shared and web for wasm32", build)
+}
+
+fn test() -> anyhow::Result<()> {
+    let started = Instant::now();
+    ensure_rust_component("rustfmt")?;
+    ensure_rust_component("clippy")?;
+    let mut fmt = cargo();
+    fmt.args(["fmt", "--all", "--check"]);
+    step("cargo fmt --check", fmt)?;
+    let mut clippy = cargo();
+    clippy.args(["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"]);
+    step("cargo clippy", clippy)?;
+    wasm()?;
+    let mut tests = cargo();
+    tests.args(["test", "--workspace", "--all-features"]);
+    if std::env::var_os("PROPTEST_CASES").is_none() {
+        tests.env("PROPTEST_CASES", "1000");
+    }
+    step("cargo test (workspace)", tests)?;
+    println!("all checks passed in {:.0}s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn run(args: &[String]) -> anyhow::Result<()> {
+    let mut run = cargo();
+    run.args(["run", "--release", "-p", "hellopears", "--"]).args(args);
+    step("hellopears", run)
+}
+
+fn bench(args: &[String]) -> anyhow::Result<()> {
+    let mut bench = cargo();
+    bench.args(["bench", "-p", "hellopears-core", "--features", "test-utils", "--bench", "core", "--"]).args(args);
+    step("core benchmarks", bench)
+}

@@ -7,6 +7,8 @@ pub mod query;
 pub mod value;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -31,7 +33,7 @@ pub enum DbOp {
         /// Collection name.
         collection: String,
         /// The document.
-        doc: Document,
+        doc: Arc<Document>,
     },
     /// Update one document by id. Ignored if it does not exist.
     Update {
@@ -60,7 +62,7 @@ impl DbOp {
 
 /// What undoes one applied operation: the document as it was before.
 #[derive(Debug)]
-pub struct DbUndo(Option<(u32, String, Option<Arc<Document>>)>);
+pub struct DbUndo(Option<(u32, Arc<str>, Option<Arc<Document>>)>);
 
 /// What happened to a document in one update of the view.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,11 +106,14 @@ pub enum Plan {
     Index(String),
 }
 
+/// Documents changed during one update, with their state before it.
+type Touched = FxHashMap<(u32, Arc<str>), Option<Arc<Document>>>;
+
 #[derive(Debug, Default)]
 struct Collection {
     name: String,
-    docs: BTreeMap<String, Arc<Document>>,
-    indexes: BTreeMap<String, BTreeSet<(Value, String)>>,
+    docs: BTreeMap<Arc<str>, Arc<Document>>,
+    indexes: BTreeMap<String, BTreeSet<(Value, Arc<str>)>>,
 }
 
 #[derive(Debug)]
@@ -122,12 +127,12 @@ struct Subscriber {
 #[derive(Debug, Default)]
 pub struct Db {
     collections: Vec<Collection>,
-    by_name: HashMap<String, u32>,
+    by_name: FxHashMap<String, u32>,
     index_specs: BTreeMap<String, BTreeSet<String>>,
     author_field: Option<String>,
     subscribers: HashMap<SubscriptionId, Subscriber>,
     next_subscription: u64,
-    touched: Option<HashMap<(u32, String), Option<Arc<Document>>>>,
+    touched: Option<Touched>,
 }
 
 impl Db {
@@ -261,10 +266,10 @@ impl Db {
     }
 
     /// The one place documents change: keeps indexes and change tracking in step.
-    fn replace(&mut self, coll_index: u32, id: &str, new: Option<Arc<Document>>) -> Option<Arc<Document>> {
+    fn replace(&mut self, coll_index: u32, id: &Arc<str>, new: Option<Arc<Document>>) -> Option<Arc<Document>> {
         let coll = &mut self.collections[coll_index as usize];
         let old = match &new {
-            Some(doc) => coll.docs.insert(id.to_owned(), doc.clone()),
+            Some(doc) => coll.docs.insert(id.clone(), doc.clone()),
             None => coll.docs.remove(id),
         };
         for (path, index) in &mut coll.indexes {
@@ -274,14 +279,14 @@ impl Db {
                 continue;
             }
             if let Some(value) = before {
-                index.remove(&(value.clone(), id.to_owned()));
+                index.remove(&(value.clone(), id.clone()));
             }
             if let Some(value) = after {
-                index.insert((value.clone(), id.to_owned()));
+                index.insert((value.clone(), id.clone()));
             }
         }
         if let Some(touched) = &mut self.touched {
-            touched.entry((coll_index, id.to_owned())).or_insert_with(|| old.clone());
+            touched.entry((coll_index, id.clone())).or_insert_with(|| old.clone());
         }
         old
     }
@@ -293,10 +298,10 @@ fn finish(mut docs: Vec<Arc<Document>>, query: &Query) -> Vec<Arc<Document>> {
 }
 
 /// Candidate ids from an index for one condition, or None when the index does not fit it.
-fn index_candidates<'a>(index: &'a BTreeSet<(Value, String)>, cond: &Cond) -> Option<Vec<&'a String>> {
-    let scan_equal = |target: &Value| -> Vec<&'a String> {
+fn index_candidates<'a>(index: &'a BTreeSet<(Value, Arc<str>)>, cond: &Cond) -> Option<Vec<&'a Arc<str>>> {
+    let scan_equal = |target: &Value| -> Vec<&'a Arc<str>> {
         index
-            .range((target.clone(), String::new())..)
+            .range((target.clone(), Arc::<str>::from(""))..)
             .take_while(|(value, _)| value == target)
             .map(|(_, id)| id)
             .collect()
@@ -304,7 +309,7 @@ fn index_candidates<'a>(index: &'a BTreeSet<(Value, String)>, cond: &Cond) -> Op
     let ids = match cond {
         Cond::Eq(target) if *target != Value::Null => scan_equal(target),
         Cond::In(options) if !options.contains(&Value::Null) => {
-            let mut ids: Vec<&String> = options.iter().flat_map(scan_equal).collect();
+            let mut ids: Vec<&Arc<str>> = options.iter().flat_map(scan_equal).collect();
             ids.sort();
             ids.dedup();
             ids
@@ -312,7 +317,7 @@ fn index_candidates<'a>(index: &'a BTreeSet<(Value, String)>, cond: &Cond) -> Op
         Cond::Gt(target) | Cond::Gte(target) => {
             let rank = target.type_rank();
             index
-                .range((target.clone(), String::new())..)
+                .range((target.clone(), Arc::<str>::from(""))..)
                 .take_while(|(value, _)| value.type_rank() == rank)
                 .filter(|(value, _)| cond.matches(Some(value)))
                 .map(|(_, id)| id)
@@ -321,7 +326,7 @@ fn index_candidates<'a>(index: &'a BTreeSet<(Value, String)>, cond: &Cond) -> Op
         Cond::Lt(target) | Cond::Lte(target) => {
             let rank = target.type_rank();
             index
-                .range((Value::class_min(rank), String::new())..)
+                .range((Value::class_min(rank), Arc::<str>::from(""))..)
                 .take_while(|(value, _)| value.type_rank() == rank && cond.matches(Some(value)))
                 .map(|(_, id)| id)
                 .collect()
@@ -335,11 +340,15 @@ impl Apply for Db {
     type Op = DbOp;
     type Undo = DbUndo;
 
-    fn decode_op(payload: &[u8]) -> Option<DbOp> {
-        postcard::from_bytes(payload).ok()
+    fn decode_op(&self, payload: &[u8], ctx: &ApplyContext) -> Option<DbOp> {
+        let mut op: DbOp = postcard::from_bytes(payload).ok()?;
+        if let (DbOp::Insert { doc, .. }, Some(field)) = (&mut op, &self.author_field) {
+            Arc::make_mut(doc).insert(field.as_str().into(), Value::Str(ctx.writer.to_hex().into()));
+        }
+        Some(op)
     }
 
-    fn apply(&mut self, op: &DbOp, ctx: &ApplyContext) -> DbUndo {
+    fn apply(&mut self, op: &DbOp, _ctx: &ApplyContext) -> DbUndo {
         match op {
             DbOp::Insert { collection, doc } => {
                 let Some(Value::Str(id)) = doc.get(ID_FIELD) else { return DbUndo(None) };
@@ -347,31 +356,30 @@ impl Apply for Db {
                 if self.collections[coll_index as usize].docs.contains_key(id) {
                     return DbUndo(None);
                 }
-                let mut doc = doc.clone();
-                if let Some(field) = &self.author_field {
-                    doc.insert(field.clone(), Value::Str(ctx.writer.to_hex()));
-                }
                 let id = id.clone();
-                let old = self.replace(coll_index, &id, Some(Arc::new(doc)));
+                let old = self.replace(coll_index, &id, Some(doc.clone()));
                 DbUndo(Some((coll_index, id, old)))
             }
             DbOp::Update { collection, id, update } => {
                 let Some(&coll_index) = self.by_name.get(collection) else { return DbUndo(None) };
-                let Some(current) = self.collections[coll_index as usize].docs.get(id) else {
+                let Some((id, current)) = self.collections[coll_index as usize].docs.get_key_value(id.as_str()) else {
                     return DbUndo(None);
                 };
+                let id = id.clone();
                 let mut doc = Document::clone(current);
                 update.apply_to(&mut doc);
-                let old = self.replace(coll_index, id, Some(Arc::new(doc)));
-                DbUndo(Some((coll_index, id.clone(), old)))
+                let old = self.replace(coll_index, &id, Some(Arc::new(doc)));
+                DbUndo(Some((coll_index, id, old)))
             }
             DbOp::Delete { collection, id } => {
                 let Some(&coll_index) = self.by_name.get(collection) else { return DbUndo(None) };
-                if !self.collections[coll_index as usize].docs.contains_key(id) {
+                let Some(id) =
+                    self.collections[coll_index as usize].docs.get_key_value(id.as_str()).map(|(k, _)| k.clone())
+                else {
                     return DbUndo(None);
-                }
-                let old = self.replace(coll_index, id, None);
-                DbUndo(Some((coll_index, id.clone(), old)))
+                };
+                let old = self.replace(coll_index, &id, None);
+                DbUndo(Some((coll_index, id, old)))
             }
         }
     }
@@ -384,7 +392,7 @@ impl Apply for Db {
 
     fn begin_update(&mut self) {
         if !self.subscribers.is_empty() {
-            self.touched = Some(HashMap::new());
+            self.touched = Some(FxHashMap::default());
         }
     }
 
@@ -401,7 +409,7 @@ impl Apply for Db {
                 (Some(old), Some(new)) if Arc::ptr_eq(old, new) || old == new => continue,
                 (Some(_), Some(_)) => ChangeKind::Updated,
             };
-            changes.push(Change { collection: coll.name.clone(), id, kind, doc: after });
+            changes.push(Change { collection: coll.name.clone(), id: id.to_string(), kind, doc: after });
         }
         changes.sort_by(|a, b| (&a.collection, &a.id).cmp(&(&b.collection, &b.id)));
         for subscriber in self.subscribers.values_mut() {

@@ -2,11 +2,12 @@
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 /// A document: field name to value. `_id` holds the document id (a string).
-pub type Document = BTreeMap<String, Value>;
+pub type Document = BTreeMap<Arc<str>, Value>;
 
 /// A JSON-like value. Numbers are `Int` or `Float`; they compare by numeric value.
 ///
@@ -21,12 +22,12 @@ pub enum Value {
     Int(i64),
     /// A floating-point number.
     Float(f64),
-    /// A UTF-8 string.
-    Str(String),
+    /// A UTF-8 string (shared, so documents clone cheaply).
+    Str(Arc<str>),
     /// An ordered list.
     Array(Vec<Value>),
     /// A nested object.
-    Object(BTreeMap<String, Value>),
+    Object(Document),
 }
 
 impl Value {
@@ -47,7 +48,7 @@ impl Value {
         match rank {
             0 => Value::Null,
             1 => Value::Float(f64::NEG_INFINITY),
-            2 => Value::Str(String::new()),
+            2 => Value::Str("".into()),
             3 => Value::Object(BTreeMap::new()),
             4 => Value::Array(Vec::new()),
             _ => Value::Bool(false),
@@ -87,10 +88,10 @@ impl Value {
             Value::Float(number) => {
                 serde_json::Number::from_f64(*number).map_or(serde_json::Value::Null, serde_json::Value::Number)
             }
-            Value::Str(text) => serde_json::Value::String(text.clone()),
+            Value::Str(text) => serde_json::Value::String(text.to_string()),
             Value::Array(items) => serde_json::Value::Array(items.iter().map(Value::to_json).collect()),
             Value::Object(fields) => {
-                serde_json::Value::Object(fields.iter().map(|(k, v)| (k.clone(), v.to_json())).collect())
+                serde_json::Value::Object(fields.iter().map(|(k, v)| (k.to_string(), v.to_json())).collect())
             }
         }
     }
@@ -104,10 +105,10 @@ impl Value {
                 Some(int) => Value::Int(int),
                 None => Value::Float(number.as_f64().unwrap_or(0.0)),
             },
-            serde_json::Value::String(text) => Value::Str(text.clone()),
+            serde_json::Value::String(text) => Value::Str(text.as_str().into()),
             serde_json::Value::Array(items) => Value::Array(items.iter().map(Value::from_json).collect()),
             serde_json::Value::Object(fields) => {
-                Value::Object(fields.iter().map(|(k, v)| (k.clone(), Value::from_json(v))).collect())
+                Value::Object(fields.iter().map(|(k, v)| (k.as_str().into(), Value::from_json(v))).collect())
             }
         }
     }
@@ -115,12 +116,12 @@ impl Value {
 
 impl From<&str> for Value {
     fn from(text: &str) -> Self {
-        Value::Str(text.to_owned())
+        Value::Str(text.into())
     }
 }
 impl From<String> for Value {
     fn from(text: String) -> Self {
-        Value::Str(text)
+        Value::Str(text.into())
     }
 }
 impl From<i64> for Value {
@@ -193,11 +194,11 @@ pub fn get_path<'a>(doc: &'a Document, path: &str) -> Option<&'a Value> {
 pub fn set_path(doc: &mut Document, path: &str, value: Value) -> bool {
     match path.split_once('.') {
         None => {
-            doc.insert(path.to_owned(), value);
+            doc.insert(path.into(), value);
             true
         }
         Some((first, rest)) => {
-            let slot = doc.entry(first.to_owned()).or_insert_with(|| Value::Object(BTreeMap::new()));
+            let slot = doc.entry(first.into()).or_insert_with(|| Value::Object(BTreeMap::new()));
             match slot {
                 Value::Object(fields) => set_path(fields, rest, value),
                 _ => false,

@@ -1,0 +1,56 @@
+//! Replays the fuzz corpora (seeds and anything the fuzzers found) as ordinary tests, and
+//! throws random and mutated bytes at the same entry points.
+
+use std::path::Path;
+
+use hellopears_core::fuzzing::{entry_decode, seed_corpus, sync_session};
+use proptest::prelude::*;
+
+fn replay(target: &str, run: fn(&[u8])) -> usize {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(target);
+    let mut count = 0;
+    for file in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("corpus {}: {e}", dir.display())) {
+        let path = file.expect("corpus entry").path();
+        let data = std::fs::read(&path).expect("corpus file");
+        run(&data);
+        count += 1;
+    }
+    count
+}
+
+#[test]
+fn entry_decode_corpus_replays() {
+    assert!(replay("entry_decode", entry_decode) >= 5);
+}
+
+#[test]
+fn sync_session_corpus_replays() {
+    assert!(replay("sync_session", sync_session) >= 5);
+}
+
+fn seeds(target: &'static str) -> Vec<Vec<u8>> {
+    seed_corpus().into_iter().filter(|(t, _, _)| *t == target).map(|(_, _, bytes)| bytes).collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..600)) {
+        entry_decode(&data);
+        sync_session(&data);
+    }
+
+    #[test]
+    fn mutated_seeds_never_panic(pick in any::<prop::sample::Index>(), flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8)) {
+        for target in ["entry_decode", "sync_session"] {
+            let all = seeds(target);
+            let mut data = pick.get(&all).clone();
+            for (at, byte) in &flips {
+                let i = at.index(data.len().max(1));
+                if i < data.len() { data[i] ^= byte; }
+            }
+            if target == "entry_decode" { entry_decode(&data) } else { sync_session(&data) }
+        }
+    }
+}
