@@ -482,6 +482,16 @@ impl<V: Apply> Base<V> {
         self.writers.iter().map(|log| log.nodes.len() as u64).sum()
     }
 
+    /// One past the last seq of a writer held without a gap, counting entries that wait for
+    /// dependencies, looking no further than `limit`. What a sync session need not ask for again.
+    pub fn held_end(&self, writer: &WriterId, limit: u64) -> u64 {
+        let mut end = self.len(writer);
+        while end < limit && self.pending.entries.contains_key(&(*writer, end)) {
+            end += 1;
+        }
+        end
+    }
+
     /// Entries waiting for dependencies.
     pub fn pending_count(&self) -> usize {
         self.pending.entries.len()

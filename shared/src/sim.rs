@@ -26,11 +26,13 @@ pub struct SimConfig {
     pub max_delay_ms: u64,
     /// How often every session ticks.
     pub tick_ms: u64,
+    /// The run stops delivering after this many messages (a storm is a bug to report).
+    pub max_messages: u64,
 }
 
 impl Default for SimConfig {
     fn default() -> Self {
-        Self { drop: 0.0, duplicate: 0.0, min_delay_ms: 1, max_delay_ms: 50, tick_ms: 500 }
+        Self { drop: 0.0, duplicate: 0.0, min_delay_ms: 1, max_delay_ms: 50, tick_ms: 500, max_messages: 5_000_000 }
     }
 }
 
@@ -74,6 +76,7 @@ pub struct Sim {
     queue: BinaryHeap<Reverse<InFlight>>,
     group: Vec<usize>,
     stats: SimStats,
+    sent_by_kind: BTreeMap<&'static str, u64>,
 }
 
 impl Sim {
@@ -97,6 +100,7 @@ impl Sim {
             queue: BinaryHeap::new(),
             group,
             stats: SimStats::default(),
+            sent_by_kind: BTreeMap::new(),
         }
     }
 
@@ -197,6 +201,24 @@ impl Sim {
         digests.windows(2).all(|pair| pair[0] == pair[1])
     }
 
+    /// A one-line-per-peer summary, for failure messages.
+    pub fn describe(&self) -> String {
+        let mut out = format!("messages sent by kind: {:?}\n", self.sent_by_kind);
+        for (i, peer) in self.peers.iter().enumerate() {
+            let base = peer.replica.base();
+            let missing: Vec<u64> = peer.sessions.values().map(|s| s.missing(&peer.replica)).collect();
+            let introduced = peer.sessions.values().filter(|s| s.is_introduced()).count();
+            out.push_str(&format!(
+                "peer {i}: {} entries, {} pending, {} writers, introduced {introduced}/{}, missing per session {missing:?}\n",
+                base.total_entries(),
+                base.pending_count(),
+                base.writers().len(),
+                peer.sessions.len(),
+            ));
+        }
+        out
+    }
+
     /// (order digest, view digest) of a peer.
     pub fn digests(&self, peer: usize) -> (Hash, Hash) {
         self.digests_of(&self.peers[peer].replica)
@@ -208,6 +230,9 @@ impl Sim {
 
     /// Delivers the next message or runs the next tick, if due by `until`; false when none is.
     fn step(&mut self, until: u64) -> bool {
+        if self.stats.delivered >= self.config.max_messages {
+            return false;
+        }
         let next_message = self.queue.peek().map(|Reverse(m)| m.at);
         match next_message {
             Some(at) if at <= self.next_tick => {
@@ -243,6 +268,9 @@ impl Sim {
             Ok(out) => out,
             Err(error) => {
                 self.stats.errors += 1;
+                if std::env::var_os("SIM_TRACE").is_some() {
+                    eprintln!("t={} {from}->{to}: {error}", self.now);
+                }
                 assert!(!error.is_fatal(), "honest peers sent a fatal protocol error: {error}");
                 Vec::new()
             }
@@ -286,6 +314,15 @@ impl Sim {
 
     fn send(&mut self, from: usize, to: usize, messages: Vec<Message>) {
         for message in messages {
+            let kind = match &message {
+                Message::Hello { .. } => "hello",
+                Message::Have { .. } => "have",
+                Message::Want { .. } => "want",
+                Message::Entries { .. } => "entries",
+                Message::Fork { .. } => "fork",
+                Message::Peers { .. } => "peers",
+            };
+            *self.sent_by_kind.entry(kind).or_default() += 1;
             let bytes = message.encode();
             if self.rng.random_bool(self.config.drop.clamp(0.0, 1.0)) {
                 self.stats.lost += 1;

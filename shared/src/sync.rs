@@ -448,7 +448,7 @@ impl Session {
             if self.inflight.contains_key(&writer) || replica.base().is_quarantined(&writer) {
                 continue;
             }
-            let start = replica.base().len(&writer);
+            let start = replica.base().held_end(&writer, remote_len);
             if remote_len <= start {
                 continue;
             }

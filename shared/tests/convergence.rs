@@ -2,6 +2,7 @@
 
 use hellopears_core::sim::{Sim, SimConfig};
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 use rand::Rng;
 
 /// One random scenario, fully determined by its parameters.
@@ -39,6 +40,7 @@ fn run(scenario: &Scenario) -> Result<(), TestCaseError> {
         min_delay_ms: 0,
         max_delay_ms: scenario.max_delay_ms,
         tick_ms: 500,
+        max_messages: 2_000_000,
     };
     let mut sim = Sim::new(scenario.peers, scenario.seed, config);
     sim.connect_all();
@@ -69,6 +71,8 @@ fn run(scenario: &Scenario) -> Result<(), TestCaseError> {
     }
     sim.heal();
     let converged = sim.run_until_converged(120_000);
+    let delivered = sim.stats().delivered;
+    prop_assert!(delivered < 1_000_000, "message storm: {:?}\n{}", sim.stats(), sim.describe());
     prop_assert!(
         converged,
         "replicas did not converge: {:?}",
@@ -97,7 +101,11 @@ fn cases() -> u32 {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: cases(),
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct("proptest-regressions/convergence.txt"))),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn replicas_converge(scenario in scenario()) {
@@ -112,6 +120,8 @@ fn regressions() {
         Scenario { peers: 2, seed: 1, ops: 10, drop: 0.0, duplicate: 0.0, max_delay_ms: 10, partitions: false },
         Scenario { peers: 8, seed: 7, ops: 39, drop: 0.29, duplicate: 0.29, max_delay_ms: 299, partitions: true },
         Scenario { peers: 5, seed: 42, ops: 30, drop: 0.2, duplicate: 0.0, max_delay_ms: 150, partitions: true },
+        // Once stormed: re-requesting a range whose entries waited for another writer's.
+        Scenario { peers: 8, seed: 284, ops: 24, drop: 0.11, duplicate: 0.26, max_delay_ms: 8, partitions: true },
     ];
     for scenario in &fixed {
         run(scenario).unwrap_or_else(|e| panic!("{scenario:?}: {e}"));

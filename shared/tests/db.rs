@@ -11,6 +11,7 @@ use hellopears_core::replica::Replica;
 use hellopears_core::todo::TodoError;
 use hellopears_core::topic::Topic;
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 use serde_json::json;
 
 fn ctx() -> ApplyContext {
@@ -243,7 +244,11 @@ fn arb_cond() -> impl Strategy<Value = Cond> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: 500,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct("proptest-regressions/db.txt"))),
+        ..ProptestConfig::default()
+    })]
 
     /// Results with an index equal results of a full scan, for every operator.
     #[test]

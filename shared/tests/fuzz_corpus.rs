@@ -5,6 +5,7 @@ use std::path::Path;
 
 use hellopears_core::fuzzing::{entry_decode, seed_corpus, sync_session};
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 
 fn replay(target: &str, run: fn(&[u8])) -> usize {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(target);
@@ -33,7 +34,11 @@ fn seeds(target: &'static str) -> Vec<Vec<u8>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: 2000,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct("proptest-regressions/fuzz_corpus.txt"))),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn random_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..600)) {
