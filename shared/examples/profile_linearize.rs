@@ -1,4 +1,6 @@
 //! Times the phases of linearize + apply, for profiling.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::time::Instant;
 
 use hellopears_core::workload::{Workload, shuffled, todo_base};

@@ -40,7 +40,7 @@ pub trait Apply {
     type Undo;
     /// Decodes an entry payload (once, when the entry is integrated); `None` makes the entry
     /// a no-op (for example an operation from a newer version), so the writer's log stays intact.
-    fn decode_op(&self, payload: &[u8], ctx: &ApplyContext) -> Option<Self::Op>;
+    fn decode_op(&mut self, payload: &[u8], ctx: &ApplyContext) -> Option<Self::Op>;
     /// Applies one operation and returns how to undo it. Must be deterministic.
     fn apply(&mut self, op: &Self::Op, ctx: &ApplyContext) -> Self::Undo;
     /// Undoes the most recently applied operation not yet undone.

@@ -47,10 +47,13 @@ pub struct EntryBody {
     pub payload: Vec<u8>,
 }
 
-/// A decoded entry with its hash and the bytes it was decoded from.
+/// A decoded entry with its hash and the bytes it was decoded from. Cheap to clone.
 #[derive(Clone, Debug)]
-pub struct Entry {
-    body: Arc<EntryBody>,
+pub struct Entry(Arc<EntryInner>);
+
+#[derive(Debug)]
+struct EntryInner {
+    body: EntryBody,
     hash: Hash,
     signature: [u8; SIGNATURE_LEN],
     bytes: Arc<[u8]>,
@@ -58,7 +61,7 @@ pub struct Entry {
 
 impl PartialEq for Entry {
     fn eq(&self, other: &Self) -> bool {
-        self.hash == other.hash && self.signature == other.signature
+        self.0.hash == other.0.hash && self.0.signature == other.0.signature
     }
 }
 impl Eq for Entry {}
@@ -118,7 +121,7 @@ impl Entry {
         let hash = Hash::digest(&bytes);
         let signature = keypair.sign_entry(&hash);
         bytes.extend_from_slice(&signature);
-        Self { body: Arc::new(body), hash, signature, bytes: bytes.into() }
+        Self(Arc::new(EntryInner { body, hash, signature, bytes: bytes.into() }))
     }
 
     /// Decodes an entry from its wire form. Checks structure only; see [`Entry::verify`].
@@ -153,51 +156,51 @@ impl Entry {
         }
         let mut signature = [0u8; SIGNATURE_LEN];
         signature.copy_from_slice(signature_bytes);
-        Ok(Self { body: Arc::new(body), hash: Hash::digest(body_bytes), signature, bytes: bytes.into() })
+        Ok(Self(Arc::new(EntryInner { body, hash: Hash::digest(body_bytes), signature, bytes: bytes.into() })))
     }
 
     /// Checks the signature against the author's key (`verify_strict`).
     pub fn verify(&self, key: &VerifyingKey) -> bool {
-        verify_entry_signature(key, &self.hash, &self.signature)
+        verify_entry_signature(key, &self.0.hash, &self.0.signature)
     }
 
     /// The signed content.
     pub fn body(&self) -> &EntryBody {
-        &self.body
+        &self.0.body
     }
 
     /// The author.
     pub fn writer(&self) -> WriterId {
-        self.body.writer
+        self.0.body.writer
     }
 
     /// Position in the author's log.
     pub fn seq(&self) -> u64 {
-        self.body.seq
+        self.0.body.seq
     }
 
     /// Lamport clock.
     pub fn clock(&self) -> u64 {
-        self.body.clock
+        self.0.body.clock
     }
 
     /// SHA-256 of the body: the entry's identity.
     pub fn hash(&self) -> Hash {
-        self.hash
+        self.0.hash
     }
 
     /// The wire form.
     pub fn bytes(&self) -> &Arc<[u8]> {
-        &self.bytes
+        &self.0.bytes
     }
 
     /// Returns a copy of this entry with its signature replaced (for tests of bad signatures).
     #[doc(hidden)]
     pub fn with_signature_for_tests(&self, signature: [u8; 64]) -> Self {
-        let mut bytes = self.bytes.to_vec();
+        let mut bytes = self.0.bytes.to_vec();
         let len = bytes.len();
         bytes[len - SIGNATURE_LEN..].copy_from_slice(&signature);
-        Self { signature, bytes: bytes.into(), ..self.clone() }
+        Self(Arc::new(EntryInner { body: self.0.body.clone(), hash: self.0.hash, signature, bytes: bytes.into() }))
     }
 }
 
@@ -249,7 +252,7 @@ impl ForkEvidence {
 
     /// Wire form: both entries, length-prefixed.
     pub fn encode(&self) -> Vec<u8> {
-        let pair: (&[u8], &[u8]) = (&self.first.bytes, &self.second.bytes);
+        let pair: (&[u8], &[u8]) = (self.first.bytes(), self.second.bytes());
         postcard::to_allocvec(&pair).unwrap_or_default()
     }
 

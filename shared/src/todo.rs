@@ -174,7 +174,7 @@ impl<'a> Todos<'a> {
     }
 
     fn update(&mut self, id: String, update: Update) -> Result<(), TodoError> {
-        self.replica.write(&DbOp::Update { collection: COLLECTION.into(), id, update })?;
+        self.replica.write(&DbOp::Update { collection: COLLECTION.into(), id, update: Box::new(update) })?;
         Ok(())
     }
 }

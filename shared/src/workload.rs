@@ -66,12 +66,12 @@ impl Workload {
                 (4..=6, false) => {
                     let id = ids[rng.random_range(0..ids.len())].clone();
                     let update = Update::set("done", rng.random_bool(0.5)).and_set("updated", now);
-                    DbOp::Update { collection: COLLECTION.into(), id, update }
+                    DbOp::Update { collection: COLLECTION.into(), id, update: Box::new(update) }
                 }
                 (7..=8, false) => {
                     let id = ids[rng.random_range(0..ids.len())].clone();
                     let update = Update::set("text", format!("edited {n}")).and_set("updated", now);
-                    DbOp::Update { collection: COLLECTION.into(), id, update }
+                    DbOp::Update { collection: COLLECTION.into(), id, update: Box::new(update) }
                 }
                 (_, false) => {
                     let id = ids.swap_remove(rng.random_range(0..ids.len()));

@@ -94,7 +94,7 @@ fn update_operators() {
         &json!({"$set": {"s": "new", "deep.x": 1}, "$unset": {"tags": ""}, "$inc": {"n": 2, "m": 5}}),
     )
     .expect("update");
-    db.apply(&DbOp::Update { collection: "c".into(), id: "a".into(), update }, &ctx());
+    db.apply(&DbOp::Update { collection: "c".into(), id: "a".into(), update: Box::new(update) }, &ctx());
     let a = db.get("c", "a").expect("a");
     assert_eq!(a.get("s"), Some(&Value::from("new")));
     assert_eq!(hellopears_core::db::get_path(&a, "deep.x"), Some(&Value::Int(1)));
@@ -103,7 +103,7 @@ fn update_operators() {
     assert_eq!(a.get("m"), Some(&Value::Int(5)));
     // $inc of a float, and of a non-number (skipped).
     let inc = Update::default().and_inc("n", 0.5).and_inc("s", 1);
-    db.apply(&DbOp::Update { collection: "c".into(), id: "b".into(), update: inc }, &ctx());
+    db.apply(&DbOp::Update { collection: "c".into(), id: "b".into(), update: Box::new(inc) }, &ctx());
     let b = db.get("c", "b").expect("b");
     assert_eq!(b.get("n"), Some(&Value::Float(3.0)));
     assert_eq!(b.get("s"), Some(&Value::from("y")));
@@ -146,7 +146,7 @@ fn indexes_are_used_when_they_fit() {
     let exists = Query::new(Filter::all().and("n", Cond::Exists(true)));
     assert_eq!(db.explain("c", &exists), Plan::FullScan);
     // Indexes follow updates and undo.
-    let undo = db.apply(&DbOp::Update { collection: "c".into(), id: "c".into(), update: Update::set("n", 10) }, &ctx());
+    let undo = db.apply(&DbOp::Update { collection: "c".into(), id: "c".into(), update: Box::new(Update::set("n", 10)) }, &ctx());
     assert!(db.find("c", &eq).is_empty());
     db.undo(undo);
     assert_eq!(ids(&db.find("c", &eq)), ["c"]);
@@ -160,7 +160,7 @@ fn change_notifications() {
     db.begin_update();
     insert(&mut db, json!({"_id": "a", "n": 1}));
     insert(&mut db, json!({"_id": "b", "n": 1}));
-    db.apply(&DbOp::Update { collection: "c".into(), id: "a".into(), update: Update::set("n", 2) }, &ctx());
+    db.apply(&DbOp::Update { collection: "c".into(), id: "a".into(), update: Box::new(Update::set("n", 2)) }, &ctx());
     db.end_update();
     let changes = db.poll_changes(all).expect("not lagged");
     assert_eq!(
@@ -170,7 +170,7 @@ fn change_notifications() {
     assert!(db.poll_changes(other).expect("not lagged").is_empty());
     db.begin_update();
     db.apply(&DbOp::Delete { collection: "c".into(), id: "a".into() }, &ctx());
-    let undo = db.apply(&DbOp::Update { collection: "c".into(), id: "b".into(), update: Update::set("n", 5) }, &ctx());
+    let undo = db.apply(&DbOp::Update { collection: "c".into(), id: "b".into(), update: Box::new(Update::set("n", 5)) }, &ctx());
     db.undo(undo);
     db.end_update();
     let changes = db.poll_changes(all).expect("not lagged");

@@ -8,7 +8,7 @@ pub mod value;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -33,6 +33,7 @@ pub enum DbOp {
         /// Collection name.
         collection: String,
         /// The document.
+        #[serde(deserialize_with = "value::shared_document")]
         doc: Arc<Document>,
     },
     /// Update one document by id. Ignored if it does not exist.
@@ -41,8 +42,8 @@ pub enum DbOp {
         collection: String,
         /// Document id.
         id: String,
-        /// What to change.
-        update: Update,
+        /// What to change (boxed: keeps every operation small in memory).
+        update: Box<Update>,
     },
     /// Delete one document by id. Ignored if it does not exist.
     Delete {
@@ -112,8 +113,8 @@ type Touched = FxHashMap<(u32, Arc<str>), Option<Arc<Document>>>;
 #[derive(Debug, Default)]
 struct Collection {
     name: String,
-    docs: BTreeMap<Arc<str>, Arc<Document>>,
-    indexes: BTreeMap<String, BTreeSet<(Value, Arc<str>)>>,
+    docs: FxHashMap<Arc<str>, Arc<Document>>,
+    indexes: BTreeMap<String, Index>,
 }
 
 #[derive(Debug)]
@@ -130,6 +131,7 @@ pub struct Db {
     by_name: FxHashMap<String, u32>,
     index_specs: BTreeMap<String, BTreeSet<String>>,
     author_field: Option<String>,
+    authors: FxHashMap<crate::keys::WriterId, Value>,
     subscribers: HashMap<SubscriptionId, Subscriber>,
     next_subscription: u64,
     touched: Option<Touched>,
@@ -154,13 +156,13 @@ impl Db {
         self.index_specs.entry(collection.to_owned()).or_default().insert(path.to_owned());
         if let Some(&index) = self.by_name.get(collection) {
             let coll = &mut self.collections[index as usize];
-            let mut set = BTreeSet::new();
+            let mut index = Index::default();
             for (id, doc) in &coll.docs {
                 if let Some(value) = get_path(doc, path) {
-                    set.insert((value.clone(), id.clone()));
+                    index.insert(value, id);
                 }
             }
-            coll.indexes.insert(path.to_owned(), set);
+            coll.indexes.insert(path.to_owned(), index);
         }
     }
 
@@ -195,7 +197,7 @@ impl Db {
         let Some(coll) = self.collection(collection) else { return (Vec::new(), Plan::FullScan) };
         for (path, cond) in &query.filter.conds {
             let Some(index) = coll.indexes.get(path) else { continue };
-            let Some(ids) = index_candidates(index, cond) else { continue };
+            let Some(ids) = index.candidates(cond) else { continue };
             let matching = ids
                 .into_iter()
                 .filter_map(|id| coll.docs.get(id))
@@ -237,8 +239,14 @@ impl Db {
     pub fn encode(&self) -> Vec<u8> {
         let mut named: Vec<&Collection> = self.collections.iter().filter(|c| !c.docs.is_empty()).collect();
         named.sort_by(|a, b| a.name.cmp(&b.name));
-        let snapshot: Vec<(&str, Vec<&Document>)> =
-            named.iter().map(|c| (c.name.as_str(), c.docs.values().map(|d| d.as_ref()).collect())).collect();
+        let snapshot: Vec<(&str, Vec<&Document>)> = named
+            .iter()
+            .map(|c| {
+                let mut docs: Vec<(&Arc<str>, &Arc<Document>)> = c.docs.iter().collect();
+                docs.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                (c.name.as_str(), docs.into_iter().map(|(_, d)| d.as_ref()).collect())
+            })
+            .collect();
         postcard::to_allocvec(&snapshot).unwrap_or_default()
     }
 
@@ -258,7 +266,7 @@ impl Db {
         let index = self.collections.len() as u32;
         let mut coll = Collection { name: name.to_owned(), ..Collection::default() };
         for path in self.index_specs.get(name).into_iter().flatten() {
-            coll.indexes.insert(path.clone(), BTreeSet::new());
+            coll.indexes.insert(path.clone(), Index::default());
         }
         self.collections.push(coll);
         self.by_name.insert(name.to_owned(), index);
@@ -279,10 +287,10 @@ impl Db {
                 continue;
             }
             if let Some(value) = before {
-                index.remove(&(value.clone(), id.clone()));
+                index.remove(value, id);
             }
             if let Some(value) = after {
-                index.insert((value.clone(), id.clone()));
+                index.insert(value, id);
             }
         }
         if let Some(touched) = &mut self.touched {
@@ -297,53 +305,76 @@ fn finish(mut docs: Vec<Arc<Document>>, query: &Query) -> Vec<Arc<Document>> {
     docs.into_iter().skip(query.skip).take(query.limit.unwrap_or(usize::MAX)).collect()
 }
 
-/// Candidate ids from an index for one condition, or None when the index does not fit it.
-fn index_candidates<'a>(index: &'a BTreeSet<(Value, Arc<str>)>, cond: &Cond) -> Option<Vec<&'a Arc<str>>> {
-    let scan_equal = |target: &Value| -> Vec<&'a Arc<str>> {
-        index
-            .range((target.clone(), Arc::<str>::from(""))..)
-            .take_while(|(value, _)| value == target)
-            .map(|(_, id)| id)
-            .collect()
-    };
-    let ids = match cond {
-        Cond::Eq(target) if *target != Value::Null => scan_equal(target),
-        Cond::In(options) if !options.contains(&Value::Null) => {
-            let mut ids: Vec<&Arc<str>> = options.iter().flat_map(scan_equal).collect();
-            ids.sort();
-            ids.dedup();
-            ids
+/// A secondary index: field value to the ids of the documents holding it.
+#[derive(Debug, Default)]
+struct Index {
+    entries: BTreeMap<Value, FxHashSet<Arc<str>>>,
+}
+
+impl Index {
+    fn insert(&mut self, value: &Value, id: &Arc<str>) {
+        match self.entries.get_mut(value) {
+            Some(ids) => {
+                ids.insert(id.clone());
+            }
+            None => {
+                let mut ids = FxHashSet::default();
+                ids.insert(id.clone());
+                self.entries.insert(value.clone(), ids);
+            }
         }
-        Cond::Gt(target) | Cond::Gte(target) => {
-            let rank = target.type_rank();
-            index
-                .range((target.clone(), Arc::<str>::from(""))..)
-                .take_while(|(value, _)| value.type_rank() == rank)
+    }
+
+    fn remove(&mut self, value: &Value, id: &Arc<str>) {
+        if let Some(ids) = self.entries.get_mut(value) {
+            ids.remove(id);
+            if ids.is_empty() {
+                self.entries.remove(value);
+            }
+        }
+    }
+
+    /// Candidate ids for one condition, or None when the index does not fit it.
+    fn candidates(&self, cond: &Cond) -> Option<Vec<&Arc<str>>> {
+        let ids = |value: &Value| self.entries.get(value).into_iter().flatten();
+        let of_class = |rank: u8| {
+            self.entries
+                .range(Value::class_min(rank)..)
+                .take_while(move |(value, _)| value.type_rank() == rank)
                 .filter(|(value, _)| cond.matches(Some(value)))
-                .map(|(_, id)| id)
-                .collect()
-        }
-        Cond::Lt(target) | Cond::Lte(target) => {
-            let rank = target.type_rank();
-            index
-                .range((Value::class_min(rank), Arc::<str>::from(""))..)
-                .take_while(|(value, _)| value.type_rank() == rank && cond.matches(Some(value)))
-                .map(|(_, id)| id)
-                .collect()
-        }
-        _ => return None,
-    };
-    Some(ids)
+                .flat_map(|(_, ids)| ids)
+        };
+        Some(match cond {
+            Cond::Eq(target) if *target != Value::Null => ids(target).collect(),
+            Cond::In(options) if !options.contains(&Value::Null) => {
+                let mut found: Vec<&Arc<str>> = options.iter().flat_map(ids).collect();
+                found.sort_unstable();
+                found.dedup();
+                found
+            }
+            Cond::Gt(target) | Cond::Gte(target) => self
+                .entries
+                .range(target.clone()..)
+                .take_while(|(value, _)| value.type_rank() == target.type_rank())
+                .filter(|(value, _)| cond.matches(Some(value)))
+                .flat_map(|(_, ids)| ids)
+                .collect(),
+            Cond::Lt(target) | Cond::Lte(target) => of_class(target.type_rank()).collect(),
+            _ => return None,
+        })
+    }
 }
 
 impl Apply for Db {
     type Op = DbOp;
     type Undo = DbUndo;
 
-    fn decode_op(&self, payload: &[u8], ctx: &ApplyContext) -> Option<DbOp> {
+    fn decode_op(&mut self, payload: &[u8], ctx: &ApplyContext) -> Option<DbOp> {
         let mut op: DbOp = postcard::from_bytes(payload).ok()?;
         if let (DbOp::Insert { doc, .. }, Some(field)) = (&mut op, &self.author_field) {
-            Arc::make_mut(doc).insert(field.as_str().into(), Value::Str(ctx.writer.to_hex().into()));
+            let author =
+                self.authors.entry(ctx.writer).or_insert_with(|| Value::Str(ctx.writer.to_hex().into())).clone();
+            Arc::make_mut(doc).insert(field.as_str().into(), author);
         }
         Some(op)
     }

@@ -23,11 +23,11 @@ pub enum Value {
     /// A floating-point number.
     Float(f64),
     /// A UTF-8 string (shared, so documents clone cheaply).
-    Str(Arc<str>),
+    Str(#[serde(deserialize_with = "shared_str")] Arc<str>),
     /// An ordered list.
     Array(Vec<Value>),
     /// A nested object.
-    Object(Document),
+    Object(#[serde(deserialize_with = "document")] Document),
 }
 
 impl Value {
@@ -140,6 +140,53 @@ impl From<f64> for Value {
     }
 }
 
+/// A map key or string decoded straight into an `Arc<str>` (serde's own impl allocates twice).
+struct SharedStr(Arc<str>);
+
+impl<'de> Deserialize<'de> for SharedStr {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl serde::de::Visitor<'_> for Visit {
+            type Value = SharedStr;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<SharedStr, E> {
+                Ok(SharedStr(text.into()))
+            }
+        }
+        deserializer.deserialize_str(Visit)
+    }
+}
+
+fn shared_str<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Arc<str>, D::Error> {
+    SharedStr::deserialize(deserializer).map(|s| s.0)
+}
+
+/// Decodes a document with single-allocation keys.
+pub(crate) fn document<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Document, D::Error> {
+    struct Visit;
+    impl<'de> serde::de::Visitor<'de> for Visit {
+        type Value = Document;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a document")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Document, A::Error> {
+            let mut doc = Document::new();
+            while let Some((SharedStr(key), value)) = map.next_entry::<SharedStr, Value>()? {
+                doc.insert(key, value);
+            }
+            Ok(doc)
+        }
+    }
+    deserializer.deserialize_map(Visit)
+}
+
+/// Decodes a shared document.
+pub(crate) fn shared_document<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Arc<Document>, D::Error> {
+    document(deserializer).map(Arc::new)
+}
+
 fn cmp_int_float(int: i64, float: f64) -> Ordering {
     // Exact for |int| <= 2^53; beyond that the float grid is coarser than the ints anyway.
     (int as f64).total_cmp(&float).then_with(|| if float.is_nan() { Ordering::Less } else { Ordering::Equal })
@@ -194,7 +241,12 @@ pub fn get_path<'a>(doc: &'a Document, path: &str) -> Option<&'a Value> {
 pub fn set_path(doc: &mut Document, path: &str, value: Value) -> bool {
     match path.split_once('.') {
         None => {
-            doc.insert(path.into(), value);
+            match doc.get_mut(path) {
+                Some(slot) => *slot = value,
+                None => {
+                    doc.insert(path.into(), value);
+                }
+            }
             true
         }
         Some((first, rest)) => {
