@@ -45,6 +45,14 @@ pub trait Apply {
     fn apply(&mut self, op: &Self::Op, ctx: &ApplyContext) -> Self::Undo;
     /// Undoes the most recently applied operation not yet undone.
     fn undo(&mut self, undo: Self::Undo);
+    /// The part of the view an operation reads and writes, when it is confined to one part.
+    /// `Some(key)` promises that operations with different keys touch disjoint state, so they
+    /// commute and undo records of one key stay valid whatever happens to other keys; a
+    /// reorg then only undoes and reapplies the operations that share a key with the late
+    /// entries. `None` (the default) means the operation may touch anything.
+    fn op_key(&self, _op: &Self::Op) -> Option<u64> {
+        None
+    }
     /// Called before a batch of undo/apply calls.
     fn begin_update(&mut self) {}
     /// Called after it (for example to emit change notifications).
@@ -192,6 +200,18 @@ pub struct WriterInfo {
 struct Node<O> {
     entry: Entry,
     op: Option<O>,
+    scope: Scope,
+}
+
+/// What an operation touches (see [`Apply::op_key`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scope {
+    /// Nothing: the payload did not decode.
+    Nothing,
+    /// One keyed part of the view.
+    Key(u64),
+    /// Possibly anything.
+    Everything,
 }
 
 #[derive(Debug)]
@@ -419,42 +439,91 @@ impl<V: Apply> Base<V> {
         Ok(entry)
     }
 
-    /// Applies everything integrated since the last update, rolling back as far as needed.
+    /// Applies everything integrated since the last update. When integrated entries sort
+    /// before the tip, the operations after their position are undone (newest first) and
+    /// reapplied in the merged order; when every operation involved is keyed
+    /// ([`Apply::op_key`]), only those sharing a key with the new entries are.
     pub fn update(&mut self) -> UpdateStats {
         if self.staged.is_empty() {
             return UpdateStats::default();
         }
         let mut staged = std::mem::take(&mut self.staged);
         staged.sort_unstable();
-        let first = staged[0];
-        let position = self.order.partition_point(|slot| *slot < first);
+        let position = self.order.partition_point(|slot| *slot < staged[0]);
         self.view.begin_update();
         let tail = self.order.split_off(position);
-        for _ in 0..tail.len() {
-            if let Some(Some(undo)) = self.undo.pop() {
-                self.view.undo(undo);
+        let mut tail_undo = self.undo.split_off(position);
+        let redo = self.tail_to_redo(&staged, &tail);
+        let mut stats = UpdateStats::default();
+        for (index, undo) in tail_undo.iter_mut().enumerate().rev() {
+            if redo[index] {
+                stats.rolled_back += 1;
+                if let Some(undo) = undo.take() {
+                    self.view.undo(undo);
+                }
             }
         }
-        let stats = UpdateStats { rolled_back: tail.len(), applied: tail.len() + staged.len() };
-        self.order.reserve(stats.applied);
-        self.undo.reserve(stats.applied);
-        let (mut left, mut right) = (tail.into_iter().peekable(), staged.into_iter().peekable());
+        self.order.reserve(tail.len() + staged.len());
+        self.undo.reserve(tail.len() + staged.len());
+        let mut left = tail.into_iter().zip(redo.into_iter().zip(tail_undo)).peekable();
+        let mut right = staged.into_iter().peekable();
         loop {
-            let next = match (left.peek(), right.peek()) {
-                (Some(a), Some(b)) if a <= b => left.next(),
-                (Some(_), Some(_)) => right.next(),
-                (Some(_), None) => left.next(),
-                (None, _) => right.next(),
+            let (slot, kept) = match (left.peek(), right.peek()) {
+                (Some((a, _)), Some(b)) if a <= b => match left.next() {
+                    Some((slot, (false, undo))) => (slot, Some(undo)),
+                    Some((slot, (true, _))) => (slot, None),
+                    None => break,
+                },
+                (Some(_), None) => match left.next() {
+                    Some((slot, (false, undo))) => (slot, Some(undo)),
+                    Some((slot, (true, _))) => (slot, None),
+                    None => break,
+                },
+                (_, Some(_)) => match right.next() {
+                    Some(slot) => (slot, None),
+                    None => break,
+                },
+                (None, None) => break,
             };
-            let Some(slot) = next else { break };
-            let node = &self.writers[slot.writer_index as usize].nodes[slot.key.seq as usize];
-            let ctx = ApplyContext { writer: slot.key.writer, seq: slot.key.seq, clock: slot.key.clock };
-            let undo = node.op.as_ref().map(|op| self.view.apply(op, &ctx));
+            let undo = match kept {
+                Some(undo) => undo,
+                None => {
+                    stats.applied += 1;
+                    let node = &self.writers[slot.writer_index as usize].nodes[slot.key.seq as usize];
+                    let ctx = ApplyContext { writer: slot.key.writer, seq: slot.key.seq, clock: slot.key.clock };
+                    node.op.as_ref().map(|op| self.view.apply(op, &ctx))
+                }
+            };
             self.undo.push(undo);
             self.order.push(slot);
         }
         self.view.end_update();
         stats
+    }
+
+    /// Which tail operations a reorg must undo and reapply: those sharing a key with the new
+    /// entries, or all of them when any operation involved is not keyed.
+    fn tail_to_redo(&self, staged: &[Slot], tail: &[Slot]) -> Vec<bool> {
+        let scope = |slot: &Slot| self.writers[slot.writer_index as usize].nodes[slot.key.seq as usize].scope;
+        let mut keys = rustc_hash::FxHashSet::default();
+        for slot in staged {
+            match scope(slot) {
+                Scope::Nothing => {}
+                Scope::Key(key) => {
+                    keys.insert(key);
+                }
+                Scope::Everything => return vec![true; tail.len()],
+            }
+        }
+        let mut redo = Vec::with_capacity(tail.len());
+        for slot in tail {
+            match scope(slot) {
+                Scope::Nothing => redo.push(false),
+                Scope::Key(key) => redo.push(keys.contains(&key)),
+                Scope::Everything => return vec![true; tail.len()],
+            }
+        }
+        redo
     }
 
     /// Whether integrated entries wait for [`Base::update`].
@@ -616,9 +685,13 @@ impl<V: Apply> Base<V> {
         let key = Position { clock: entry.clock(), writer, seq: entry.seq() };
         let ctx = ApplyContext { writer, seq: key.seq, clock: key.clock };
         let op = self.view.decode_op(&entry.body().payload, &ctx);
+        let scope = match &op {
+            None => Scope::Nothing,
+            Some(op) => self.view.op_key(op).map_or(Scope::Everything, Scope::Key),
+        };
         let log = &mut self.writers[index as usize];
         self.integrated.push(entry.clone());
-        log.nodes.push(Node { entry, op });
+        log.nodes.push(Node { entry, op, scope });
         self.staged.push(Slot { key, writer_index: index });
         Ok(())
     }

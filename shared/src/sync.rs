@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::base::{IngestError, Ingested};
 use crate::keys::WriterId;
-use crate::log::{DecodeError, Entry, ForkEvidence, ForkEvidenceError};
+use crate::log::{DecodeError, Entry, ForkEvidence, ForkEvidenceError, causal_sort};
 use crate::replica::Replica;
 use crate::topic::DiscoveryKey;
 
@@ -401,9 +401,11 @@ impl Session {
     }
 
     fn receive_entries(&mut self, replica: &mut Replica, entries: &[Vec<u8>]) -> Result<(), SyncError> {
+        let mut decoded = entries.iter().map(|bytes| Entry::decode(bytes)).collect::<Result<Vec<_>, _>>()?;
+        // Dependencies first, so a batch integrates without parking entries.
+        causal_sort(&mut decoded);
         let mut deferred = None;
-        for bytes in entries {
-            let entry = Entry::decode(bytes)?;
+        for entry in decoded {
             let (writer, seq) = (entry.writer(), entry.seq());
             let heads = entry.body().heads.clone();
             match replica.ingest(entry) {

@@ -146,7 +146,10 @@ fn indexes_are_used_when_they_fit() {
     let exists = Query::new(Filter::all().and("n", Cond::Exists(true)));
     assert_eq!(db.explain("c", &exists), Plan::FullScan);
     // Indexes follow updates and undo.
-    let undo = db.apply(&DbOp::Update { collection: "c".into(), id: "c".into(), update: Box::new(Update::set("n", 10)) }, &ctx());
+    let undo = db.apply(
+        &DbOp::Update { collection: "c".into(), id: "c".into(), update: Box::new(Update::set("n", 10)) },
+        &ctx(),
+    );
     assert!(db.find("c", &eq).is_empty());
     db.undo(undo);
     assert_eq!(ids(&db.find("c", &eq)), ["c"]);
@@ -170,7 +173,8 @@ fn change_notifications() {
     assert!(db.poll_changes(other).expect("not lagged").is_empty());
     db.begin_update();
     db.apply(&DbOp::Delete { collection: "c".into(), id: "a".into() }, &ctx());
-    let undo = db.apply(&DbOp::Update { collection: "c".into(), id: "b".into(), update: Box::new(Update::set("n", 5)) }, &ctx());
+    let undo = db
+        .apply(&DbOp::Update { collection: "c".into(), id: "b".into(), update: Box::new(Update::set("n", 5)) }, &ctx());
     db.undo(undo);
     db.end_update();
     let changes = db.poll_changes(all).expect("not lagged");

@@ -130,7 +130,7 @@ pub struct Db {
     collections: Vec<Collection>,
     by_name: FxHashMap<String, u32>,
     index_specs: BTreeMap<String, BTreeSet<String>>,
-    author_field: Option<String>,
+    author_field: Option<Arc<str>>,
     authors: FxHashMap<crate::keys::WriterId, Value>,
     subscribers: HashMap<SubscriptionId, Subscriber>,
     next_subscription: u64,
@@ -146,7 +146,7 @@ impl Db {
     /// Stamps the author's writer key (hex) into this field of every inserted document,
     /// so authorship cannot be forged by the payload.
     pub fn with_author_field(mut self, field: &str) -> Self {
-        self.author_field = Some(field.to_owned());
+        self.author_field = Some(field.into());
         self
     }
 
@@ -374,9 +374,20 @@ impl Apply for Db {
         if let (DbOp::Insert { doc, .. }, Some(field)) = (&mut op, &self.author_field) {
             let author =
                 self.authors.entry(ctx.writer).or_insert_with(|| Value::Str(ctx.writer.to_hex().into())).clone();
-            Arc::make_mut(doc).insert(field.as_str().into(), author);
+            Arc::make_mut(doc).insert(field.clone(), author);
         }
         Some(op)
+    }
+
+    fn op_key(&self, op: &DbOp) -> Option<u64> {
+        use std::hash::{Hash as _, Hasher as _};
+        let (collection, id) = match op {
+            DbOp::Insert { collection, doc } => (collection, doc.get(ID_FIELD).and_then(Value::as_str).unwrap_or("")),
+            DbOp::Update { collection, id, .. } | DbOp::Delete { collection, id } => (collection, id.as_str()),
+        };
+        let mut hasher = rustc_hash::FxHasher::default();
+        (collection.as_str(), id).hash(&mut hasher);
+        Some(hasher.finish())
     }
 
     fn apply(&mut self, op: &DbOp, _ctx: &ApplyContext) -> DbUndo {
