@@ -273,16 +273,24 @@ impl Db {
         index
     }
 
-    /// The one place documents change: keeps indexes and change tracking in step.
+    /// Sets or removes a document, keeping indexes and change tracking in step.
     fn replace(&mut self, coll_index: u32, id: &Arc<str>, new: Option<Arc<Document>>) -> Option<Arc<Document>> {
         let coll = &mut self.collections[coll_index as usize];
         let old = match &new {
             Some(doc) => coll.docs.insert(id.clone(), doc.clone()),
             None => coll.docs.remove(id),
         };
+        self.changed(coll_index, id, old.as_ref(), new.as_deref());
+        old
+    }
+
+    /// Follows a document change in the indexes and the change tracking. Every change of
+    /// `docs` goes through here.
+    fn changed(&mut self, coll_index: u32, id: &Arc<str>, old: Option<&Arc<Document>>, new: Option<&Document>) {
+        let coll = &mut self.collections[coll_index as usize];
         for (path, index) in &mut coll.indexes {
-            let before = old.as_deref().and_then(|doc| get_path(doc, path));
-            let after = new.as_deref().and_then(|doc| get_path(doc, path));
+            let before = old.and_then(|doc| get_path(doc, path));
+            let after = new.and_then(|doc| get_path(doc, path));
             if before == after {
                 continue;
             }
@@ -294,9 +302,8 @@ impl Db {
             }
         }
         if let Some(touched) = &mut self.touched {
-            touched.entry((coll_index, id.clone())).or_insert_with(|| old.clone());
+            touched.entry((coll_index, id.clone())).or_insert_with(|| old.cloned());
         }
-        old
     }
 }
 
@@ -395,23 +402,25 @@ impl Apply for Db {
             DbOp::Insert { collection, doc } => {
                 let Some(Value::Str(id)) = doc.get(ID_FIELD) else { return DbUndo(None) };
                 let coll_index = self.collection_index(collection);
-                if self.collections[coll_index as usize].docs.contains_key(id) {
-                    return DbUndo(None);
-                }
-                let id = id.clone();
-                let old = self.replace(coll_index, &id, Some(doc.clone()));
-                DbUndo(Some((coll_index, id, old)))
+                match self.collections[coll_index as usize].docs.entry(id.clone()) {
+                    std::collections::hash_map::Entry::Occupied(_) => return DbUndo(None),
+                    std::collections::hash_map::Entry::Vacant(slot) => slot.insert(doc.clone()),
+                };
+                self.changed(coll_index, id, None, Some(doc));
+                DbUndo(Some((coll_index, id.clone(), None)))
             }
             DbOp::Update { collection, id, update } => {
                 let Some(&coll_index) = self.by_name.get(collection) else { return DbUndo(None) };
-                let Some((id, current)) = self.collections[coll_index as usize].docs.get_key_value(id.as_str()) else {
+                let Some(slot) = self.collections[coll_index as usize].docs.get_mut(id.as_str()) else {
                     return DbUndo(None);
                 };
-                let id = id.clone();
-                let mut doc = Document::clone(current);
+                let mut doc = Document::clone(slot);
                 update.apply_to(&mut doc);
-                let old = self.replace(coll_index, &id, Some(Arc::new(doc)));
-                DbUndo(Some((coll_index, id, old)))
+                let new = Arc::new(doc);
+                let old = std::mem::replace(slot, new.clone());
+                let Some(Value::Str(id)) = old.get(ID_FIELD).cloned() else { return DbUndo(None) };
+                self.changed(coll_index, &id, Some(&old), Some(&new));
+                DbUndo(Some((coll_index, id, Some(old))))
             }
             DbOp::Delete { collection, id } => {
                 let Some(&coll_index) = self.by_name.get(collection) else { return DbUndo(None) };
