@@ -97,6 +97,11 @@ fn test() -> anyhow::Result<()> {
     clippy.args(["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"]);
     step("cargo clippy", clippy)?;
     wasm()?;
+    // The end-to-end tests start the real binary: build it first (cargo test builds the
+    // binaries of a package only for that package's own tests).
+    let mut binary = cargo();
+    binary.args(["build", "-p", "hellopears"]);
+    step("build hellopears", binary)?;
     let mut tests = cargo();
     tests.args(["test", "--workspace", "--all-features"]);
     if std::env::var_os("PROPTEST_CASES").is_none() {
