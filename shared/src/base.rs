@@ -327,7 +327,8 @@ impl<V: Apply> Base<V> {
     /// [`Base::ingest_stored`], or an entry this process signed). Every other check still runs.
     pub fn ingest_verified(&mut self, entry: Entry) -> Result<Ingested, IngestError> {
         let dep = (entry.writer(), entry.seq());
-        if self.pending.entries.contains_key(&dep) || (dep.1 < self.len(&dep.0)) {
+        let waiting = !self.pending.entries.is_empty() && self.pending.entries.contains_key(&dep);
+        if waiting || dep.1 < self.len(&dep.0) {
             return Ok(Ingested::Duplicate);
         }
         match self.readiness(&entry)? {
@@ -698,6 +699,9 @@ impl<V: Apply> Base<V> {
 
     /// Integrates waiting entries unblocked by `dep`, transitively. Returns how many.
     fn release(&mut self, dep: Dep) -> usize {
+        if self.pending.waiting.is_empty() {
+            return 0;
+        }
         let mut integrated = 0;
         let mut ready = vec![dep];
         while let Some(done) = ready.pop() {

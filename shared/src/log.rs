@@ -208,7 +208,7 @@ impl Entry {
 /// clock, which grows along every causal edge. Ingesting a batch in this order integrates
 /// it without parking entries to wait for their dependencies.
 pub fn causal_sort(entries: &mut [Entry]) {
-    entries.sort_unstable_by_key(|entry| (entry.clock(), entry.writer(), entry.seq()));
+    entries.sort_by_cached_key(|entry| (entry.clock(), entry.writer(), entry.seq()));
 }
 
 /// Two validly signed, different entries at the same position of one writer's log:
