@@ -1,0 +1,211 @@
+//! The desktop peer's storage: the core's `Storage` trait on sled, in a data dir that is
+//! marked as ours, one set of trees per topic.
+
+use std::path::{Path, PathBuf};
+
+use hellopears_core::WriterId;
+use hellopears_core::storage::{LoadedState, Storage, WriteBatch};
+use hellopears_core::topic::Topic;
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+
+/// The file that marks a directory as a HelloPears data dir, with its format version.
+const MARKER: &str = "HELLOPEARS";
+const MARKER_CONTENT: &str = "hellopears data dir, format 1\n";
+/// sled's page cache: small, since the replica keeps its working set in memory anyway.
+const CACHE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Why the store cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process holds the store.
+    #[error("data dir {0} is in use by another hellopears process")]
+    Locked(PathBuf),
+    /// The directory holds something else.
+    #[error("{0} is not a hellopears data dir (it has other files and no {MARKER} marker); choose another with --data")]
+    Foreign(PathBuf),
+    /// The directory cannot be created or read.
+    #[error("cannot use data dir {path}: {source}")]
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// sled refused to open the store.
+    #[error("cannot open the store in {path}: {source}")]
+    Open {
+        /// The store directory.
+        path: PathBuf,
+        /// sled's error.
+        source: sled::Error,
+    },
+    /// A read or write failed.
+    #[error("storage error: {0}")]
+    Sled(#[from] sled::Error),
+    /// A stored key has the wrong shape.
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
+}
+
+/// One topic's trees in a sled database.
+#[derive(Debug, Clone)]
+pub struct SledStorage {
+    db: sled::Db,
+    entries: sled::Tree,
+    forks: sled::Tree,
+    meta: sled::Tree,
+}
+
+impl SledStorage {
+    /// Opens (creating if needed) the store of `topic` in data dir `dir`.
+    pub fn open(dir: &Path, topic: &Topic) -> Result<Self, StoreError> {
+        prepare_dir(dir)?;
+        let path = dir.join("store");
+        let db = sled::Config::new().path(&path).cache_capacity(CACHE_BYTES).open().map_err(|source| {
+            match &source {
+                // sled wraps the flock failure in an error of kind Other.
+                sled::Error::Io(io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        || io.to_string().contains("could not acquire lock") =>
+                {
+                    StoreError::Locked(dir.into())
+                }
+                _ => StoreError::Open { path: path.clone(), source },
+            }
+        })?;
+        let prefix = topic.id().to_string();
+        let tree = |name: &str| db.open_tree(format!("{prefix}/{name}"));
+        Ok(Self { entries: tree("entries")?, forks: tree("forks")?, meta: tree("meta")?, db })
+    }
+
+    /// Makes everything written so far durable.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+fn prepare_dir(dir: &Path) -> Result<(), StoreError> {
+    let io = |source| StoreError::Dir { path: dir.into(), source };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let marker = dir.join(MARKER);
+    if marker.exists() {
+        return Ok(());
+    }
+    let mut listing = std::fs::read_dir(dir).map_err(io)?;
+    if listing.next().is_some() {
+        return Err(StoreError::Foreign(dir.into()));
+    }
+    std::fs::write(&marker, MARKER_CONTENT).map_err(io)
+}
+
+fn entry_key(writer: &WriterId, seq: u64) -> [u8; 40] {
+    let mut key = [0u8; 40];
+    key[..32].copy_from_slice(&writer.0);
+    key[32..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+impl Storage for SledStorage {
+    type Error = StoreError;
+
+    async fn load(&self) -> Result<LoadedState, StoreError> {
+        let mut state = LoadedState::default();
+        for item in self.entries.iter() {
+            let (key, value) = item?;
+            if key.len() != 40 {
+                return Err(StoreError::Corrupt(format!("entry key of {} bytes", key.len())));
+            }
+            state.entries.push(value.to_vec());
+        }
+        for item in self.forks.iter() {
+            state.forks.push(item?.1.to_vec());
+        }
+        for item in self.meta.iter() {
+            let (key, value) = item?;
+            let name = String::from_utf8(key.to_vec()).map_err(|_| StoreError::Corrupt("meta key not UTF-8".into()))?;
+            state.meta.insert(name, value.to_vec());
+        }
+        Ok(state)
+    }
+
+    async fn write(&self, batch: &WriteBatch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let result: Result<(), TransactionError<()>> =
+            (&self.entries, &self.forks, &self.meta).transaction(|(entries, forks, meta)| {
+                for (writer, seq, bytes) in &batch.entries {
+                    entries.insert(&entry_key(writer, *seq)[..], &bytes[..])?;
+                }
+                for (writer, bytes) in &batch.forks {
+                    if forks.get(writer.0)?.is_none() {
+                        forks.insert(&writer.0[..], &bytes[..])?;
+                    }
+                }
+                for (name, value) in &batch.meta {
+                    match value {
+                        Some(value) => meta.insert(name.as_bytes(), &value[..])?,
+                        None => meta.remove(name.as_bytes())?,
+                    };
+                }
+                Ok::<(), ConflictableTransactionError<()>>(())
+            });
+        match result {
+            Ok(()) => {}
+            Err(TransactionError::Storage(error)) => return Err(error.into()),
+            Err(TransactionError::Abort(())) => return Err(StoreError::Corrupt("write aborted".into())),
+        }
+        self.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::executor::block_on;
+    use hellopears_core::keys::Keypair;
+    use hellopears_core::replica::Replica;
+
+    use super::*;
+
+    #[test]
+    fn a_replica_survives_reopening_the_store() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let topic = Topic::from_name("todo");
+        let key = Keypair::derive_for_tests(1, 1);
+        let mut replica = Replica::new(topic.clone(), key.clone());
+        for i in 0..20 {
+            replica.todos().add(&format!("todo {i}"), i).expect("add");
+        }
+        {
+            let store = SledStorage::open(dir.path(), &topic).expect("open");
+            block_on(store.write(&replica.take_unsaved())).expect("write");
+        }
+        let store = SledStorage::open(dir.path(), &topic).expect("reopen");
+        let (reopened, errors) = Replica::open(topic.clone(), key, block_on(store.load()).expect("load"));
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(reopened.db().encode(), replica.db().encode());
+        // Another topic in the same data dir is separate.
+        drop(store);
+        let other = SledStorage::open(dir.path(), &Topic::from_name("other")).expect("open");
+        assert!(block_on(other.load()).expect("load").entries.is_empty());
+    }
+
+    #[test]
+    fn a_second_opener_gets_a_clear_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let topic = Topic::from_name("todo");
+        let _first = SledStorage::open(dir.path(), &topic).expect("open");
+        let second = SledStorage::open(dir.path(), &topic);
+        assert!(matches!(second, Err(StoreError::Locked(_))), "{second:?}");
+    }
+
+    #[test]
+    fn a_foreign_directory_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("notes.txt"), "mine").expect("write");
+        let result = SledStorage::open(dir.path(), &Topic::from_name("todo"));
+        assert!(matches!(result, Err(StoreError::Foreign(_))), "{result:?}");
+        assert_eq!(std::fs::read_to_string(dir.path().join("notes.txt")).expect("kept"), "mine");
+    }
+}

@@ -1,0 +1,71 @@
+//! The todo commands on a local data dir, through the real binary, across processes.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use hellopears_tests::hellopears_bin;
+
+fn run(data: &Path, args: &[&str]) -> Output {
+    Command::new(hellopears_bin()).arg("--data").arg(data).args(args).output().expect("run hellopears")
+}
+
+fn ok(data: &Path, args: &[&str]) -> String {
+    let out = run(data, args);
+    assert!(out.status.success(), "{args:?}: {out:?}");
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+fn list(data: &Path) -> Vec<serde_json::Value> {
+    serde_json::from_str(&ok(data, &["list", "--json"])).expect("json list")
+}
+
+#[test]
+fn add_toggle_edit_remove_persist_across_processes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path();
+    let milk = ok(data, &["add", "buy milk"]).trim().to_owned();
+    let bread = ok(data, &["add", "bread"]).trim().to_owned();
+    assert_eq!(milk.len(), 20);
+    assert_eq!(list(data).len(), 2);
+    ok(data, &["done", &milk[..6]]);
+    ok(data, &["edit", &bread, "rye bread"]);
+    let todos = list(data);
+    assert_eq!(todos[0]["done"], true);
+    assert_eq!(todos[1]["text"], "rye bread");
+    ok(data, &["undone", &milk[..6]]);
+    assert_eq!(list(data)[0]["done"], false);
+    ok(data, &["rm", &bread]);
+    let todos = list(data);
+    assert_eq!(todos.len(), 1);
+    assert_eq!(todos[0]["_id"], milk.as_str());
+    // The writer identity is stable across runs.
+    let status = |data| -> serde_json::Value { serde_json::from_str(&ok(data, &["status", "--json"])).expect("json") };
+    assert_eq!(status(data)["writer"], status(data)["writer"]);
+    assert_eq!(status(data)["entries"], 6);
+    // Topics are separate.
+    assert!(
+        serde_json::from_str::<Vec<serde_json::Value>>(&ok(data, &["--topic", "work", "list", "--json"]))
+            .expect("json")
+            .is_empty()
+    );
+}
+
+#[test]
+fn bad_ids_and_bad_dirs_exit_1_with_one_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = run(dir.path(), &["done", "ffff"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("hellopears: no todo matches"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1);
+    let out = run(dir.path(), &["add", "   "]);
+    assert_eq!(out.status.code(), Some(1));
+    let foreign = tempfile::tempdir().expect("tempdir");
+    std::fs::write(foreign.path().join("thesis.tex"), "precious").expect("write");
+    let out = run(foreign.path(), &["list"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a hellopears data dir"));
+    assert_eq!(std::fs::read_to_string(foreign.path().join("thesis.tex")).expect("kept"), "precious");
+    let out = run(dir.path(), &["list", "--memory"]);
+    assert_eq!(out.status.code(), Some(2), "--data and --memory conflict");
+}
