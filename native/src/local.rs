@@ -79,3 +79,19 @@ impl Local {
         Ok(())
     }
 }
+
+/// This device's libp2p identity, persisted in the data dir so the peer id is stable.
+pub fn node_key(dir: &std::path::Path) -> anyhow::Result<libp2p::identity::Keypair> {
+    let path = dir.join("node.key");
+    match std::fs::read(&path) {
+        Ok(bytes) => libp2p::identity::Keypair::from_protobuf_encoding(&bytes)
+            .with_context(|| format!("{} is corrupt", path.display())),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let key = libp2p::identity::Keypair::generate_ed25519();
+            let bytes = key.to_protobuf_encoding().context("encoding the node key")?;
+            std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+            Ok(key)
+        }
+        Err(error) => Err(error).with_context(|| format!("reading {}", path.display())),
+    }
+}

@@ -3,7 +3,11 @@
 //! Today: the todo commands on a local replica persisted in sled, topic ids, and an
 //! in-memory swarm simulation. Networking (libp2p) and the terminal UI come next.
 
+mod commands;
+mod control;
 mod local;
+mod net;
+mod peer;
 mod store;
 
 use std::path::PathBuf;
@@ -12,9 +16,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{ArgAction, CommandFactory, Parser, Subcommand};
 use hellopears_core::sim::{Sim, SimConfig};
-use hellopears_core::todo::{self, Todo};
+use hellopears_core::todo;
 use hellopears_core::topic::Topic;
 
+use crate::commands::Request;
 use crate::local::Local;
 
 /// HelloPears: a peer-to-peer, local-first todo list.
@@ -42,6 +47,18 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a peer in the foreground: join the topic, find peers, sync.
+    Up {
+        /// Address to listen on (repeatable).
+        #[arg(long, value_name = "MULTIADDR")]
+        listen: Vec<libp2p::Multiaddr>,
+        /// Peer to dial at start (repeatable; also HELLOPEARS_BOOTSTRAP, comma-separated).
+        #[arg(long, value_name = "MULTIADDR", env = "HELLOPEARS_BOOTSTRAP", value_delimiter = ',')]
+        bootstrap: Vec<libp2p::Multiaddr>,
+        /// Do not look for peers on the LAN.
+        #[arg(long)]
+        no_mdns: bool,
+    },
     /// Add a todo.
     Add {
         /// What to do.
@@ -166,79 +183,55 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Simulate { peers, ops, drop, seed }) => return simulate(*peers as usize, *ops, *drop, *seed),
         _ => {}
     }
-    let mut local = Local::open(data_dir(&cli)?, topic)?;
-    let now = now_ms();
-    match cli.command {
-        None => print_list(&local, false),
-        Some(Command::List { json }) => print_list(&local, json),
-        Some(Command::Add { text }) => {
-            let todo = local.replica.todos().add(&text, now)?;
-            local.save()?;
-            println!("{}", todo.id);
+    let data = data_dir(&cli)?;
+    let request = match cli.command {
+        Some(Command::Up { listen, bootstrap, no_mdns }) => return up(data, topic, listen, bootstrap, !no_mdns),
+        None => Request::List(false),
+        Some(Command::List { json }) => Request::List(json),
+        Some(Command::Add { text }) => Request::Add(text),
+        Some(Command::Done { id }) => Request::SetDone(id, true),
+        Some(Command::Undone { id }) => Request::SetDone(id, false),
+        Some(Command::Edit { id, text }) => Request::Edit(id, text),
+        Some(Command::Rm { id }) => Request::Remove(id),
+        Some(Command::Status { json }) => Request::Status(json),
+        Some(Command::Topic { .. } | Command::Simulate { .. }) => return Ok(()),
+    };
+    // A peer running on this data dir holds the store: go through it.
+    let reply = match data.as_deref().and_then(|dir| control::request(dir, &request)) {
+        Some(reply) => reply,
+        None => {
+            let mut local = Local::open(data, topic)?;
+            commands::execute(&mut local, &request, now_ms(), None)
+        }
+    };
+    match reply {
+        Ok(out) => {
+            print!("{out}");
             Ok(())
         }
-        Some(Command::Done { id }) => change(&mut local, |todos| todos.set_done(&id, true, now)),
-        Some(Command::Undone { id }) => change(&mut local, |todos| todos.set_done(&id, false, now)),
-        Some(Command::Edit { id, text }) => change(&mut local, |todos| todos.edit(&id, &text, now)),
-        Some(Command::Rm { id }) => change(&mut local, |todos| todos.remove(&id)),
-        Some(Command::Status { json }) => print_status(&local, json),
-        Some(Command::Topic { .. } | Command::Simulate { .. }) => Ok(()),
+        Err(error) => Err(anyhow::anyhow!(error)),
     }
 }
 
-fn change(
-    local: &mut Local,
-    action: impl FnOnce(&mut todo::Todos<'_>) -> Result<(), todo::TodoError>,
+fn up(
+    data: Option<PathBuf>,
+    topic: Topic,
+    mut listen: Vec<libp2p::Multiaddr>,
+    bootstrap: Vec<libp2p::Multiaddr>,
+    mdns: bool,
 ) -> anyhow::Result<()> {
-    action(&mut local.replica.todos())?;
-    local.save()
-}
-
-fn print_list(local: &Local, json: bool) -> anyhow::Result<()> {
-    let todos: Vec<Todo> = todo::list(local.replica.db());
-    if json {
-        println!("{}", serde_json::to_string(&todos)?);
-        return Ok(());
+    if listen.is_empty() {
+        listen = vec!["/ip4/0.0.0.0/tcp/0".parse()?, "/ip4/0.0.0.0/udp/0/quic-v1".parse()?];
     }
-    if todos.is_empty() {
-        println!("no todos on topic {:?} yet: hellopears add \"something to do\"", local.replica.topic().name());
-    }
-    for todo in &todos {
-        println!("[{}] {}  {}", if todo.done { "x" } else { " " }, &todo.id[..8], todo.text);
-    }
-    Ok(())
-}
-
-fn print_status(local: &Local, json: bool) -> anyhow::Result<()> {
-    let base = local.replica.base();
-    let writers: Vec<serde_json::Value> = base
-        .writers()
-        .iter()
-        .map(|w| serde_json::json!({"writer": w.id.to_hex(), "len": w.len, "quarantined": w.quarantined}))
-        .collect();
-    let status = serde_json::json!({
-        "topic": local.replica.topic().name(),
-        "topic_id": local.replica.topic().id().to_string(),
-        "writer": local.replica.writer_id().to_hex(),
-        "writers": writers,
-        "entries": base.total_entries(),
-        "todos": local.replica.db().count(todo::COLLECTION),
-        "peers": [],
-        "running": false,
-    });
-    if json {
-        println!("{status}");
-        return Ok(());
-    }
-    println!("topic {} ({})", local.replica.topic().name(), local.replica.topic().id());
-    println!("writer {}", local.replica.writer_id());
-    println!("{} entries from {} writers, {} todos", base.total_entries(), base.writers().len(), status["todos"]);
-    for writer in base.writers() {
-        let flag = if writer.quarantined { " (quarantined: forked its log)" } else { "" };
-        println!("  {} {} entries{flag}", writer.id.short(), writer.len);
-    }
-    println!("no peer is running on this data dir");
-    Ok(())
+    let local = Local::open(data.clone(), topic)?;
+    let node_key = match &data {
+        Some(dir) => local::node_key(dir)?,
+        None => libp2p::identity::Keypair::generate_ed25519(),
+    };
+    let control_socket = data.as_ref().map(|dir| dir.join(control::SOCKET));
+    let config = peer::PeerConfig { listen, bootstrap, mdns, control_socket };
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(peer::run(local, node_key, config))
 }
 
 fn print_topic(topic: &Topic, json: bool) -> anyhow::Result<()> {

@@ -1,6 +1,10 @@
 //! Helpers for end-to-end tests that run real `hellopears` processes.
 
-use std::path::PathBuf;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 /// The `hellopears` binary built alongside these tests (`target/<profile>/hellopears`),
 /// or the one named by `HELLOPEARS_BIN`.
@@ -20,4 +24,131 @@ pub fn hellopears_bin() -> PathBuf {
         bin.display()
     );
     bin
+}
+
+/// Runs a one-shot `hellopears` command on a data dir.
+pub fn run(data: &Path, args: &[&str]) -> Output {
+    Command::new(hellopears_bin()).arg("--data").arg(data).args(args).output().expect("run hellopears")
+}
+
+/// Runs a command that must succeed and returns its stdout.
+pub fn ok(data: &Path, args: &[&str]) -> String {
+    let out = run(data, args);
+    assert!(out.status.success(), "hellopears {args:?} failed: {out:?}");
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+/// `list --json` of a data dir.
+pub fn list(data: &Path) -> Vec<serde_json::Value> {
+    serde_json::from_str(&ok(data, &["list", "--json"])).expect("json list")
+}
+
+/// Polls `check` every 50 ms until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A running `hellopears up` process, stopped (SIGINT, then kill) when dropped.
+#[derive(Debug)]
+pub struct Peer {
+    child: Child,
+    /// Its data dir.
+    pub data: PathBuf,
+    /// Its peer id.
+    pub peer_id: String,
+    /// Its listen addresses, with `/p2p/<id>`.
+    pub addrs: Vec<String>,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Peer {
+    /// Starts `hellopears --data DATA up ARGS` and waits until it listens.
+    pub fn start(data: &Path, args: &[&str]) -> Peer {
+        let mut child = Command::new(hellopears_bin())
+            .arg("--data")
+            .arg(data)
+            .arg("up")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start hellopears up");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut peer = Peer { child, data: data.to_path_buf(), peer_id: String::new(), addrs: Vec::new(), lines };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while peer.addrs.is_empty() || peer.peer_id.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = peer.lines.recv_timeout(left).expect("peer printed its id and addresses in time");
+            if let Some(id) = line.strip_prefix("peer id ") {
+                peer.peer_id = id.trim().to_owned();
+            }
+            if let Some(addr) = line.strip_prefix("listening on ") {
+                peer.addrs.push(addr.trim().to_owned());
+            }
+        }
+        peer
+    }
+
+    /// Its first TCP address.
+    pub fn tcp_addr(&self) -> String {
+        self.addrs.iter().find(|a| a.contains("/tcp/")).cloned().expect("a TCP address")
+    }
+
+    /// Waits for a line of output containing `text`.
+    pub fn wait_for_line(&self, text: &str, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(text) => return Some(line),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Stops the peer cleanly (SIGINT) and waits for it to exit.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-INT", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.shutdown();
+        }
+    }
 }

@@ -1,0 +1,61 @@
+//! The control socket: a Unix socket in the data dir through which CLI commands reach a
+//! running peer (the store is locked by it). One JSON request line, one JSON reply line.
+
+use std::path::Path;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::commands::{Reply, Request};
+
+/// The socket's file name in the data dir.
+pub const SOCKET: &str = "control.sock";
+
+/// Serves the control socket at `path`, passing requests to the peer's task.
+pub(crate) fn serve(path: &Path, peer: mpsc::Sender<crate::peer::Inbound>) -> anyhow::Result<()> {
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)?;
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let peer = peer.clone();
+            tokio::spawn(async move {
+                if let Err(error) = answer(stream, peer).await {
+                    tracing::debug!(%error, "control connection failed");
+                }
+            });
+        }
+    });
+    Ok(())
+}
+
+async fn answer(stream: UnixStream, peer: mpsc::Sender<crate::peer::Inbound>) -> anyhow::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    BufReader::new(read).read_line(&mut line).await?;
+    let reply: Reply = match serde_json::from_str::<Request>(&line) {
+        Ok(request) => {
+            let (tx, rx) = oneshot::channel();
+            peer.send(crate::peer::Inbound::Command(request, tx)).await.map_err(|_| anyhow::anyhow!("peer stopped"))?;
+            rx.await.map_err(|_| anyhow::anyhow!("peer stopped"))?
+        }
+        Err(error) => Err(format!("bad control request: {error}")),
+    };
+    let mut out = serde_json::to_string(&reply)?;
+    out.push('\n');
+    write.write_all(out.as_bytes()).await?;
+    Ok(())
+}
+
+/// Sends a request to a peer running on `dir`, if one answers there.
+pub fn request(dir: &Path, request: &Request) -> Option<Reply> {
+    let path = dir.join(SOCKET);
+    let mut stream = std::os::unix::net::UnixStream::connect(&path).ok()?;
+    use std::io::{BufRead, Write};
+    let mut line = serde_json::to_string(request).ok()?;
+    line.push('\n');
+    stream.write_all(line.as_bytes()).ok()?;
+    let mut reply = String::new();
+    std::io::BufReader::new(stream).read_line(&mut reply).ok()?;
+    serde_json::from_str(&reply).ok()
+}

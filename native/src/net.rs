@@ -1,0 +1,56 @@
+//! The libp2p side of the desktop peer: transports, discovery, and the sync stream protocol.
+
+use std::time::Duration;
+
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::{StreamProtocol, identify, identity, kad, mdns, noise, ping, tcp, yamux};
+
+/// The sync protocol's stream protocol id.
+pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/hellopears/sync/1");
+/// Our own Kademlia protocol name: a DHT of HelloPears peers, not the public IPFS one.
+pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/hellopears/kad/1");
+/// Identify's protocol version string.
+pub const IDENTIFY_PROTOCOL: &str = "/hellopears/id/1";
+
+/// Everything the swarm runs.
+#[derive(NetworkBehaviour)]
+pub struct Behaviour {
+    /// Learns listen addresses and protocols of peers.
+    pub identify: identify::Behaviour,
+    /// Keeps connections alive and measures round trips.
+    pub ping: ping::Behaviour,
+    /// LAN discovery.
+    pub mdns: Toggle<mdns::tokio::Behaviour>,
+    /// Topic discovery among desktop peers (provider records for the discovery key).
+    pub kad: kad::Behaviour<kad::store::MemoryStore>,
+    /// Raw streams for the sync protocol.
+    pub stream: libp2p_stream::Behaviour,
+}
+
+/// Builds the swarm with TCP (noise + yamux) and QUIC.
+pub fn build_swarm(key: identity::Keypair, mdns_on: bool) -> anyhow::Result<libp2p::Swarm<Behaviour>> {
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
+        .with_tokio()
+        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)?
+        .with_quic()
+        .with_behaviour(|key| {
+            let peer_id = key.public().to_peer_id();
+            let mdns =
+                if mdns_on { Some(mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)?) } else { None };
+            let mut kad_config = kad::Config::new(KAD_PROTOCOL);
+            kad_config.set_query_timeout(Duration::from_secs(30));
+            let mut kad = kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
+            kad.set_mode(Some(kad::Mode::Server));
+            Ok(Behaviour {
+                identify: identify::Behaviour::new(identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())),
+                ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(15))),
+                mdns: Toggle::from(mdns),
+                kad,
+                stream: libp2p_stream::Behaviour::new(),
+            })
+        })?
+        .with_swarm_config(|config| config.with_idle_connection_timeout(Duration::from_secs(120)))
+        .build();
+    Ok(swarm)
+}

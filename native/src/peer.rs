@@ -1,0 +1,295 @@
+//! `hellopears up`: a running peer. One task owns the swarm, the replica and every sync
+//! session; stream IO runs in small tasks that pass frames over bounded channels.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+use futures::io::{AsyncReadExt, AsyncWriteExt};
+use hellopears_core::sync::{MAX_MESSAGE_BYTES, Session, SessionConfig};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, identify, identity, kad, mdns};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::commands::{self, PeerStatus, Reply, Request};
+use crate::local::Local;
+use crate::net::{self, BehaviourEvent, SYNC_PROTOCOL};
+
+/// How `up` runs.
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    /// Addresses to listen on.
+    pub listen: Vec<Multiaddr>,
+    /// Peers to dial at start.
+    pub bootstrap: Vec<Multiaddr>,
+    /// LAN discovery.
+    pub mdns: bool,
+    /// Where the control socket goes (None: no control socket).
+    pub control_socket: Option<PathBuf>,
+}
+
+/// Messages into the peer's task.
+pub(crate) enum Inbound {
+    /// A framed sync message from a peer.
+    Frame(PeerId, Vec<u8>),
+    /// A peer's inbound stream ended.
+    Closed(PeerId, String),
+    /// Our outbound stream to a peer is open.
+    Writer(PeerId, mpsc::Sender<Vec<u8>>),
+    /// A command from the control socket.
+    Command(Request, oneshot::Sender<Reply>),
+}
+
+struct PeerState {
+    session: Session,
+    writer: Option<mpsc::Sender<Vec<u8>>>,
+    backlog: Vec<Vec<u8>>,
+    addresses: Vec<Multiaddr>,
+}
+
+const BACKLOG_LIMIT: usize = 1024;
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Runs the peer until Ctrl-C.
+pub async fn run(mut local: Local, node_key: identity::Keypair, config: PeerConfig) -> anyhow::Result<()> {
+    let mut swarm = net::build_swarm(node_key, config.mdns)?;
+    let me = *swarm.local_peer_id();
+    println!("peer id {me}");
+    for addr in &config.listen {
+        swarm.listen_on(addr.clone())?;
+    }
+    for addr in &config.bootstrap {
+        if let Err(error) = swarm.dial(addr.clone()) {
+            tracing::warn!(%addr, %error, "cannot dial bootstrap address");
+        }
+    }
+    let discovery = kad::RecordKey::new(&local.replica.topic().discovery_key().0);
+    let mut control = swarm.behaviour().stream.new_control();
+    let mut incoming = control.accept(SYNC_PROTOCOL).map_err(|_| anyhow::anyhow!("sync protocol registered twice"))?;
+    let (tx, mut rx) = mpsc::channel::<Inbound>(1024);
+    if let Some(path) = &config.control_socket {
+        crate::control::serve(path, tx.clone())?;
+    }
+    let mut peers: HashMap<PeerId, PeerState> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut discover = tokio::time::interval(Duration::from_secs(20));
+    let mut announced = false;
+    let mut last_progress = Instant::now();
+    let shutdown = tokio::signal::ctrl_c();
+    tokio::pin!(shutdown);
+    println!(
+        "topic {} ({}), writer {}",
+        local.replica.topic().name(),
+        local.replica.topic().id(),
+        local.replica.writer_id().short()
+    );
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            event = swarm.select_next_some() => match event {
+                SwarmEvent::NewListenAddr { address, .. } => println!("listening on {address}/p2p/{me}"),
+                SwarmEvent::ConnectionEstablished { peer_id, endpoint, num_established, .. } => {
+                    tracing::info!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
+                    if endpoint.is_dialer() {
+                        swarm.behaviour_mut().kad.add_address(&peer_id, endpoint.get_remote_address().clone());
+                    }
+                    if num_established.get() == 1 && !peers.contains_key(&peer_id) {
+                        let mut state = PeerState { session: Session::new(SessionConfig::default()), writer: None, backlog: Vec::new(), addresses: vec![endpoint.get_remote_address().clone()] };
+                        for message in state.session.start(&local.replica, now_ms()) {
+                            state.backlog.push(message.encode());
+                        }
+                        peers.insert(peer_id, state);
+                        open_writer(control.clone(), peer_id, tx.clone());
+                    }
+                    if !announced {
+                        announced = swarm.behaviour_mut().kad.start_providing(discovery.clone()).is_ok();
+                    }
+                }
+                SwarmEvent::ConnectionClosed { peer_id, num_established: 0, cause, .. } => {
+                    tracing::info!(peer = %peer_id, cause = ?cause, "disconnected");
+                    peers.remove(&peer_id);
+                }
+                SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+                    for (peer_id, addr) in found {
+                        if peer_id != me && !swarm.is_connected(&peer_id) {
+                            tracing::debug!(peer = %peer_id, %addr, "found on the LAN");
+                            let _ = swarm.dial(addr);
+                        }
+                    }
+                }
+                SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
+                    for addr in info.listen_addrs {
+                        swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                    }
+                }
+                SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed { result: kad::QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders { providers, .. })), .. })) => {
+                    for peer_id in providers {
+                        if peer_id != me && !swarm.is_connected(&peer_id) {
+                            tracing::debug!(peer = %peer_id, "found on the topic");
+                            let _ = swarm.dial(peer_id);
+                        }
+                    }
+                }
+                _ => {}
+            },
+            Some((peer_id, stream)) = incoming.next() => spawn_reader(peer_id, stream, tx.clone()),
+            Some(inbound) = rx.recv() => match inbound {
+                Inbound::Frame(peer_id, bytes) => {
+                    let Some(state) = peers.get_mut(&peer_id) else { continue };
+                    match state.session.handle_bytes(&mut local.replica, &bytes, now_ms()) {
+                        Ok(out) => send(state, out.iter().map(|m| m.encode())),
+                        Err(error) if error.is_fatal() => {
+                            tracing::warn!(peer = %peer_id, %error, "dropping peer: protocol violation");
+                            peers.remove(&peer_id);
+                            let _ = swarm.disconnect_peer_id(peer_id);
+                            continue;
+                        }
+                        Err(error) => tracing::debug!(peer = %peer_id, %error, "sync message refused"),
+                    }
+                    after_change(&mut local, &mut peers);
+                    if last_progress.elapsed() > Duration::from_secs(1) {
+                        let missing: u64 = peers.values().map(|p| p.session.missing(&local.replica)).sum();
+                        if missing > 0 {
+                            println!("syncing: {} entries held, {missing} to fetch", local.replica.base().total_entries());
+                        }
+                        last_progress = Instant::now();
+                    }
+                }
+                Inbound::Closed(peer_id, reason) => tracing::debug!(peer = %peer_id, %reason, "sync stream ended"),
+                Inbound::Writer(peer_id, writer) => {
+                    if let Some(state) = peers.get_mut(&peer_id) {
+                        let backlog = std::mem::take(&mut state.backlog);
+                        state.writer = Some(writer);
+                        send(state, backlog.into_iter());
+                    }
+                }
+                Inbound::Command(request, reply) => {
+                    let statuses = peer_statuses(&peers, &local);
+                    let result = commands::execute(&mut local, &request, now_ms() as i64, Some(&statuses));
+                    after_change(&mut local, &mut peers);
+                    let _ = reply.send(result);
+                }
+            },
+            _ = tick.tick() => {
+                for state in peers.values_mut() {
+                    let out = state.session.tick(&local.replica, now_ms());
+                    send(state, out.iter().map(|m| m.encode()));
+                }
+            }
+            _ = discover.tick() => {
+                swarm.behaviour_mut().kad.get_providers(discovery.clone());
+            }
+        }
+    }
+    println!("stopping");
+    local.save()?;
+    if let Some(path) = &config.control_socket {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
+fn peer_statuses(peers: &HashMap<PeerId, PeerState>, local: &Local) -> Vec<PeerStatus> {
+    let mut out: Vec<PeerStatus> = peers
+        .iter()
+        .filter(|(_, state)| state.session.is_introduced())
+        .map(|(peer, state)| PeerStatus {
+            peer: peer.to_string(),
+            addresses: state.addresses.iter().map(ToString::to_string).collect(),
+            kind: "direct".into(),
+            missing: state.session.missing(&local.replica),
+        })
+        .collect();
+    out.sort_by(|a, b| a.peer.cmp(&b.peer));
+    out
+}
+
+/// Applies what arrived, persists it, and pushes fresh entries to every session.
+fn after_change(local: &mut Local, peers: &mut HashMap<PeerId, PeerState>) {
+    local.replica.update();
+    if let Err(error) = local.save() {
+        tracing::error!("{error:#}");
+    }
+    let fresh = local.replica.take_fresh();
+    let forks = local.replica.take_fresh_forks();
+    for notice in local.replica.take_notices() {
+        tracing::info!(?notice, "replica");
+    }
+    if fresh.is_empty() && forks.is_empty() {
+        return;
+    }
+    for state in peers.values_mut() {
+        let mut out = state.session.push(&fresh);
+        for evidence in &forks {
+            out.extend(state.session.push_fork(evidence));
+        }
+        send(state, out.iter().map(|m| m.encode()));
+    }
+}
+
+fn send(state: &mut PeerState, frames: impl Iterator<Item = Vec<u8>>) {
+    for frame in frames {
+        match &state.writer {
+            Some(writer) => {
+                // The writer is gone or far behind: the periodic Have and request retries recover.
+                let _ = writer.try_send(frame).inspect_err(|_| tracing::debug!("sync writer busy, frame dropped"));
+            }
+            None if state.backlog.len() < BACKLOG_LIMIT => state.backlog.push(frame),
+            None => {}
+        }
+    }
+}
+
+fn open_writer(mut control: libp2p_stream::Control, peer_id: PeerId, tx: mpsc::Sender<Inbound>) {
+    tokio::spawn(async move {
+        let mut stream = match control.open_stream(peer_id, SYNC_PROTOCOL).await {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::debug!(peer = %peer_id, %error, "no sync stream");
+                return;
+            }
+        };
+        let (writer, mut frames) = mpsc::channel::<Vec<u8>>(256);
+        if tx.send(Inbound::Writer(peer_id, writer)).await.is_err() {
+            return;
+        }
+        while let Some(frame) = frames.recv().await {
+            let len = (frame.len() as u32).to_be_bytes();
+            if stream.write_all(&len).await.is_err() || stream.write_all(&frame).await.is_err() {
+                break;
+            }
+            if frames.is_empty() && stream.flush().await.is_err() {
+                break;
+            }
+        }
+        let _ = stream.close().await;
+    });
+}
+
+fn spawn_reader(peer_id: PeerId, mut stream: libp2p::Stream, tx: mpsc::Sender<Inbound>) {
+    tokio::spawn(async move {
+        let reason = loop {
+            let mut len = [0u8; 4];
+            if let Err(error) = stream.read_exact(&mut len).await {
+                break error.to_string();
+            }
+            let len = u32::from_be_bytes(len) as usize;
+            if len > MAX_MESSAGE_BYTES {
+                tracing::warn!(peer = %peer_id, len, "dropping peer: oversized sync frame");
+                break format!("oversized frame of {len} bytes");
+            }
+            let mut frame = vec![0u8; len];
+            if let Err(error) = stream.read_exact(&mut frame).await {
+                break error.to_string();
+            }
+            if tx.send(Inbound::Frame(peer_id, frame)).await.is_err() {
+                break "peer stopped".into();
+            }
+        };
+        let _ = tx.send(Inbound::Closed(peer_id, reason)).await;
+    });
+}

@@ -1,0 +1,90 @@
+//! Desktop peers on loopback, joined through one bootstrap address, converging.
+
+use std::time::{Duration, Instant};
+
+use hellopears_tests::{Peer, list, ok, wait_until};
+
+const LOOPBACK: &[&str] =
+    &["--listen", "/ip4/127.0.0.1/tcp/0", "--listen", "/ip4/127.0.0.1/udp/0/quic-v1", "--no-mdns"];
+
+fn up(data: &std::path::Path, bootstrap: Option<&str>) -> Peer {
+    let mut args: Vec<&str> = LOOPBACK.to_vec();
+    if let Some(addr) = bootstrap {
+        args.extend(["--bootstrap", addr]);
+    }
+    Peer::start(data, &args)
+}
+
+fn writers(data: &std::path::Path) -> Vec<String> {
+    let status: serde_json::Value = serde_json::from_str(&ok(data, &["status", "--json"])).expect("json");
+    status["writers"]
+        .as_array()
+        .expect("writers")
+        .iter()
+        .map(|w| w["writer"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[test]
+fn three_peers_converge_through_one_bootstrap_address() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("tempdir")).collect();
+    let a = up(dirs[0].path(), None);
+    let b = up(dirs[1].path(), Some(&a.tcp_addr()));
+    let c = up(dirs[2].path(), Some(&b.tcp_addr()));
+    let peers = [&a, &b, &c];
+    let mut ids = Vec::new();
+    for (i, peer) in peers.iter().enumerate() {
+        ids.push(ok(&peer.data, &["add", &format!("todo from peer {i}")]).trim().to_owned());
+    }
+    // Every peer edits a todo another peer wrote.
+    assert!(
+        wait_until(Duration::from_secs(10), || peers.iter().all(|p| list(&p.data).len() == 3)),
+        "adds did not spread"
+    );
+    ok(&a.data, &["done", &ids[1][..8]]);
+    ok(&b.data, &["edit", &ids[2][..8], "edited by b"]);
+    ok(&c.data, &["rm", &ids[0][..8]]);
+    ok(&c.data, &["add", "late from c"]);
+    let last_write = Instant::now();
+    let converged = wait_until(Duration::from_secs(5), || {
+        let lists: Vec<_> = peers.iter().map(|p| list(&p.data)).collect();
+        lists.iter().all(|l| *l == lists[0]) && lists[0].len() == 3
+    });
+    let lists: Vec<_> = peers.iter().map(|p| list(&p.data)).collect();
+    assert!(converged, "not converged within 5 s of the last write: {lists:#?}");
+    println!("converged {:?} after the last write", last_write.elapsed());
+    let todos = &lists[0];
+    assert!(todos.iter().any(|t| t["_id"] == ids[1].as_str() && t["done"] == true));
+    assert!(todos.iter().any(|t| t["_id"] == ids[2].as_str() && t["text"] == "edited by b"));
+    assert!(!todos.iter().any(|t| t["_id"] == ids[0].as_str()));
+    // C learned A's writer even though it only ever dialed B.
+    let a_writer = ok(&a.data, &["status", "--json"]);
+    let a_writer: serde_json::Value = serde_json::from_str(&a_writer).expect("json");
+    assert!(writers(&c.data).contains(&a_writer["writer"].as_str().expect("writer").to_owned()));
+}
+
+#[test]
+fn a_restarted_peer_keeps_its_id_and_data_and_catches_up_on_offline_edits() {
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().expect("tempdir")).collect();
+    let a = up(dirs[0].path(), None);
+    let b = up(dirs[1].path(), Some(&a.tcp_addr()));
+    let shared = ok(&a.data, &["add", "shared"]).trim().to_owned();
+    assert!(wait_until(Duration::from_secs(10), || list(&b.data).len() == 1));
+    let b_id = b.peer_id.clone();
+    b.stop();
+    // Edits on both sides while b is down (b's through its store directly).
+    ok(&a.data, &["add", "while b was away"]);
+    ok(&a.data, &["done", &shared[..8]]);
+    ok(dirs[1].path(), &["add", "written offline on b"]);
+    ok(dirs[1].path(), &["edit", &shared[..8], "renamed offline"]);
+    let b = up(dirs[1].path(), Some(&a.tcp_addr()));
+    assert_eq!(b.peer_id, b_id, "peer id must survive a restart");
+    let converged = wait_until(Duration::from_secs(10), || {
+        let (la, lb) = (list(&a.data), list(&b.data));
+        la == lb && la.len() == 3
+    });
+    assert!(converged, "a: {:#?}\nb: {:#?}", list(&a.data), list(&b.data));
+    let todo = list(&a.data).into_iter().find(|t| t["_id"] == shared.as_str()).expect("shared todo");
+    assert_eq!(todo["done"], true);
+    assert_eq!(todo["text"], "renamed offline");
+}
