@@ -12,6 +12,8 @@ use crate::local::Local;
 pub enum Request {
     /// Add a todo.
     Add(String),
+    /// Add this many numbered todos.
+    Seed(u32),
     /// List todos (as JSON or text).
     List(bool),
     /// Mark done or not done.
@@ -48,6 +50,13 @@ pub fn execute(local: &mut Local, request: &Request, now: i64, peers: Option<&[P
             let todo = local.replica.todos().add(body, now).map_err(|e| text(&e))?;
             local.save().map_err(|e| format!("{e:#}"))?;
             Ok(format!("{}\n", todo.id))
+        }
+        Request::Seed(count) => {
+            for n in 0..*count {
+                local.replica.todos().add(&format!("todo number {n}"), now).map_err(|e| text(&e))?;
+            }
+            local.save().map_err(|e| format!("{e:#}"))?;
+            Ok(format!("added {count} todos\n"))
         }
         Request::List(json) => Ok(list(local, *json)),
         Request::SetDone(id, done) => {

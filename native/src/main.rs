@@ -58,6 +58,15 @@ enum Command {
         /// Do not look for peers on the LAN.
         #[arg(long)]
         no_mdns: bool,
+        /// Do not use the DHT of HelloPears peers to find the topic's peers.
+        #[arg(long)]
+        no_dht: bool,
+    },
+    /// Add COUNT numbered todos at once (for demos and load tests).
+    #[command(hide = true)]
+    Seed {
+        /// How many.
+        count: u32,
     },
     /// Add a todo.
     Add {
@@ -185,10 +194,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let data = data_dir(&cli)?;
     let request = match cli.command {
-        Some(Command::Up { listen, bootstrap, no_mdns }) => return up(data, topic, listen, bootstrap, !no_mdns),
+        Some(Command::Up { listen, bootstrap, no_mdns, no_dht }) => {
+            return up(data, topic, listen, bootstrap, peer::Discovery { mdns: !no_mdns, dht: !no_dht });
+        }
         None => Request::List(false),
         Some(Command::List { json }) => Request::List(json),
         Some(Command::Add { text }) => Request::Add(text),
+        Some(Command::Seed { count }) => Request::Seed(count),
         Some(Command::Done { id }) => Request::SetDone(id, true),
         Some(Command::Undone { id }) => Request::SetDone(id, false),
         Some(Command::Edit { id, text }) => Request::Edit(id, text),
@@ -218,7 +230,7 @@ fn up(
     topic: Topic,
     mut listen: Vec<libp2p::Multiaddr>,
     bootstrap: Vec<libp2p::Multiaddr>,
-    mdns: bool,
+    discovery: peer::Discovery,
 ) -> anyhow::Result<()> {
     if listen.is_empty() {
         listen = vec!["/ip4/0.0.0.0/tcp/0".parse()?, "/ip4/0.0.0.0/udp/0/quic-v1".parse()?];
@@ -229,7 +241,7 @@ fn up(
         None => libp2p::identity::Keypair::generate_ed25519(),
     };
     let control_socket = data.as_ref().map(|dir| dir.join(control::SOCKET));
-    let config = peer::PeerConfig { listen, bootstrap, mdns, control_socket };
+    let config = peer::PeerConfig { listen, bootstrap, mdns: discovery.mdns, dht: discovery.dht, control_socket };
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(peer::run(local, node_key, config))
 }

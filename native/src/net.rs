@@ -23,13 +23,13 @@ pub struct Behaviour {
     /// LAN discovery.
     pub mdns: Toggle<mdns::tokio::Behaviour>,
     /// Topic discovery among desktop peers (provider records for the discovery key).
-    pub kad: kad::Behaviour<kad::store::MemoryStore>,
+    pub kad: Toggle<kad::Behaviour<kad::store::MemoryStore>>,
     /// Raw streams for the sync protocol.
     pub stream: libp2p_stream::Behaviour,
 }
 
 /// Builds the swarm with TCP (noise + yamux) and QUIC.
-pub fn build_swarm(key: identity::Keypair, mdns_on: bool) -> anyhow::Result<libp2p::Swarm<Behaviour>> {
+pub fn build_swarm(key: identity::Keypair, mdns_on: bool, dht_on: bool) -> anyhow::Result<libp2p::Swarm<Behaviour>> {
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
         .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)?
@@ -46,7 +46,7 @@ pub fn build_swarm(key: identity::Keypair, mdns_on: bool) -> anyhow::Result<libp
                 identify: identify::Behaviour::new(identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())),
                 ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(15))),
                 mdns: Toggle::from(mdns),
-                kad,
+                kad: Toggle::from(dht_on.then_some(kad)),
                 stream: libp2p_stream::Behaviour::new(),
             })
         })?

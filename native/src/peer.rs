@@ -16,6 +16,15 @@ use crate::commands::{self, PeerStatus, Reply, Request};
 use crate::local::Local;
 use crate::net::{self, BehaviourEvent, SYNC_PROTOCOL};
 
+/// Which discovery mechanisms run, besides bootstrap addresses and peer exchange.
+#[derive(Debug, Clone, Copy)]
+pub struct Discovery {
+    /// mDNS on the LAN.
+    pub mdns: bool,
+    /// The DHT.
+    pub dht: bool,
+}
+
 /// How `up` runs.
 #[derive(Debug, Clone)]
 pub struct PeerConfig {
@@ -25,6 +34,8 @@ pub struct PeerConfig {
     pub bootstrap: Vec<Multiaddr>,
     /// LAN discovery.
     pub mdns: bool,
+    /// Topic discovery in the DHT of HelloPears peers.
+    pub dht: bool,
     /// Where the control socket goes (None: no control socket).
     pub control_socket: Option<PathBuf>,
 }
@@ -46,6 +57,8 @@ struct PeerState {
     writer: Option<mpsc::Sender<Vec<u8>>>,
     backlog: Vec<Vec<u8>>,
     addresses: Vec<Multiaddr>,
+    /// Where it listens (from identify), with `/p2p/<id>`: what peer exchange hands out.
+    listen: Vec<Multiaddr>,
 }
 
 const BACKLOG_LIMIT: usize = 1024;
@@ -56,7 +69,7 @@ fn now_ms() -> u64 {
 
 /// Runs the peer until Ctrl-C.
 pub async fn run(mut local: Local, node_key: identity::Keypair, config: PeerConfig) -> anyhow::Result<()> {
-    let mut swarm = net::build_swarm(node_key, config.mdns)?;
+    let mut swarm = net::build_swarm(node_key, config.mdns, config.dht)?;
     let me = *swarm.local_peer_id();
     println!("peer id {me}");
     for addr in &config.listen {
@@ -78,7 +91,7 @@ pub async fn run(mut local: Local, node_key: identity::Keypair, config: PeerConf
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut discover = tokio::time::interval(Duration::from_secs(20));
     let mut announced = false;
-    let mut last_progress = Instant::now();
+    let mut progress = Progress::default();
     let shutdown = tokio::signal::ctrl_c();
     tokio::pin!(shutdown);
     println!(
@@ -95,10 +108,12 @@ pub async fn run(mut local: Local, node_key: identity::Keypair, config: PeerConf
                 SwarmEvent::ConnectionEstablished { peer_id, endpoint, num_established, .. } => {
                     tracing::info!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
                     if endpoint.is_dialer() {
-                        swarm.behaviour_mut().kad.add_address(&peer_id, endpoint.get_remote_address().clone());
+                        if let Some(kad) = swarm.behaviour_mut().kad.as_mut() {
+                            kad.add_address(&peer_id, endpoint.get_remote_address().clone());
+                        }
                     }
                     if num_established.get() == 1 && !peers.contains_key(&peer_id) {
-                        let mut state = PeerState { session: Session::new(SessionConfig::default()), writer: None, backlog: Vec::new(), addresses: vec![endpoint.get_remote_address().clone()] };
+                        let mut state = PeerState { session: Session::new(SessionConfig::default()), writer: None, backlog: Vec::new(), addresses: vec![endpoint.get_remote_address().clone()], listen: Vec::new() };
                         for message in state.session.start(&local.replica, now_ms()) {
                             state.backlog.push(message.encode());
                         }
@@ -106,7 +121,7 @@ pub async fn run(mut local: Local, node_key: identity::Keypair, config: PeerConf
                         open_writer(control.clone(), peer_id, tx.clone());
                     }
                     if !announced {
-                        announced = swarm.behaviour_mut().kad.start_providing(discovery.clone()).is_ok();
+                        announced = swarm.behaviour_mut().kad.as_mut().is_none_or(|kad| kad.start_providing(discovery.clone()).is_ok());
                     }
                 }
                 SwarmEvent::ConnectionClosed { peer_id, num_established: 0, cause, .. } => {
@@ -122,9 +137,12 @@ pub async fn run(mut local: Local, node_key: identity::Keypair, config: PeerConf
                     }
                 }
                 SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
-                    for addr in info.listen_addrs {
-                        swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                    if let Some(kad) = swarm.behaviour_mut().kad.as_mut() {
+                        for addr in &info.listen_addrs {
+                            kad.add_address(&peer_id, addr.clone());
+                        }
                     }
+                    exchange_peers(&mut peers, peer_id, info.listen_addrs);
                 }
                 SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed { result: kad::QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders { providers, .. })), .. })) => {
                     for peer_id in providers {
@@ -141,7 +159,12 @@ pub async fn run(mut local: Local, node_key: identity::Keypair, config: PeerConf
                 Inbound::Frame(peer_id, bytes) => {
                     let Some(state) = peers.get_mut(&peer_id) else { continue };
                     match state.session.handle_bytes(&mut local.replica, &bytes, now_ms()) {
-                        Ok(out) => send(state, out.iter().map(|m| m.encode())),
+                        Ok(out) => {
+                            send(state, out.iter().map(|m| m.encode()));
+                            for record in state.session.take_learned_peers() {
+                                dial_learned(&mut swarm, me, &record);
+                            }
+                        }
                         Err(error) if error.is_fatal() => {
                             tracing::warn!(peer = %peer_id, %error, "dropping peer: protocol violation");
                             peers.remove(&peer_id);
@@ -151,13 +174,7 @@ pub async fn run(mut local: Local, node_key: identity::Keypair, config: PeerConf
                         Err(error) => tracing::debug!(peer = %peer_id, %error, "sync message refused"),
                     }
                     after_change(&mut local, &mut peers);
-                    if last_progress.elapsed() > Duration::from_secs(1) {
-                        let missing: u64 = peers.values().map(|p| p.session.missing(&local.replica)).sum();
-                        if missing > 0 {
-                            println!("syncing: {} entries held, {missing} to fetch", local.replica.base().total_entries());
-                        }
-                        last_progress = Instant::now();
-                    }
+                    progress.report(&local, &peers);
                 }
                 Inbound::Closed(peer_id, reason) => tracing::debug!(peer = %peer_id, %reason, "sync stream ended"),
                 Inbound::Writer(peer_id, writer) => {
@@ -181,7 +198,9 @@ pub async fn run(mut local: Local, node_key: identity::Keypair, config: PeerConf
                 }
             }
             _ = discover.tick() => {
-                swarm.behaviour_mut().kad.get_providers(discovery.clone());
+                if let Some(kad) = swarm.behaviour_mut().kad.as_mut() {
+                    kad.get_providers(discovery.clone());
+                }
             }
         }
     }
@@ -191,6 +210,73 @@ pub async fn run(mut local: Local, node_key: identity::Keypair, config: PeerConf
         let _ = std::fs::remove_file(path);
     }
     Ok(())
+}
+
+/// Peer exchange: tells every other peer where `peer_id` listens, and tells `peer_id`
+/// where every other peer listens.
+fn exchange_peers(peers: &mut HashMap<PeerId, PeerState>, peer_id: PeerId, listen: Vec<Multiaddr>) {
+    let with_id = |addr: &Multiaddr, id: PeerId| {
+        let mut addr = addr.clone();
+        if !matches!(addr.iter().last(), Some(libp2p::multiaddr::Protocol::P2p(_))) {
+            addr.push(libp2p::multiaddr::Protocol::P2p(id));
+        }
+        addr
+    };
+    let records: Vec<Vec<u8>> = listen.iter().map(|a| with_id(a, peer_id).to_string().into_bytes()).collect();
+    let mut others = Vec::new();
+    for (other, state) in peers.iter_mut() {
+        if *other == peer_id {
+            continue;
+        }
+        let out = state.session.share_peers(records.clone());
+        send(state, out.iter().map(|m| m.encode()));
+        others.extend(state.listen.iter().map(|a| with_id(a, *other).to_string().into_bytes()));
+    }
+    if let Some(state) = peers.get_mut(&peer_id) {
+        state.listen = listen;
+        let out = state.session.share_peers(others);
+        send(state, out.iter().map(|m| m.encode()));
+    }
+}
+
+/// Dials a peer learned by peer exchange, unless it is us or already connected.
+fn dial_learned(swarm: &mut libp2p::Swarm<net::Behaviour>, me: PeerId, record: &[u8]) {
+    let Some(addr) = std::str::from_utf8(record).ok().and_then(|text| text.parse::<Multiaddr>().ok()) else {
+        tracing::debug!("ignoring a malformed peer record");
+        return;
+    };
+    let Some(libp2p::multiaddr::Protocol::P2p(peer_id)) = addr.iter().last() else { return };
+    if peer_id != me && !swarm.is_connected(&peer_id) {
+        tracing::debug!(peer = %peer_id, %addr, "dialing a peer learned by peer exchange");
+        let _ = swarm.dial(addr);
+    }
+}
+
+/// Catch-up progress, printed for the user: when a catch-up starts, every half second
+/// while it runs, and when it is done.
+#[derive(Default)]
+struct Progress {
+    syncing: bool,
+    last: Option<Instant>,
+}
+
+impl Progress {
+    fn report(&mut self, local: &Local, peers: &HashMap<PeerId, PeerState>) {
+        let missing: u64 = peers.values().map(|p| p.session.missing(&local.replica)).sum();
+        let held = local.replica.base().total_entries();
+        if missing > 0 {
+            let due = self.last.is_none_or(|at| at.elapsed() >= Duration::from_millis(500));
+            if !self.syncing || due {
+                println!("syncing: {held} of {} entries", held + missing);
+                self.last = Some(Instant::now());
+            }
+            self.syncing = true;
+        } else if self.syncing {
+            println!("synced: {held} entries, {} todos", local.replica.db().count(hellopears_core::todo::COLLECTION));
+            self.syncing = false;
+            self.last = None;
+        }
+    }
 }
 
 fn peer_statuses(peers: &HashMap<PeerId, PeerState>, local: &Local) -> Vec<PeerStatus> {

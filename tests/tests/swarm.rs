@@ -88,3 +88,42 @@ fn a_restarted_peer_keeps_its_id_and_data_and_catches_up_on_offline_edits() {
     assert_eq!(todo["done"], true);
     assert_eq!(todo["text"], "renamed offline");
 }
+
+#[test]
+fn a_fresh_peer_catches_up_on_1000_todos_and_shows_progress() {
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().expect("tempdir")).collect();
+    ok(dirs[0].path(), &["seed", "1000"]);
+    let a = up(dirs[0].path(), None);
+    let b = up(dirs[1].path(), Some(&a.tcp_addr()));
+    let started = b.wait_for_line("syncing: ", Duration::from_secs(10)).expect("progress shown");
+    assert!(started.contains("of 1000 entries"), "{started}");
+    let done = b.wait_for_line("synced: ", Duration::from_secs(20)).expect("catch-up finished");
+    assert!(done.contains("1000 entries, 1000 todos"), "{done}");
+    assert_eq!(list(&b.data), list(&a.data));
+}
+
+#[test]
+fn peer_exchange_connects_peers_that_never_dialed_each_other() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("tempdir")).collect();
+    let args = |bootstrap: Option<&str>| {
+        let mut args: Vec<String> = LOOPBACK.iter().map(|a| a.to_string()).collect();
+        args.push("--no-dht".into());
+        if let Some(addr) = bootstrap {
+            args.extend(["--bootstrap".into(), addr.into()]);
+        }
+        args
+    };
+    let start = |data: &std::path::Path, bootstrap: Option<&str>| {
+        let args = args(bootstrap);
+        Peer::start(data, &args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    // No DHT, no mDNS: c can only learn where a is from b.
+    let a = start(dirs[0].path(), None);
+    let b = start(dirs[1].path(), Some(&a.tcp_addr()));
+    let c = start(dirs[2].path(), Some(&b.tcp_addr()));
+    let linked = wait_until(Duration::from_secs(5), || {
+        let status: serde_json::Value = serde_json::from_str(&ok(&c.data, &["status", "--json"])).expect("json");
+        status["peers"].as_array().is_some_and(|peers| peers.iter().any(|p| p["peer"] == a.peer_id.as_str()))
+    });
+    assert!(linked, "c never connected to a");
+}
