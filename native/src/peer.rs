@@ -107,10 +107,10 @@ pub async fn run(mut local: Local, node_key: identity::Keypair, config: PeerConf
                 SwarmEvent::NewListenAddr { address, .. } => println!("listening on {address}/p2p/{me}"),
                 SwarmEvent::ConnectionEstablished { peer_id, endpoint, num_established, .. } => {
                     tracing::info!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
-                    if endpoint.is_dialer() {
-                        if let Some(kad) = swarm.behaviour_mut().kad.as_mut() {
-                            kad.add_address(&peer_id, endpoint.get_remote_address().clone());
-                        }
+                    if endpoint.is_dialer()
+                        && let Some(kad) = swarm.behaviour_mut().kad.as_mut()
+                    {
+                        kad.add_address(&peer_id, endpoint.get_remote_address().clone());
                     }
                     if num_established.get() == 1 && !peers.contains_key(&peer_id) {
                         let mut state = PeerState { session: Session::new(SessionConfig::default()), writer: None, backlog: Vec::new(), addresses: vec![endpoint.get_remote_address().clone()], listen: Vec::new() };
