@@ -46,6 +46,8 @@ pub(crate) enum Inbound {
     Frame(PeerId, Vec<u8>),
     /// A peer's inbound stream ended.
     Closed(PeerId, String),
+    /// A peer broke the framing: drop it.
+    Violation(PeerId, String),
     /// Our outbound stream to a peer is open.
     Writer(PeerId, mpsc::Sender<Vec<u8>>),
     /// A command from the control socket.
@@ -177,6 +179,11 @@ pub async fn run(mut local: Local, node_key: identity::Keypair, config: PeerConf
                     progress.report(&local, &peers);
                 }
                 Inbound::Closed(peer_id, reason) => tracing::debug!(peer = %peer_id, %reason, "sync stream ended"),
+                Inbound::Violation(peer_id, reason) => {
+                    tracing::warn!(peer = %peer_id, %reason, "dropping peer: protocol violation");
+                    peers.remove(&peer_id);
+                    let _ = swarm.disconnect_peer_id(peer_id);
+                }
                 Inbound::Writer(peer_id, writer) => {
                     if let Some(state) = peers.get_mut(&peer_id) {
                         let backlog = std::mem::take(&mut state.backlog);
@@ -365,8 +372,9 @@ fn spawn_reader(peer_id: PeerId, mut stream: libp2p::Stream, tx: mpsc::Sender<In
             }
             let len = u32::from_be_bytes(len) as usize;
             if len > MAX_MESSAGE_BYTES {
-                tracing::warn!(peer = %peer_id, len, "dropping peer: oversized sync frame");
-                break format!("oversized frame of {len} bytes");
+                let reason = format!("sync frame of {len} bytes is over the {MAX_MESSAGE_BYTES} byte limit");
+                let _ = tx.send(Inbound::Violation(peer_id, reason)).await;
+                return;
             }
             let mut frame = vec![0u8; len];
             if let Err(error) = stream.read_exact(&mut frame).await {

@@ -57,6 +57,21 @@ pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Passes a child's output on line by line (stderr lines are echoed for test logs).
+fn forward_lines(output: impl std::io::Read + Send + 'static, tx: mpsc::Sender<String>, echo: bool) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(output).lines() {
+            let Ok(line) = line else { break };
+            if echo {
+                eprintln!("[peer] {line}");
+            }
+            if tx.send(line).is_err() && !echo {
+                break;
+            }
+        }
+    });
+}
+
 /// A running `hellopears up` process, stopped (SIGINT, then kill) when dropped.
 #[derive(Debug)]
 pub struct Peer {
@@ -79,19 +94,14 @@ impl Peer {
             .arg("up")
             .args(args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start hellopears up");
-        let stdout = child.stdout.take().expect("stdout");
         let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        forward_lines(stdout, tx.clone(), false);
+        forward_lines(stderr, tx, true);
         let mut peer = Peer { child, data: data.to_path_buf(), peer_id: String::new(), addrs: Vec::new(), lines };
         let deadline = Instant::now() + Duration::from_secs(20);
         while peer.addrs.is_empty() || peer.peer_id.is_empty() {
@@ -112,7 +122,7 @@ impl Peer {
         self.addrs.iter().find(|a| a.contains("/tcp/")).cloned().expect("a TCP address")
     }
 
-    /// Waits for a line of output containing `text`.
+    /// Waits for a line of output (stdout or stderr) containing `text`.
     pub fn wait_for_line(&self, text: &str, timeout: Duration) -> Option<String> {
         let deadline = Instant::now() + timeout;
         loop {
