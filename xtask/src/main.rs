@@ -2,7 +2,7 @@
 //!
 //! - `cargo xtask test`  — installs what the tests need when missing, then runs formatting,
 //!   clippy, the wasm32 builds and every test. CI runs exactly this.
-//! - `cargo xtask run [ARGS]` — builds and runs the `hellopears` binary.
+//! - `cargo xtask run [ARGS]` — builds and runs the `hellopears` binary (`up` when no ARGS).
 //! - `cargo xtask bench` — runs the criterion benchmarks of the core.
 
 use std::path::PathBuf;
@@ -114,7 +114,12 @@ fn test() -> anyhow::Result<()> {
 
 fn run(args: &[String]) -> anyhow::Result<()> {
     let mut run = cargo();
-    run.args(["run", "--release", "-p", "hellopears", "--"]).args(args);
+    run.args(["run", "--release", "-p", "hellopears", "--"]);
+    if args.is_empty() {
+        run.arg("up");
+    } else {
+        run.args(args);
+    }
     step("hellopears", run)
 }
 
