@@ -1,5 +1,7 @@
 //! Helpers for end-to-end tests that run real `hellopears` processes.
 
+pub mod netns;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -88,7 +90,18 @@ pub struct Peer {
 impl Peer {
     /// Starts `hellopears --data DATA up ARGS` and waits until it listens.
     pub fn start(data: &Path, args: &[&str]) -> Peer {
-        let mut child = Command::new(hellopears_bin())
+        Self::spawn(Command::new(hellopears_bin()), data, args)
+    }
+
+    /// The same, inside network namespace `netns`.
+    pub fn start_in(netns: &str, data: &Path, args: &[&str]) -> Peer {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", netns]).arg(hellopears_bin());
+        Self::spawn(command, data, args)
+    }
+
+    fn spawn(mut command: Command, data: &Path, args: &[&str]) -> Peer {
+        let mut child = command
             .arg("--data")
             .arg(data)
             .arg("up")

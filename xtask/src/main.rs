@@ -79,6 +79,29 @@ fn ensure_rust_component(component: &str) -> anyhow::Result<()> {
     step(&format!("install {component}"), add)
 }
 
+/// Installs Debian packages whose command is missing (the network namespace tests need `ip`).
+fn ensure_debian_tools(tools: &[(&str, &str)]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = tools
+        .iter()
+        .filter(|(command, _)| {
+            Command::new("sh")
+                .args(["-c", &format!("command -v {command}")])
+                .output()
+                .map_or(true, |o| !o.status.success())
+        })
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let mut update = Command::new("apt-get");
+    update.arg("update");
+    step("apt-get update", update)?;
+    let mut install = Command::new("apt-get");
+    install.args(["install", "-y", "--no-install-recommends"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive");
+    step(&format!("install {}", missing.join(" ")), install)
+}
+
 fn wasm() -> anyhow::Result<()> {
     ensure_wasm_target()?;
     let mut build = cargo();
@@ -90,6 +113,7 @@ fn test() -> anyhow::Result<()> {
     let started = Instant::now();
     ensure_rust_component("rustfmt")?;
     ensure_rust_component("clippy")?;
+    ensure_debian_tools(&[("ip", "iproute2")])?;
     let mut fmt = cargo();
     fmt.args(["fmt", "--all", "--check"]);
     step("cargo fmt --check", fmt)?;
