@@ -69,3 +69,19 @@ fn bad_ids_and_bad_dirs_exit_1_with_one_line() {
     let out = run(dir.path(), &["list", "--memory"]);
     assert_eq!(out.status.code(), Some(2), "--data and --memory conflict");
 }
+
+#[test]
+fn a_corrupt_store_or_node_key_exits_1_without_a_panic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    ok(dir.path(), &["add", "x"]);
+    std::fs::write(dir.path().join("store/conf"), [0xff; 40]).expect("corrupt the store config");
+    let out = run(dir.path(), &["list"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("hellopears: cannot open the store"), "{out:?}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    ok(dir.path(), &["add", "x"]);
+    std::fs::write(dir.path().join("node.key"), b"not a key").expect("corrupt the node key");
+    let out = run(dir.path(), &["up", "--no-mdns", "--no-dht"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("node.key is corrupt"), "{out:?}");
+}

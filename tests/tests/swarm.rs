@@ -127,3 +127,38 @@ fn peer_exchange_connects_peers_that_never_dialed_each_other() {
     });
     assert!(linked, "c never connected to a");
 }
+
+#[test]
+fn two_peers_sync_over_quic_both_ways() {
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().expect("tempdir")).collect();
+    let quic_only = ["--listen", "/ip4/127.0.0.1/udp/0/quic-v1", "--no-mdns", "--no-dht"];
+    let a = Peer::start(dirs[0].path(), &quic_only);
+    let a_quic = a.addrs.iter().find(|addr| addr.contains("/quic-v1")).cloned().expect("a QUIC address");
+    let mut b_args = quic_only.to_vec();
+    b_args.extend(["--bootstrap", &a_quic]);
+    let b = Peer::start(dirs[1].path(), &b_args);
+    ok(&a.data, &["add", "over quic from a"]);
+    assert!(wait_until(Duration::from_secs(5), || list(&b.data).len() == 1), "a -> b over QUIC");
+    // Later pushes on the long-lived streams must flow promptly too, both ways.
+    for round in 0..3 {
+        ok(&b.data, &["add", &format!("from b {round}")]);
+        ok(&a.data, &["add", &format!("from a {round}")]);
+        let want = 3 + 2 * round;
+        let flowed =
+            wait_until(Duration::from_secs(5), || list(&a.data).len() == want && list(&b.data) == list(&a.data));
+        assert!(flowed, "round {round}: a {:?} b {:?}", list(&a.data).len(), list(&b.data).len());
+    }
+}
+
+#[test]
+fn a_second_peer_on_a_data_dir_is_refused_and_commands_reach_the_first() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = up(dir.path(), None);
+    let second = hellopears_tests::run(dir.path(), &["up", "--no-mdns", "--no-dht"]);
+    assert_eq!(second.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&second.stderr).contains("in use by another hellopears process"), "{second:?}");
+    ok(&a.data, &["add", "through the control socket"]);
+    let status: serde_json::Value = serde_json::from_str(&ok(&a.data, &["status", "--json"])).expect("json");
+    assert_eq!(status["running"], true);
+    assert_eq!(status["todos"], 1);
+}
