@@ -9,6 +9,7 @@ mod local;
 mod net;
 mod peer;
 mod store;
+mod tui;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -145,7 +146,6 @@ fn main() -> ExitCode {
         let _ = error.print();
         return ExitCode::from(2);
     }
-    init_logging(cli.verbose, cli.quiet);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -155,7 +155,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(verbose: u8, quiet: bool) {
+/// Logs to stderr, or to a file when the terminal UI owns the screen.
+fn init_logging(verbose: u8, quiet: bool, file: Option<PathBuf>) {
     let level = match (quiet, verbose) {
         (true, _) => "error",
         (false, 0) => "warn",
@@ -165,8 +166,21 @@ fn init_logging(verbose: u8, quiet: bool) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("HELLOPEARS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
+    let log_file = file.and_then(|path| std::fs::OpenOptions::new().create(true).append(true).open(path).ok());
+    match log_file {
+        Some(log_file) => {
+            let writer = std::sync::Mutex::new(log_file);
+            let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).with_writer(writer).try_init();
+        }
+        None => {
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_ansi(ansi)
+                .with_writer(std::io::stderr)
+                .try_init();
+        }
+    }
 }
 
 fn data_dir(cli: &Cli) -> anyhow::Result<Option<PathBuf>> {
@@ -187,13 +201,25 @@ fn now_ms() -> i64 {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let topic = Topic::from_name(&cli.topic);
+    let interactive = cli.command.is_none() && std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let data = data_dir(&cli)?;
+    let log_file = match (&data, interactive) {
+        (Some(dir), true) => {
+            store::prepare_dir(dir)?;
+            Some(dir.join("hellopears.log"))
+        }
+        _ => None,
+    };
+    init_logging(cli.verbose, cli.quiet, log_file);
+    if interactive {
+        return interactive_ui(data, topic);
+    }
     let command = cli.command.as_ref();
     match command {
         Some(Command::Topic { json }) => return print_topic(&topic, *json),
         Some(Command::Simulate { peers, ops, drop, seed }) => return simulate(*peers as usize, *ops, *drop, *seed),
         _ => {}
     }
-    let data = data_dir(&cli)?;
     let request = match cli.command {
         Some(Command::Up { listen, bootstrap, no_mdns, no_dht }) => {
             return up(data, topic, listen, bootstrap, peer::Discovery { mdns: !no_mdns, dht: !no_dht });
@@ -229,10 +255,50 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 fn up(
     data: Option<PathBuf>,
     topic: Topic,
-    mut listen: Vec<libp2p::Multiaddr>,
+    listen: Vec<libp2p::Multiaddr>,
     bootstrap: Vec<libp2p::Multiaddr>,
     discovery: peer::Discovery,
 ) -> anyhow::Result<()> {
+    let (local, node_key, config) = prepare_peer(data, topic, listen, bootstrap, discovery, false)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let (handle, inbox) = peer::channel();
+    runtime.block_on(peer::run(local, node_key, config, handle, inbox))
+}
+
+/// The terminal UI: on the peer already running on the data dir, or on one it runs itself.
+fn interactive_ui(data: Option<PathBuf>, topic: Topic) -> anyhow::Result<()> {
+    if let Some(dir) = &data
+        && control::request(dir, &Request::Status(true)).is_some()
+    {
+        return tui::run(&tui::Backend::Remote(dir.clone()));
+    }
+    let bootstrap = std::env::var("HELLOPEARS_BOOTSTRAP")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|addr| !addr.trim().is_empty())
+        .map(|addr| addr.trim().parse())
+        .collect::<Result<Vec<libp2p::Multiaddr>, _>>()?;
+    let discovery = peer::Discovery { mdns: true, dht: true };
+    let (local, node_key, config) = prepare_peer(data, topic, Vec::new(), bootstrap, discovery, true)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let (handle, inbox) = peer::channel();
+    let running = runtime.spawn(peer::run(local, node_key, config, handle.clone(), inbox));
+    let result = tui::run(&tui::Backend::InProcess(handle.clone(), runtime.handle().clone()));
+    runtime.block_on(handle.shutdown());
+    runtime.block_on(running)??;
+    result
+}
+
+type PreparedPeer = (Local, libp2p::identity::Keypair, peer::PeerConfig);
+
+fn prepare_peer(
+    data: Option<PathBuf>,
+    topic: Topic,
+    mut listen: Vec<libp2p::Multiaddr>,
+    bootstrap: Vec<libp2p::Multiaddr>,
+    discovery: peer::Discovery,
+    quiet: bool,
+) -> anyhow::Result<PreparedPeer> {
     if listen.is_empty() {
         listen = vec!["/ip4/0.0.0.0/tcp/0".parse()?, "/ip4/0.0.0.0/udp/0/quic-v1".parse()?];
     }
@@ -242,9 +308,9 @@ fn up(
         None => libp2p::identity::Keypair::generate_ed25519(),
     };
     let control_socket = data.as_ref().map(|dir| dir.join(control::SOCKET));
-    let config = peer::PeerConfig { listen, bootstrap, mdns: discovery.mdns, dht: discovery.dht, control_socket };
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    runtime.block_on(peer::run(local, node_key, config))
+    let config =
+        peer::PeerConfig { listen, bootstrap, mdns: discovery.mdns, dht: discovery.dht, control_socket, quiet };
+    Ok((local, node_key, config))
 }
 
 fn print_topic(topic: &Topic, json: bool) -> anyhow::Result<()> {

@@ -38,6 +38,40 @@ pub struct PeerConfig {
     pub dht: bool,
     /// Where the control socket goes (None: no control socket).
     pub control_socket: Option<PathBuf>,
+    /// Print nothing on stdout (the terminal UI owns the screen).
+    pub quiet: bool,
+}
+
+/// Sends commands to a running peer.
+#[derive(Clone, Debug)]
+pub struct PeerHandle {
+    tx: mpsc::Sender<Inbound>,
+}
+
+/// The receiving end of a [`PeerHandle`], handed to [`run`].
+#[derive(Debug)]
+pub struct PeerInbox {
+    rx: mpsc::Receiver<Inbound>,
+}
+
+/// A handle and the inbox it feeds.
+pub fn channel() -> (PeerHandle, PeerInbox) {
+    let (tx, rx) = mpsc::channel(1024);
+    (PeerHandle { tx }, PeerInbox { rx })
+}
+
+impl PeerHandle {
+    /// Runs a command on the peer's replica.
+    pub async fn request(&self, request: Request) -> Reply {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(Inbound::Command(request, reply)).await.map_err(|_| "the peer stopped".to_owned())?;
+        answer.await.map_err(|_| "the peer stopped".to_owned())?
+    }
+
+    /// Asks the peer to save and stop.
+    pub async fn shutdown(&self) {
+        let _ = self.tx.send(Inbound::Shutdown).await;
+    }
 }
 
 /// Messages into the peer's task.
@@ -50,8 +84,10 @@ pub(crate) enum Inbound {
     Violation(PeerId, String),
     /// Our outbound stream to a peer is open.
     Writer(PeerId, mpsc::Sender<Vec<u8>>),
-    /// A command from the control socket.
+    /// A command from the control socket or the terminal UI.
     Command(Request, oneshot::Sender<Reply>),
+    /// Save and stop.
+    Shutdown,
 }
 
 struct PeerState {
@@ -69,11 +105,22 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Runs the peer until Ctrl-C.
-pub async fn run(mut local: Local, node_key: identity::Keypair, config: PeerConfig) -> anyhow::Result<()> {
+/// Runs the peer until Ctrl-C or [`PeerHandle::shutdown`].
+pub async fn run(
+    mut local: Local,
+    node_key: identity::Keypair,
+    config: PeerConfig,
+    handle: PeerHandle,
+    inbox: PeerInbox,
+) -> anyhow::Result<()> {
+    let say = |line: String| {
+        if !config.quiet {
+            println!("{line}");
+        }
+    };
     let mut swarm = net::build_swarm(node_key, config.mdns, config.dht)?;
     let me = *swarm.local_peer_id();
-    println!("peer id {me}");
+    say(format!("peer id {me}"));
     for addr in &config.listen {
         swarm.listen_on(addr.clone())?;
     }
@@ -85,7 +132,7 @@ pub async fn run(mut local: Local, node_key: identity::Keypair, config: PeerConf
     let discovery = kad::RecordKey::new(&local.replica.topic().discovery_key().0);
     let mut control = swarm.behaviour().stream.new_control();
     let mut incoming = control.accept(SYNC_PROTOCOL).map_err(|_| anyhow::anyhow!("sync protocol registered twice"))?;
-    let (tx, mut rx) = mpsc::channel::<Inbound>(1024);
+    let (tx, mut rx) = (handle.tx, inbox.rx);
     if let Some(path) = &config.control_socket {
         crate::control::serve(path, tx.clone())?;
     }
@@ -93,20 +140,20 @@ pub async fn run(mut local: Local, node_key: identity::Keypair, config: PeerConf
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut discover = tokio::time::interval(Duration::from_secs(20));
     let mut announced = false;
-    let mut progress = Progress::default();
+    let mut progress = Progress { quiet: config.quiet, ..Progress::default() };
     let shutdown = tokio::signal::ctrl_c();
     tokio::pin!(shutdown);
-    println!(
+    say(format!(
         "topic {} ({}), writer {}",
         local.replica.topic().name(),
         local.replica.topic().id(),
         local.replica.writer_id().short()
-    );
+    ));
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
             event = swarm.select_next_some() => match event {
-                SwarmEvent::NewListenAddr { address, .. } => println!("listening on {address}/p2p/{me}"),
+                SwarmEvent::NewListenAddr { address, .. } => say(format!("listening on {address}/p2p/{me}")),
                 SwarmEvent::ConnectionEstablished { peer_id, endpoint, num_established, .. } => {
                     tracing::info!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
                     if endpoint.is_dialer()
@@ -191,6 +238,7 @@ pub async fn run(mut local: Local, node_key: identity::Keypair, config: PeerConf
                         send(state, backlog.into_iter());
                     }
                 }
+                Inbound::Shutdown => break,
                 Inbound::Command(request, reply) => {
                     let statuses = peer_statuses(&peers, &local);
                     let result = commands::execute(&mut local, &request, now_ms() as i64, Some(&statuses));
@@ -211,7 +259,7 @@ pub async fn run(mut local: Local, node_key: identity::Keypair, config: PeerConf
             }
         }
     }
-    println!("stopping");
+    say("stopping".into());
     local.save()?;
     if let Some(path) = &config.control_socket {
         let _ = std::fs::remove_file(path);
@@ -263,12 +311,16 @@ fn dial_learned(swarm: &mut libp2p::Swarm<net::Behaviour>, me: PeerId, record: &
 /// while it runs, and when it is done.
 #[derive(Default)]
 struct Progress {
+    quiet: bool,
     syncing: bool,
     last: Option<Instant>,
 }
 
 impl Progress {
     fn report(&mut self, local: &Local, peers: &HashMap<PeerId, PeerState>) {
+        if self.quiet {
+            return;
+        }
         let missing: u64 = peers.values().map(|p| p.session.missing(&local.replica)).sum();
         let held = local.replica.base().total_entries();
         if missing > 0 {

@@ -85,7 +85,8 @@ impl SledStorage {
     }
 }
 
-fn prepare_dir(dir: &Path) -> Result<(), StoreError> {
+/// Creates a data dir, or checks that an existing one is ours.
+pub(crate) fn prepare_dir(dir: &Path) -> Result<(), StoreError> {
     let io = |source| StoreError::Dir { path: dir.into(), source };
     std::fs::create_dir_all(dir).map_err(io)?;
     let marker = dir.join(MARKER);

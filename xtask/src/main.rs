@@ -79,7 +79,8 @@ fn ensure_rust_component(component: &str) -> anyhow::Result<()> {
     step(&format!("install {component}"), add)
 }
 
-/// Installs Debian packages whose command is missing (the network namespace tests need `ip`).
+/// Installs Debian packages whose command is missing (the network namespace tests need
+/// `ip`, the terminal UI test `tmux`).
 fn ensure_debian_tools(tools: &[(&str, &str)]) -> anyhow::Result<()> {
     let missing: Vec<&str> = tools
         .iter()
@@ -113,7 +114,7 @@ fn test() -> anyhow::Result<()> {
     let started = Instant::now();
     ensure_rust_component("rustfmt")?;
     ensure_rust_component("clippy")?;
-    ensure_debian_tools(&[("ip", "iproute2")])?;
+    ensure_debian_tools(&[("ip", "iproute2"), ("tmux", "tmux")])?;
     let mut fmt = cargo();
     fmt.args(["fmt", "--all", "--check"]);
     step("cargo fmt --check", fmt)?;
