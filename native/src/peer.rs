@@ -149,6 +149,7 @@ pub async fn run(
         local.replica.topic().id(),
         local.replica.writer_id().short()
     ));
+    say("alone: waiting for peers".into());
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
@@ -168,6 +169,7 @@ pub async fn run(
                         }
                         peers.insert(peer_id, state);
                         open_writer(control.clone(), peer_id, tx.clone());
+                        say(format!("connected to {peer_id} ({} peers)", peers.len()));
                     }
                     if !announced {
                         announced = swarm.behaviour_mut().kad.as_mut().is_none_or(|kad| kad.start_providing(discovery.clone()).is_ok());
@@ -175,7 +177,9 @@ pub async fn run(
                 }
                 SwarmEvent::ConnectionClosed { peer_id, num_established: 0, cause, .. } => {
                     tracing::info!(peer = %peer_id, cause = ?cause, "disconnected");
-                    peers.remove(&peer_id);
+                    if peers.remove(&peer_id).is_some() && peers.is_empty() {
+                        say("alone: waiting for peers".into());
+                    }
                 }
                 SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
                     for (peer_id, addr) in found {

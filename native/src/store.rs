@@ -54,6 +54,10 @@ pub struct SledStorage {
     entries: sled::Tree,
     forks: sled::Tree,
     meta: sled::Tree,
+    /// A file outside sled counting the entries written, so that a log sled silently cut
+    /// short after damage is noticed instead of losing data quietly.
+    check: PathBuf,
+    written: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl SledStorage {
@@ -75,7 +79,22 @@ impl SledStorage {
         })?;
         let prefix = topic.id().to_string();
         let tree = |name: &str| db.open_tree(format!("{prefix}/{name}"));
-        Ok(Self { entries: tree("entries")?, forks: tree("forks")?, meta: tree("meta")?, db })
+        let check = dir.join(format!("entries-{}.count", &prefix[..16]));
+        let written = match std::fs::read_to_string(&check) {
+            Ok(text) => {
+                text.trim().parse().map_err(|_| StoreError::Corrupt(format!("{} is damaged", check.display())))?
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(source) => return Err(StoreError::Dir { path: check, source }),
+        };
+        Ok(Self {
+            entries: tree("entries")?,
+            forks: tree("forks")?,
+            meta: tree("meta")?,
+            db,
+            check,
+            written: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(written)),
+        })
     }
 
     /// Makes everything written so far durable.
@@ -119,6 +138,13 @@ impl Storage for SledStorage {
             }
             state.entries.push(value.to_vec());
         }
+        let written = self.written.load(std::sync::atomic::Ordering::SeqCst);
+        if (state.entries.len() as u64) < written {
+            return Err(StoreError::Corrupt(format!(
+                "the store holds {} entries but {written} were written: its log is damaged; the data dir is left as it is",
+                state.entries.len()
+            )));
+        }
         for item in self.forks.iter() {
             state.forks.push(item?.1.to_vec());
         }
@@ -134,10 +160,14 @@ impl Storage for SledStorage {
         if batch.is_empty() {
             return Ok(());
         }
+        let added = std::cell::Cell::new(0u64);
         let result: Result<(), TransactionError<()>> =
             (&self.entries, &self.forks, &self.meta).transaction(|(entries, forks, meta)| {
+                added.set(0);
                 for (writer, seq, bytes) in &batch.entries {
-                    entries.insert(&entry_key(writer, *seq)[..], &bytes[..])?;
+                    if entries.insert(&entry_key(writer, *seq)[..], &bytes[..])?.is_none() {
+                        added.set(added.get() + 1);
+                    }
                 }
                 for (writer, bytes) in &batch.forks {
                     if forks.get(writer.0)?.is_none() {
@@ -157,7 +187,15 @@ impl Storage for SledStorage {
             Err(TransactionError::Storage(error)) => return Err(error.into()),
             Err(TransactionError::Abort(())) => return Err(StoreError::Corrupt("write aborted".into())),
         }
-        self.flush()
+        self.flush()?;
+        if added.get() > 0 {
+            let total = self.written.fetch_add(added.get(), std::sync::atomic::Ordering::SeqCst) + added.get();
+            let temporary = self.check.with_extension("tmp");
+            let io = |source| StoreError::Dir { path: self.check.clone(), source };
+            std::fs::write(&temporary, format!("{total}\n")).map_err(io)?;
+            std::fs::rename(&temporary, &self.check).map_err(io)?;
+        }
+        Ok(())
     }
 }
 
@@ -190,6 +228,30 @@ mod tests {
         drop(store);
         let other = SledStorage::open(dir.path(), &Topic::from_name("other")).expect("open");
         assert!(block_on(other.load()).expect("load").entries.is_empty());
+    }
+
+    #[test]
+    fn a_log_cut_short_is_reported_not_loaded_quietly() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let topic = Topic::from_name("todo");
+        let mut replica = Replica::new(topic.clone(), Keypair::derive_for_tests(1, 2));
+        for i in 0..5 {
+            replica.todos().add(&format!("todo {i}"), i).expect("add");
+        }
+        {
+            let store = SledStorage::open(dir.path(), &topic).expect("open");
+            block_on(store.write(&replica.take_unsaved())).expect("write");
+            // What sled does when it finds a damaged tail: the last writes are gone.
+            let last = store.entries.last().expect("read").expect("an entry").0;
+            store.entries.remove(last).expect("remove");
+            store.flush().expect("flush");
+        }
+        let store = SledStorage::open(dir.path(), &topic).expect("reopen");
+        let loaded = block_on(store.load());
+        assert!(
+            matches!(&loaded, Err(StoreError::Corrupt(why)) if why.contains("holds 4 entries but 5 were written")),
+            "{loaded:?}"
+        );
     }
 
     #[test]

@@ -80,6 +80,17 @@ fn a_corrupt_store_or_node_key_exits_1_without_a_panic() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("hellopears: cannot open the store"), "{out:?}");
     let dir = tempfile::tempdir().expect("tempdir");
     ok(dir.path(), &["add", "x"]);
+    ok(dir.path(), &["add", "y"]);
+    let db = dir.path().join("store/db");
+    let mut bytes = std::fs::read(&db).expect("read the log");
+    for byte in bytes.iter_mut().skip(100).take(3000) {
+        *byte ^= 0x5a;
+    }
+    std::fs::write(&db, bytes).expect("damage the log");
+    let out = run(dir.path(), &["list"]);
+    assert_eq!(out.status.code(), Some(1), "a damaged log must not load quietly: {out:?}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    ok(dir.path(), &["add", "x"]);
     std::fs::write(dir.path().join("node.key"), b"not a key").expect("corrupt the node key");
     let out = run(dir.path(), &["up", "--no-mdns", "--no-dht"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
