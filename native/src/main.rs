@@ -62,6 +62,9 @@ enum Command {
         /// Do not use the DHT of HelloPears peers to find the topic's peers.
         #[arg(long)]
         no_dht: bool,
+        /// Do not exchange peer addresses with peers (for tests of the other mechanisms).
+        #[arg(long, hide = true)]
+        no_pex: bool,
     },
     /// Add COUNT numbered todos at once (for demos and load tests).
     #[command(hide = true)]
@@ -221,8 +224,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         _ => {}
     }
     let request = match cli.command {
-        Some(Command::Up { listen, bootstrap, no_mdns, no_dht }) => {
-            return up(data, topic, listen, bootstrap, peer::Discovery { mdns: !no_mdns, dht: !no_dht });
+        Some(Command::Up { listen, bootstrap, no_mdns, no_dht, no_pex }) => {
+            return up(data, topic, listen, bootstrap, peer::Discovery { mdns: !no_mdns, dht: !no_dht, pex: !no_pex });
         }
         None => Request::List(false),
         Some(Command::List { json }) => Request::List(json),
@@ -278,7 +281,7 @@ fn interactive_ui(data: Option<PathBuf>, topic: Topic) -> anyhow::Result<()> {
         .filter(|addr| !addr.trim().is_empty())
         .map(|addr| addr.trim().parse())
         .collect::<Result<Vec<libp2p::Multiaddr>, _>>()?;
-    let discovery = peer::Discovery { mdns: true, dht: true };
+    let discovery = peer::Discovery { mdns: true, dht: true, pex: true };
     let (local, node_key, config) = prepare_peer(data, topic, Vec::new(), bootstrap, discovery, true)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let (handle, inbox) = peer::channel();
@@ -308,8 +311,7 @@ fn prepare_peer(
         None => libp2p::identity::Keypair::generate_ed25519(),
     };
     let control_socket = data.as_ref().map(|dir| dir.join(control::SOCKET));
-    let config =
-        peer::PeerConfig { listen, bootstrap, mdns: discovery.mdns, dht: discovery.dht, control_socket, quiet };
+    let config = peer::PeerConfig { listen, bootstrap, discovery, control_socket, quiet };
     Ok((local, node_key, config))
 }
 

@@ -16,13 +16,15 @@ use crate::commands::{self, PeerStatus, Reply, Request};
 use crate::local::Local;
 use crate::net::{self, BehaviourEvent, SYNC_PROTOCOL};
 
-/// Which discovery mechanisms run, besides bootstrap addresses and peer exchange.
+/// Which discovery mechanisms run, besides bootstrap addresses.
 #[derive(Debug, Clone, Copy)]
 pub struct Discovery {
     /// mDNS on the LAN.
     pub mdns: bool,
     /// The DHT.
     pub dht: bool,
+    /// Peer exchange inside the sync protocol.
+    pub pex: bool,
 }
 
 /// How `up` runs.
@@ -32,10 +34,8 @@ pub struct PeerConfig {
     pub listen: Vec<Multiaddr>,
     /// Peers to dial at start.
     pub bootstrap: Vec<Multiaddr>,
-    /// LAN discovery.
-    pub mdns: bool,
-    /// Topic discovery in the DHT of HelloPears peers.
-    pub dht: bool,
+    /// Which discovery mechanisms run.
+    pub discovery: Discovery,
     /// Where the control socket goes (None: no control socket).
     pub control_socket: Option<PathBuf>,
     /// Print nothing on stdout (the terminal UI owns the screen).
@@ -118,7 +118,7 @@ pub async fn run(
             println!("{line}");
         }
     };
-    let mut swarm = net::build_swarm(node_key, config.mdns, config.dht)?;
+    let mut swarm = net::build_swarm(node_key, config.discovery.mdns, config.discovery.dht)?;
     let me = *swarm.local_peer_id();
     say(format!("peer id {me}"));
     for addr in &config.listen {
@@ -140,6 +140,7 @@ pub async fn run(
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut discover = tokio::time::interval(Duration::from_secs(20));
     let mut announced = false;
+    let pex = config.discovery.pex;
     let mut progress = Progress { quiet: config.quiet, ..Progress::default() };
     let shutdown = tokio::signal::ctrl_c();
     tokio::pin!(shutdown);
@@ -171,8 +172,10 @@ pub async fn run(
                         open_writer(control.clone(), peer_id, tx.clone());
                         say(format!("connected to {peer_id} ({} peers)", peers.len()));
                     }
-                    if !announced {
-                        announced = swarm.behaviour_mut().kad.as_mut().is_none_or(|kad| kad.start_providing(discovery.clone()).is_ok());
+                    if !announced && let Some(kad) = swarm.behaviour_mut().kad.as_mut() {
+                        // The first DHT contact: announce ourselves and look for the topic's peers now.
+                        announced = kad.start_providing(discovery.clone()).is_ok();
+                        kad.get_providers(discovery.clone());
                     }
                 }
                 SwarmEvent::ConnectionClosed { peer_id, num_established: 0, cause, .. } => {
@@ -195,7 +198,9 @@ pub async fn run(
                             kad.add_address(&peer_id, addr.clone());
                         }
                     }
-                    exchange_peers(&mut peers, peer_id, info.listen_addrs);
+                    if pex {
+                        exchange_peers(&mut peers, peer_id, info.listen_addrs);
+                    }
                 }
                 SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed { result: kad::QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders { providers, .. })), .. })) => {
                     for peer_id in providers {
@@ -214,7 +219,7 @@ pub async fn run(
                     match state.session.handle_bytes(&mut local.replica, &bytes, now_ms()) {
                         Ok(out) => {
                             send(state, out.iter().map(|m| m.encode()));
-                            for record in state.session.take_learned_peers() {
+                            for record in state.session.take_learned_peers().into_iter().filter(|_| pex) {
                                 dial_learned(&mut swarm, me, &record);
                             }
                         }

@@ -8,11 +8,21 @@ const LOOPBACK: &[&str] =
     &["--listen", "/ip4/127.0.0.1/tcp/0", "--listen", "/ip4/127.0.0.1/udp/0/quic-v1", "--no-mdns"];
 
 fn up(data: &std::path::Path, bootstrap: Option<&str>) -> Peer {
+    up_with(data, bootstrap, &[])
+}
+
+fn up_with(data: &std::path::Path, bootstrap: Option<&str>, extra: &[&str]) -> Peer {
     let mut args: Vec<&str> = LOOPBACK.to_vec();
+    args.extend(extra);
     if let Some(addr) = bootstrap {
         args.extend(["--bootstrap", addr]);
     }
     Peer::start(data, &args)
+}
+
+fn connected_peers(data: &std::path::Path) -> Vec<String> {
+    let status: serde_json::Value = serde_json::from_str(&ok(data, &["status", "--json"])).expect("json");
+    status["peers"].as_array().into_iter().flatten().filter_map(|p| p["peer"].as_str().map(str::to_owned)).collect()
 }
 
 fn writers(data: &std::path::Path) -> Vec<String> {
@@ -28,9 +38,11 @@ fn writers(data: &std::path::Path) -> Vec<String> {
 #[test]
 fn three_peers_converge_through_one_bootstrap_address() {
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("tempdir")).collect();
-    let a = up(dirs[0].path(), None);
-    let b = up(dirs[1].path(), Some(&a.tcp_addr()));
-    let c = up(dirs[2].path(), Some(&b.tcp_addr()));
+    // A chain a - b - c: no DHT, no peer exchange, so everything between a and c goes through b.
+    let isolated = ["--no-dht", "--no-pex"];
+    let a = up_with(dirs[0].path(), None, &isolated);
+    let b = up_with(dirs[1].path(), Some(&a.tcp_addr()), &isolated);
+    let c = up_with(dirs[2].path(), Some(&b.tcp_addr()), &isolated);
     let peers = [&a, &b, &c];
     let mut ids = Vec::new();
     for (i, peer) in peers.iter().enumerate() {
@@ -57,7 +69,8 @@ fn three_peers_converge_through_one_bootstrap_address() {
     assert!(todos.iter().any(|t| t["_id"] == ids[1].as_str() && t["done"] == true));
     assert!(todos.iter().any(|t| t["_id"] == ids[2].as_str() && t["text"] == "edited by b"));
     assert!(!todos.iter().any(|t| t["_id"] == ids[0].as_str()));
-    // C learned A's writer even though it only ever dialed B.
+    // C learned A's writer through B: it never connected to A.
+    assert_eq!(connected_peers(&c.data), vec![b.peer_id.clone()]);
     let a_writer = ok(&a.data, &["status", "--json"]);
     let a_writer: serde_json::Value = serde_json::from_str(&a_writer).expect("json");
     assert!(writers(&c.data).contains(&a_writer["writer"].as_str().expect("writer").to_owned()));
@@ -161,4 +174,18 @@ fn a_second_peer_on_a_data_dir_is_refused_and_commands_reach_the_first() {
     let status: serde_json::Value = serde_json::from_str(&ok(&a.data, &["status", "--json"])).expect("json");
     assert_eq!(status["running"], true);
     assert_eq!(status["todos"], 1);
+}
+
+#[test]
+fn peers_find_each_other_through_the_dht() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("tempdir")).collect();
+    // b and c both know only a; with no peer exchange, only the topic's provider records
+    // in the DHT can bring them together.
+    let a = up_with(dirs[0].path(), None, &["--no-pex"]);
+    let b = up_with(dirs[1].path(), Some(&a.tcp_addr()), &["--no-pex"]);
+    let c = up_with(dirs[2].path(), Some(&a.tcp_addr()), &["--no-pex"]);
+    let found = wait_until(Duration::from_secs(15), || connected_peers(&c.data).contains(&b.peer_id));
+    assert!(found, "c never found b: {:?}", connected_peers(&c.data));
+    ok(&b.data, &["add", "found through the DHT"]);
+    assert!(wait_until(Duration::from_secs(5), || list(&c.data).len() == 1));
 }
