@@ -42,8 +42,19 @@ pub struct PeerStatus {
     pub missing: u64,
 }
 
-/// Runs a command on a replica; `peers` is None when no peer is running.
-pub fn execute(local: &mut Local, request: &Request, now: i64, peers: Option<&[PeerStatus]>) -> Reply {
+/// The running peer, as the status shows it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// Our peer id.
+    pub peer_id: String,
+    /// Where we listen.
+    pub addresses: Vec<String>,
+    /// Connected topic peers.
+    pub peers: Vec<PeerStatus>,
+}
+
+/// Runs a command on a replica; `node` is None when no peer is running.
+pub fn execute(local: &mut Local, request: &Request, now: i64, node: Option<&NodeStatus>) -> Reply {
     let text = |error: &dyn std::fmt::Display| error.to_string();
     match request {
         Request::Add(body) => {
@@ -74,7 +85,7 @@ pub fn execute(local: &mut Local, request: &Request, now: i64, peers: Option<&[P
             local.save().map_err(|e| format!("{e:#}"))?;
             Ok(String::new())
         }
-        Request::Status(json) => Ok(status(local, *json, peers)),
+        Request::Status(json) => Ok(status(local, *json, node)),
     }
 }
 
@@ -92,7 +103,8 @@ fn list(local: &Local, json: bool) -> String {
     todos.iter().map(|t| format!("[{}] {}  {}\n", if t.done { "x" } else { " " }, &t.id[..8], t.text)).collect()
 }
 
-fn status(local: &Local, json: bool, peers: Option<&[PeerStatus]>) -> String {
+fn status(local: &Local, json: bool, node: Option<&NodeStatus>) -> String {
+    let peers = node.map(|node| node.peers.as_slice());
     let base = local.replica.base();
     let writers: Vec<serde_json::Value> = base
         .writers()
@@ -107,7 +119,9 @@ fn status(local: &Local, json: bool, peers: Option<&[PeerStatus]>) -> String {
         "writers": writers,
         "entries": base.total_entries(),
         "todos": local.replica.db().count(todo::COLLECTION),
-        "running": peers.is_some(),
+        "running": node.is_some(),
+        "peer_id": node.map(|n| n.peer_id.clone()),
+        "addresses": node.map(|n| n.addresses.clone()).unwrap_or_default(),
         "peers": peers.unwrap_or_default(),
         "missing": missing,
     });
@@ -121,6 +135,12 @@ fn status(local: &Local, json: bool, peers: Option<&[PeerStatus]>) -> String {
     for writer in base.writers() {
         let flag = if writer.quarantined { " (quarantined: forked its log)" } else { "" };
         out += &format!("  writer {} {} entries{flag}\n", writer.id.short(), writer.len);
+    }
+    if let Some(node) = node {
+        out += &format!("peer id {}\n", node.peer_id);
+        for address in &node.addresses {
+            out += &format!("  listening on {address}\n");
+        }
     }
     match peers {
         None => out += "no peer is running on this data dir\n",

@@ -249,8 +249,12 @@ pub async fn run(
                 }
                 Inbound::Shutdown => break,
                 Inbound::Command(request, reply) => {
-                    let statuses = peer_statuses(&peers, &local);
-                    let result = commands::execute(&mut local, &request, now_ms() as i64, Some(&statuses));
+                    let node = commands::NodeStatus {
+                        peer_id: me.to_string(),
+                        addresses: swarm.listeners().map(|addr| format!("{addr}/p2p/{me}")).collect(),
+                        peers: peer_statuses(&peers, &local),
+                    };
+                    let result = commands::execute(&mut local, &request, now_ms() as i64, Some(&node));
                     after_change(&mut local, &mut peers);
                     let _ = reply.send(result);
                 }

@@ -89,6 +89,8 @@ fn a_corrupt_store_or_node_key_exits_1_without_a_panic() {
     std::fs::write(&db, bytes).expect("damage the log");
     let out = run(dir.path(), &["list"]);
     assert_eq!(out.status.code(), Some(1), "a damaged log must not load quietly: {out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "one clear line: {stderr}");
     let dir = tempfile::tempdir().expect("tempdir");
     ok(dir.path(), &["add", "x"]);
     std::fs::write(dir.path().join("node.key"), b"not a key").expect("corrupt the node key");

@@ -174,6 +174,10 @@ fn a_second_peer_on_a_data_dir_is_refused_and_commands_reach_the_first() {
     let status: serde_json::Value = serde_json::from_str(&ok(&a.data, &["status", "--json"])).expect("json");
     assert_eq!(status["running"], true);
     assert_eq!(status["todos"], 1);
+    assert_eq!(status["peer_id"], a.peer_id.as_str());
+    let addresses: Vec<&str> =
+        status["addresses"].as_array().expect("addresses").iter().filter_map(|a| a.as_str()).collect();
+    assert!(addresses.contains(&a.tcp_addr().as_str()), "{addresses:?} vs {:?}", a.addrs);
 }
 
 #[test]
