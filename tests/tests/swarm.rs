@@ -44,19 +44,24 @@ fn three_peers_converge_through_one_bootstrap_address() {
     let b = up_with(dirs[1].path(), Some(&a.tcp_addr()), &isolated);
     let c = up_with(dirs[2].path(), Some(&b.tcp_addr()), &isolated);
     let peers = [&a, &b, &c];
-    let mut ids = Vec::new();
+    // Each peer adds two todos ...
+    let mut ids: Vec<[String; 2]> = Vec::new();
     for (i, peer) in peers.iter().enumerate() {
-        ids.push(ok(&peer.data, &["add", &format!("todo from peer {i}")]).trim().to_owned());
+        let first = ok(&peer.data, &["add", &format!("first from peer {i}")]).trim().to_owned();
+        let second = ok(&peer.data, &["add", &format!("second from peer {i}")]).trim().to_owned();
+        ids.push([first, second]);
     }
-    // Every peer edits a todo another peer wrote.
     assert!(
-        wait_until(Duration::from_secs(10), || peers.iter().all(|p| list(&p.data).len() == 3)),
+        wait_until(Duration::from_secs(10), || peers.iter().all(|p| list(&p.data).len() == 6)),
         "adds did not spread"
     );
-    ok(&a.data, &["done", &ids[1][..8]]);
-    ok(&b.data, &["edit", &ids[2][..8], "edited by b"]);
-    ok(&c.data, &["rm", &ids[0][..8]]);
-    ok(&c.data, &["add", "late from c"]);
+    // ... then toggles and edits a todo of the next peer, and removes one of its own.
+    for (i, peer) in peers.iter().enumerate() {
+        let next = &ids[(i + 1) % 3];
+        ok(&peer.data, &["done", &next[1][..8]]);
+        ok(&peer.data, &["edit", &next[1][..8], &format!("edited by peer {i}")]);
+        ok(&peer.data, &["rm", &ids[i][0][..8]]);
+    }
     let last_write = Instant::now();
     let converged = wait_until(Duration::from_secs(5), || {
         let lists: Vec<_> = peers.iter().map(|p| list(&p.data)).collect();
@@ -65,10 +70,13 @@ fn three_peers_converge_through_one_bootstrap_address() {
     let lists: Vec<_> = peers.iter().map(|p| list(&p.data)).collect();
     assert!(converged, "not converged within 5 s of the last write: {lists:#?}");
     println!("converged {:?} after the last write", last_write.elapsed());
-    let todos = &lists[0];
-    assert!(todos.iter().any(|t| t["_id"] == ids[1].as_str() && t["done"] == true));
-    assert!(todos.iter().any(|t| t["_id"] == ids[2].as_str() && t["text"] == "edited by b"));
-    assert!(!todos.iter().any(|t| t["_id"] == ids[0].as_str()));
+    for (i, [first, second]) in ids.iter().enumerate() {
+        let editor = (i + 2) % 3;
+        assert!(!lists[0].iter().any(|t| t["_id"] == first.as_str()), "removed todo {i} is back");
+        let kept = lists[0].iter().find(|t| t["_id"] == second.as_str()).expect("second todo kept");
+        assert_eq!(kept["text"], format!("edited by peer {editor}"));
+        assert_eq!(kept["done"], true);
+    }
     // C learned A's writer through B: it never connected to A.
     assert_eq!(connected_peers(&c.data), vec![b.peer_id.clone()]);
     let a_writer = ok(&a.data, &["status", "--json"]);
