@@ -84,6 +84,8 @@ pub(crate) enum Inbound {
     Violation(PeerId, String),
     /// Our outbound stream to a peer is open.
     Writer(PeerId, mpsc::Sender<Vec<u8>>),
+    /// Our outbound stream to a peer failed (or could not be opened).
+    WriterLost(PeerId),
     /// A command from the control socket or the terminal UI.
     Command(Request, oneshot::Sender<Reply>),
     /// Save and stop.
@@ -97,7 +99,14 @@ struct PeerState {
     addresses: Vec<Multiaddr>,
     /// Where it listens (from identify), with `/p2p/<id>`: what peer exchange hands out.
     listen: Vec<Multiaddr>,
+    /// When to try opening a new outbound stream after the last one failed.
+    reopen_at: Option<Instant>,
+    /// Outbound streams that failed in a row.
+    failures: u8,
 }
+
+/// Outbound sync streams that may fail in a row before the peer is given up.
+const MAX_STREAM_FAILURES: u8 = 3;
 
 const BACKLOG_LIMIT: usize = 1024;
 
@@ -164,7 +173,7 @@ pub async fn run(
                         kad.add_address(&peer_id, endpoint.get_remote_address().clone());
                     }
                     if num_established.get() == 1 && !peers.contains_key(&peer_id) {
-                        let mut state = PeerState { session: Session::new(SessionConfig::default()), writer: None, backlog: Vec::new(), addresses: vec![endpoint.get_remote_address().clone()], listen: Vec::new() };
+                        let mut state = PeerState { session: Session::new(SessionConfig::default()), writer: None, backlog: Vec::new(), addresses: vec![endpoint.get_remote_address().clone()], listen: Vec::new(), reopen_at: None, failures: 0 };
                         for message in state.session.start(&local.replica, now_ms()) {
                             state.backlog.push(message.encode());
                         }
@@ -240,10 +249,27 @@ pub async fn run(
                     peers.remove(&peer_id);
                     let _ = swarm.disconnect_peer_id(peer_id);
                 }
+                Inbound::WriterLost(peer_id) => {
+                    if peers.get(&peer_id).is_some_and(|state| state.failures >= MAX_STREAM_FAILURES) {
+                        tracing::info!(peer = %peer_id, "no sync stream to this peer; disconnecting");
+                        peers.remove(&peer_id);
+                        let _ = swarm.disconnect_peer_id(peer_id);
+                    } else if let Some(state) = peers.get_mut(&peer_id) {
+                        state.failures += 1;
+                        tracing::debug!(peer = %peer_id, "sync stream lost; reopening");
+                        state.writer = None;
+                        state.backlog.clear();
+                        for message in state.session.start(&local.replica, now_ms()) {
+                            state.backlog.push(message.encode());
+                        }
+                        state.reopen_at = Some(Instant::now() + Duration::from_secs(1));
+                    }
+                }
                 Inbound::Writer(peer_id, writer) => {
                     if let Some(state) = peers.get_mut(&peer_id) {
                         let backlog = std::mem::take(&mut state.backlog);
                         state.writer = Some(writer);
+                        state.failures = 0;
                         send(state, backlog.into_iter());
                     }
                 }
@@ -260,7 +286,11 @@ pub async fn run(
                 }
             },
             _ = tick.tick() => {
-                for state in peers.values_mut() {
+                for (peer_id, state) in peers.iter_mut() {
+                    if state.reopen_at.is_some_and(|at| at <= Instant::now()) && swarm.is_connected(peer_id) {
+                        state.reopen_at = None;
+                        open_writer(control.clone(), *peer_id, tx.clone());
+                    }
                     let out = state.session.tick(&local.replica, now_ms());
                     send(state, out.iter().map(|m| m.encode()));
                 }
@@ -408,6 +438,7 @@ fn open_writer(mut control: libp2p_stream::Control, peer_id: PeerId, tx: mpsc::S
             Ok(stream) => stream,
             Err(error) => {
                 tracing::debug!(peer = %peer_id, %error, "no sync stream");
+                let _ = tx.send(Inbound::WriterLost(peer_id)).await;
                 return;
             }
         };
@@ -417,11 +448,18 @@ fn open_writer(mut control: libp2p_stream::Control, peer_id: PeerId, tx: mpsc::S
         }
         while let Some(frame) = frames.recv().await {
             let len = (frame.len() as u32).to_be_bytes();
-            if stream.write_all(&len).await.is_err() || stream.write_all(&frame).await.is_err() {
-                break;
-            }
-            if frames.is_empty() && stream.flush().await.is_err() {
-                break;
+            let written = async {
+                stream.write_all(&len).await?;
+                stream.write_all(&frame).await?;
+                if frames.is_empty() {
+                    stream.flush().await?;
+                }
+                Ok::<(), std::io::Error>(())
+            };
+            if let Err(error) = written.await {
+                tracing::debug!(peer = %peer_id, %error, "sync stream write failed");
+                let _ = tx.send(Inbound::WriterLost(peer_id)).await;
+                return;
             }
         }
         let _ = stream.close().await;
