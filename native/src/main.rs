@@ -62,6 +62,10 @@ enum Command {
         /// Do not use the DHT of HelloPears peers to find the topic's peers.
         #[arg(long)]
         no_dht: bool,
+        /// An address others can reach this peer at (a public peer; repeatable): it then
+        /// relays for peers behind NATs from the start.
+        #[arg(long, value_name = "MULTIADDR")]
+        external_address: Vec<libp2p::Multiaddr>,
         /// Do not exchange peer addresses with peers (for tests of the other mechanisms).
         #[arg(long, hide = true)]
         no_pex: bool,
@@ -227,8 +231,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         _ => {}
     }
     let request = match cli.command {
-        Some(Command::Up { listen, bootstrap, no_mdns, no_dht, no_pex }) => {
-            return up(data, topic, listen, bootstrap, peer::Discovery { mdns: !no_mdns, dht: !no_dht, pex: !no_pex });
+        Some(Command::Up { listen, bootstrap, no_mdns, no_dht, no_pex, external_address }) => {
+            let discovery = peer::Discovery { mdns: !no_mdns, dht: !no_dht, pex: !no_pex };
+            return up(data, topic, listen, bootstrap, discovery, external_address);
         }
         None => Request::List(false),
         Some(Command::List { json }) => Request::List(json),
@@ -264,8 +269,10 @@ fn up(
     listen: Vec<libp2p::Multiaddr>,
     bootstrap: Vec<libp2p::Multiaddr>,
     discovery: peer::Discovery,
+    external: Vec<libp2p::Multiaddr>,
 ) -> anyhow::Result<()> {
-    let (local, node_key, config) = prepare_peer(data, topic, listen, bootstrap, discovery, false)?;
+    let (local, node_key, mut config) = prepare_peer(data, topic, listen, bootstrap, discovery, false)?;
+    config.external = external;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let (handle, inbox) = peer::channel();
     runtime.block_on(peer::run(local, node_key, config, handle, inbox))
@@ -314,7 +321,7 @@ fn prepare_peer(
         None => libp2p::identity::Keypair::generate_ed25519(),
     };
     let control_socket = data.as_ref().map(|dir| dir.join(control::SOCKET));
-    let config = peer::PeerConfig { listen, bootstrap, discovery, control_socket, quiet };
+    let config = peer::PeerConfig { listen, bootstrap, discovery, control_socket, quiet, external: Vec::new() };
     Ok((local, node_key, config))
 }
 

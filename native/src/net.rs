@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::{StreamProtocol, identify, identity, kad, mdns, noise, ping, tcp, yamux};
+use libp2p::{StreamProtocol, dcutr, identify, identity, kad, mdns, noise, ping, relay, tcp, yamux};
 
 /// The sync protocol's stream protocol id.
 pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/hellopears/sync/1");
@@ -26,6 +26,27 @@ pub struct Behaviour {
     pub kad: Toggle<kad::Behaviour<kad::store::MemoryStore>>,
     /// Raw streams for the sync protocol.
     pub stream: libp2p_stream::Behaviour,
+    /// A limited relay for peers behind NATs (used once we have an external address).
+    pub relay: relay::Behaviour,
+    /// Reservations on other peers' relays, and relayed connections.
+    pub relay_client: relay::client::Behaviour,
+    /// Upgrades relayed connections to direct ones by hole punching.
+    pub dcutr: dcutr::Behaviour,
+}
+
+/// Limits of the relay every reachable peer offers: generous enough to sync through while
+/// hole punching is tried (or fails), small enough not to become anyone's free proxy.
+fn relay_config() -> relay::Config {
+    relay::Config {
+        max_reservations: 128,
+        max_reservations_per_peer: 4,
+        reservation_duration: Duration::from_secs(3600),
+        max_circuits: 64,
+        max_circuits_per_peer: 8,
+        max_circuit_duration: Duration::from_secs(30 * 60),
+        max_circuit_bytes: 64 * 1024 * 1024,
+        ..relay::Config::default()
+    }
 }
 
 /// Builds the swarm with TCP (noise + yamux) and QUIC.
@@ -34,7 +55,8 @@ pub fn build_swarm(key: identity::Keypair, mdns_on: bool, dht_on: bool) -> anyho
         .with_tokio()
         .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)?
         .with_quic()
-        .with_behaviour(|key| {
+        .with_relay_client(noise::Config::new, yamux::Config::default)?
+        .with_behaviour(|key, relay_client| {
             let peer_id = key.public().to_peer_id();
             let mdns =
                 if mdns_on { Some(mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)?) } else { None };
@@ -48,6 +70,9 @@ pub fn build_swarm(key: identity::Keypair, mdns_on: bool, dht_on: bool) -> anyho
                 mdns: Toggle::from(mdns),
                 kad: Toggle::from(dht_on.then_some(kad)),
                 stream: libp2p_stream::Behaviour::new(),
+                relay: relay::Behaviour::new(peer_id, relay_config()),
+                relay_client,
+                dcutr: dcutr::Behaviour::new(peer_id),
             })
         })?
         .with_swarm_config(|config| config.with_idle_connection_timeout(Duration::from_secs(120)))

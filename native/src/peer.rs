@@ -40,6 +40,8 @@ pub struct PeerConfig {
     pub control_socket: Option<PathBuf>,
     /// Print nothing on stdout (the terminal UI owns the screen).
     pub quiet: bool,
+    /// Addresses others reach us at (a public peer): relay service from the start.
+    pub external: Vec<Multiaddr>,
 }
 
 /// Sends commands to a running peer.
@@ -92,11 +94,22 @@ pub(crate) enum Inbound {
     Shutdown,
 }
 
+/// One connection to a peer.
+#[derive(Clone, Debug)]
+struct Link {
+    id: libp2p::swarm::ConnectionId,
+    addr: Multiaddr,
+    relayed: bool,
+    dialed: bool,
+}
+
 struct PeerState {
     session: Session,
     writer: Option<mpsc::Sender<Vec<u8>>>,
     backlog: Vec<Vec<u8>>,
-    addresses: Vec<Multiaddr>,
+    links: Vec<Link>,
+    /// The outcome of the last hole punch with this peer.
+    punched: Option<Result<(), String>>,
     /// Where it listens (from identify), with `/p2p/<id>`: what peer exchange hands out.
     listen: Vec<Multiaddr>,
     /// When to try opening a new outbound stream after the last one failed.
@@ -130,14 +143,18 @@ pub async fn run(
     let mut swarm = net::build_swarm(node_key, config.discovery.mdns, config.discovery.dht)?;
     let me = *swarm.local_peer_id();
     say(format!("peer id {me}"));
+    let mut unconfirmed_listeners = std::collections::HashSet::new();
     for addr in &config.listen {
-        swarm.listen_on(addr.clone())?;
+        unconfirmed_listeners.insert(swarm.listen_on(addr.clone())?);
     }
-    for addr in &config.bootstrap {
-        if let Err(error) = swarm.dial(addr.clone()) {
-            tracing::warn!(%addr, %error, "cannot dial bootstrap address");
-        }
+    for addr in &config.external {
+        // The relay serves only once an external address is confirmed: confirm ours now.
+        swarm.add_external_address(addr.clone());
     }
+    // Bootstrap peers are dialed once every listener is up, so outgoing TCP connections reuse
+    // the listening port and the addresses peers observe are ones hole punching can use.
+    let mut bootstrap = Some(config.bootstrap.clone());
+    let mut reserved_on = std::collections::HashSet::new();
     let discovery = kad::RecordKey::new(&local.replica.topic().discovery_key().0);
     let mut control = swarm.behaviour().stream.new_control();
     let mut incoming = control.accept(SYNC_PROTOCOL).map_err(|_| anyhow::anyhow!("sync protocol registered twice"))?;
@@ -164,16 +181,30 @@ pub async fn run(
         tokio::select! {
             _ = &mut shutdown => break,
             event = swarm.select_next_some() => match event {
-                SwarmEvent::NewListenAddr { address, .. } => say(format!("listening on {address}/p2p/{me}")),
-                SwarmEvent::ConnectionEstablished { peer_id, endpoint, num_established, .. } => {
-                    tracing::info!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
+                SwarmEvent::NewListenAddr { address, listener_id } => {
+                    say(format!("listening on {address}/p2p/{me}"));
+                    unconfirmed_listeners.remove(&listener_id);
+                    if unconfirmed_listeners.is_empty() && let Some(addrs) = bootstrap.take() {
+                        for addr in addrs {
+                            if let Err(error) = swarm.dial(addr.clone()) {
+                                tracing::warn!(%addr, %error, "cannot dial bootstrap address");
+                            }
+                        }
+                    }
+                }
+                SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, num_established, .. } => {
+                    tracing::info!(peer = %peer_id, addr = %endpoint.get_remote_address(), relayed = endpoint.is_relayed(), "connected");
+                    let link = Link { id: connection_id, addr: endpoint.get_remote_address().clone(), relayed: endpoint.is_relayed(), dialed: endpoint.is_dialer() };
+                    if let Some(state) = peers.get_mut(&peer_id) {
+                        state.links.push(link.clone());
+                    }
                     if endpoint.is_dialer()
                         && let Some(kad) = swarm.behaviour_mut().kad.as_mut()
                     {
                         kad.add_address(&peer_id, endpoint.get_remote_address().clone());
                     }
                     if num_established.get() == 1 && !peers.contains_key(&peer_id) {
-                        let mut state = PeerState { session: Session::new(SessionConfig::default()), writer: None, backlog: Vec::new(), addresses: vec![endpoint.get_remote_address().clone()], listen: Vec::new(), reopen_at: None, failures: 0 };
+                        let mut state = PeerState { session: Session::new(SessionConfig::default()), writer: None, backlog: Vec::new(), links: vec![link], listen: Vec::new(), reopen_at: None, failures: 0, punched: None };
                         for message in state.session.start(&local.replica, now_ms()) {
                             state.backlog.push(message.encode());
                         }
@@ -187,11 +218,28 @@ pub async fn run(
                         kad.get_providers(discovery.clone());
                     }
                 }
-                SwarmEvent::ConnectionClosed { peer_id, num_established: 0, cause, .. } => {
-                    tracing::info!(peer = %peer_id, cause = ?cause, "disconnected");
-                    if peers.remove(&peer_id).is_some() && peers.is_empty() {
-                        say("alone: waiting for peers".into());
+                SwarmEvent::ConnectionClosed { peer_id, connection_id, num_established, cause, .. } => {
+                    if num_established == 0 {
+                        tracing::info!(peer = %peer_id, cause = ?cause, "disconnected");
+                        if peers.remove(&peer_id).is_some() && peers.is_empty() {
+                            say("alone: waiting for peers".into());
+                        }
+                    } else if let Some(state) = peers.get_mut(&peer_id) {
+                        state.links.retain(|link| link.id != connection_id);
                     }
+                }
+                SwarmEvent::Behaviour(BehaviourEvent::Dcutr(libp2p::dcutr::Event { remote_peer_id, result })) => {
+                    let outcome = result.map(|_| ()).map_err(|error| error.to_string());
+                    match &outcome {
+                        Ok(()) => say(format!("hole punched to {remote_peer_id}")),
+                        Err(error) => tracing::info!(peer = %remote_peer_id, %error, "hole punching failed; staying relayed"),
+                    }
+                    if let Some(state) = peers.get_mut(&remote_peer_id) {
+                        state.punched = Some(outcome);
+                    }
+                }
+                SwarmEvent::Behaviour(BehaviourEvent::RelayClient(libp2p::relay::client::Event::ReservationReqAccepted { relay_peer_id, .. })) => {
+                    say(format!("reachable through relay {relay_peer_id}"));
                 }
                 SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
                     for (peer_id, addr) in found {
@@ -205,6 +253,18 @@ pub async fn run(
                     if let Some(kad) = swarm.behaviour_mut().kad.as_mut() {
                         for addr in &info.listen_addrs {
                             kad.add_address(&peer_id, addr.clone());
+                        }
+                    }
+                    let is_relay = info.protocols.contains(&libp2p::relay::HOP_PROTOCOL_NAME);
+                    if is_relay && config.external.is_empty() && !reserved_on.contains(&peer_id) {
+                        // Behind a NAT (as far as we know): be reachable through this relay.
+                        let dialed = peers.get(&peer_id).and_then(|s| s.links.iter().find(|l| l.dialed && !l.relayed)).map(|l| l.addr.clone());
+                        if let Some(addr) = dialed {
+                            let circuit = addr.with_p2p(peer_id).unwrap_or_else(|addr| addr).with(libp2p::multiaddr::Protocol::P2pCircuit);
+                            match swarm.listen_on(circuit.clone()) {
+                                Ok(_) => { reserved_on.insert(peer_id); }
+                                Err(error) => tracing::warn!(%circuit, %error, "cannot reserve on relay"),
+                            }
                         }
                     }
                     if pex {
@@ -387,13 +447,37 @@ fn peer_statuses(peers: &HashMap<PeerId, PeerState>, local: &Local) -> Vec<PeerS
         .filter(|(_, state)| state.session.is_introduced())
         .map(|(peer, state)| PeerStatus {
             peer: peer.to_string(),
-            addresses: state.addresses.iter().map(ToString::to_string).collect(),
-            kind: "direct".into(),
+            addresses: state.links.iter().map(|link| link.addr.to_string()).collect(),
+            kind: connection_kind(state),
             missing: state.session.missing(&local.replica),
         })
         .collect();
     out.sort_by(|a, b| a.peer.cmp(&b.peer));
     out
+}
+
+/// How we are connected to a peer: direct, hole-punched, or relayed (and why).
+fn connection_kind(state: &PeerState) -> String {
+    if state.links.iter().any(|link| !link.relayed) {
+        return match state.punched {
+            Some(Ok(())) => "hole-punched".into(),
+            _ => "direct".into(),
+        };
+    }
+    let relay = state
+        .links
+        .iter()
+        .find_map(|link| {
+            link.addr.iter().find_map(|p| match p {
+                libp2p::multiaddr::Protocol::P2p(id) => Some(id.to_string()),
+                _ => None,
+            })
+        })
+        .unwrap_or_else(|| "?".into());
+    match &state.punched {
+        Some(Err(error)) => format!("relayed via {relay} (hole punching failed: {error})"),
+        _ => format!("relayed via {relay}"),
+    }
 }
 
 /// Applies what arrived, persists it, and pushes fresh entries to every session.
