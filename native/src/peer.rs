@@ -101,6 +101,8 @@ struct Link {
     addr: Multiaddr,
     relayed: bool,
     dialed: bool,
+    /// A direct connection that came while only relayed ones existed: a hole punch.
+    punched: bool,
 }
 
 struct PeerState {
@@ -155,6 +157,7 @@ pub async fn run(
     // the listening port and the addresses peers observe are ones hole punching can use.
     let mut bootstrap = Some(config.bootstrap.clone());
     let mut reserved_on = std::collections::HashSet::new();
+    let mut deferred_dials: Vec<(Instant, PeerId, Multiaddr)> = Vec::new();
     let discovery = kad::RecordKey::new(&local.replica.topic().discovery_key().0);
     let mut control = swarm.behaviour().stream.new_control();
     let mut incoming = control.accept(SYNC_PROTOCOL).map_err(|_| anyhow::anyhow!("sync protocol registered twice"))?;
@@ -194,7 +197,14 @@ pub async fn run(
                 }
                 SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, num_established, .. } => {
                     tracing::info!(peer = %peer_id, addr = %endpoint.get_remote_address(), relayed = endpoint.is_relayed(), "connected");
-                    let link = Link { id: connection_id, addr: endpoint.get_remote_address().clone(), relayed: endpoint.is_relayed(), dialed: endpoint.is_dialer() };
+                    let only_relayed = peers.get(&peer_id).is_some_and(|s| !s.links.is_empty() && s.links.iter().all(|l| l.relayed));
+                    let link = Link {
+                        id: connection_id,
+                        addr: endpoint.get_remote_address().clone(),
+                        relayed: endpoint.is_relayed(),
+                        dialed: endpoint.is_dialer(),
+                        punched: only_relayed && !endpoint.is_relayed(),
+                    };
                     if let Some(state) = peers.get_mut(&peer_id) {
                         state.links.push(link.clone());
                     }
@@ -289,7 +299,16 @@ pub async fn run(
                         Ok(out) => {
                             send(state, out.iter().map(|m| m.encode()));
                             for record in state.session.take_learned_peers().into_iter().filter(|_| pex) {
-                                dial_learned(&mut swarm, me, &record);
+                                let Some((peer_id, addr)) = learned_address(me, &record) else { continue };
+                                if swarm.is_connected(&peer_id) {
+                                    continue;
+                                }
+                                if me < peer_id {
+                                    tracing::debug!(peer = %peer_id, %addr, "dialing a peer learned by peer exchange");
+                                    let _ = swarm.dial(addr);
+                                } else if deferred_dials.len() < 1024 {
+                                    deferred_dials.push((Instant::now() + LARGER_ID_DIAL_DELAY, peer_id, addr));
+                                }
                             }
                         }
                         Err(error) if error.is_fatal() => {
@@ -346,6 +365,13 @@ pub async fn run(
                 }
             },
             _ = tick.tick() => {
+                let now = Instant::now();
+                for (_, peer_id, addr) in deferred_dials.extract_if(.., |(at, _, _)| *at <= now) {
+                    if !swarm.is_connected(&peer_id) {
+                        tracing::debug!(peer = %peer_id, %addr, "dialing a peer learned by peer exchange");
+                        let _ = swarm.dial(addr);
+                    }
+                }
                 for (peer_id, state) in peers.iter_mut() {
                     if state.reopen_at.is_some_and(|at| at <= Instant::now()) && swarm.is_connected(peer_id) {
                         state.reopen_at = None;
@@ -397,18 +423,22 @@ fn exchange_peers(peers: &mut HashMap<PeerId, PeerState>, peer_id: PeerId, liste
     }
 }
 
-/// Dials a peer learned by peer exchange, unless it is us or already connected.
-fn dial_learned(swarm: &mut libp2p::Swarm<net::Behaviour>, me: PeerId, record: &[u8]) {
+/// Where a peer learned by peer exchange can be dialed, unless it is us.
+fn learned_address(me: PeerId, record: &[u8]) -> Option<(PeerId, Multiaddr)> {
     let Some(addr) = std::str::from_utf8(record).ok().and_then(|text| text.parse::<Multiaddr>().ok()) else {
         tracing::debug!("ignoring a malformed peer record");
-        return;
+        return None;
     };
-    let Some(libp2p::multiaddr::Protocol::P2p(peer_id)) = addr.iter().last() else { return };
-    if peer_id != me && !swarm.is_connected(&peer_id) {
-        tracing::debug!(peer = %peer_id, %addr, "dialing a peer learned by peer exchange");
-        let _ = swarm.dial(addr);
+    match addr.iter().last() {
+        Some(libp2p::multiaddr::Protocol::P2p(peer_id)) if peer_id != me => Some((peer_id, addr)),
+        _ => None,
     }
 }
+
+/// How long the peer with the larger id waits before dialing a peer both learned about
+/// from each other: two peers dialing each other at once through a relay would start two
+/// hole punches on the same ports, and the second resets the first.
+const LARGER_ID_DIAL_DELAY: Duration = Duration::from_secs(3);
 
 /// Catch-up progress, printed for the user: when a catch-up starts, every half second
 /// while it runs, and when it is done.
@@ -458,25 +488,26 @@ fn peer_statuses(peers: &HashMap<PeerId, PeerState>, local: &Local) -> Vec<PeerS
 
 /// How we are connected to a peer: direct, hole-punched, or relayed (and why).
 fn connection_kind(state: &PeerState) -> String {
-    if state.links.iter().any(|link| !link.relayed) {
-        return match state.punched {
-            Some(Ok(())) => "hole-punched".into(),
-            _ => "direct".into(),
-        };
+    let direct: Vec<&Link> = state.links.iter().filter(|link| !link.relayed).collect();
+    if !direct.is_empty() {
+        let punched = matches!(state.punched, Some(Ok(()))) || direct.iter().any(|link| link.punched);
+        return if punched { "hole-punched".into() } else { "direct".into() };
     }
+    // The relay is the peer named just before `/p2p-circuit` in a relayed address.
     let relay = state
         .links
         .iter()
         .find_map(|link| {
-            link.addr.iter().find_map(|p| match p {
-                libp2p::multiaddr::Protocol::P2p(id) => Some(id.to_string()),
+            let parts: Vec<_> = link.addr.iter().collect();
+            parts.windows(2).find_map(|pair| match pair {
+                [libp2p::multiaddr::Protocol::P2p(id), libp2p::multiaddr::Protocol::P2pCircuit] => Some(id.to_string()),
                 _ => None,
             })
         })
-        .unwrap_or_else(|| "?".into());
+        .unwrap_or_else(|| "a relay".into());
     match &state.punched {
         Some(Err(error)) => format!("relayed via {relay} (hole punching failed: {error})"),
-        _ => format!("relayed via {relay}"),
+        _ => format!("relayed via {relay} (hole punching in progress)"),
     }
 }
 

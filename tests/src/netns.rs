@@ -71,3 +71,111 @@ impl Drop for VethPair {
         }
     }
 }
+
+/// Whether NAT lab tests can run (root, iproute2, iptables). On CI a missing one fails.
+pub fn nat_lab_available() -> bool {
+    let has_iptables = Command::new("iptables").arg("-V").output().is_ok_and(|o| o.status.success());
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        assert!(has_iptables, "the NAT lab needs iptables on CI");
+    }
+    available() && has_iptables
+}
+
+/// The reference NAT topology: a public segment (10.99.0.0/24, public host at .1, router
+/// WANs at .11 and .12) and two home routers doing MASQUERADE, each with one host behind it
+/// (192.168.1.2 and 192.168.2.2). The routers drop unsolicited packets from the WAN, as home
+/// routers do. Namespaces `<prefix>pub`, `<prefix>nat1`, `<prefix>nat2`, `<prefix>a`,
+/// `<prefix>b`; removed on drop.
+#[derive(Debug)]
+pub struct NatLab {
+    prefix: String,
+}
+
+impl NatLab {
+    /// Builds the lab; `symmetric` gives each router MASQUERADE `--random` (a new port per
+    /// destination), where hole punching cannot work.
+    pub fn new(tag: u8, symmetric: bool) -> Self {
+        let prefix = format!("nl{}{tag}", std::process::id() % 10_000);
+        let lab = Self { prefix };
+        for ns in ["pub", "nat1", "nat2", "a", "b"] {
+            ip(&["netns", "add", &lab.ns(ns)]);
+            ip(&["-n", &lab.ns(ns), "link", "set", "lo", "up"]);
+        }
+        let public = lab.ns("pub");
+        ip(&["-n", &public, "link", "add", "br0", "type", "bridge"]);
+        ip(&["-n", &public, "addr", "add", "10.99.0.1/24", "dev", "br0"]);
+        ip(&["-n", &public, "link", "set", "br0", "up"]);
+        for i in 1..=2 {
+            let router = lab.ns(&format!("nat{i}"));
+            let host = lab.ns(if i == 1 { "a" } else { "b" });
+            let port = format!("port{i}");
+            ip(&["link", "add", "wan", "netns", &router, "type", "veth", "peer", "name", &port, "netns", &public]);
+            ip(&["-n", &public, "link", "set", &port, "master", "br0", "up"]);
+            ip(&["-n", &router, "addr", "add", &format!("10.99.0.1{i}/24"), "dev", "wan"]);
+            ip(&["-n", &router, "link", "set", "wan", "up"]);
+            ip(&["link", "add", "lan", "netns", &router, "type", "veth", "peer", "name", "eth0", "netns", &host]);
+            ip(&["-n", &router, "addr", "add", &format!("192.168.{i}.1/24"), "dev", "lan"]);
+            ip(&["-n", &router, "link", "set", "lan", "up"]);
+            ip(&["-n", &host, "addr", "add", &format!("192.168.{i}.2/24"), "dev", "eth0"]);
+            ip(&["-n", &host, "link", "set", "eth0", "up"]);
+            ip(&["-n", &host, "route", "add", "default", "via", &format!("192.168.{i}.1")]);
+            let run = |args: &[&str]| {
+                let out =
+                    Command::new("ip").args(["netns", "exec", &router]).args(args).output().expect("run in the router");
+                assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            };
+            run(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+            let mut masquerade = vec!["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "wan", "-j", "MASQUERADE"];
+            if symmetric {
+                masquerade.push("--random");
+            }
+            run(&masquerade);
+            run(&["iptables", "-P", "FORWARD", "DROP"]);
+            run(&["iptables", "-A", "FORWARD", "-i", "lan", "-o", "wan", "-j", "ACCEPT"]);
+            run(&[
+                "iptables",
+                "-A",
+                "FORWARD",
+                "-i",
+                "wan",
+                "-o",
+                "lan",
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "ESTABLISHED,RELATED",
+                "-j",
+                "ACCEPT",
+            ]);
+            run(&[
+                "iptables",
+                "-A",
+                "INPUT",
+                "-i",
+                "wan",
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "ESTABLISHED,RELATED",
+                "-j",
+                "ACCEPT",
+            ]);
+            run(&["iptables", "-A", "INPUT", "-i", "wan", "-p", "icmp", "-j", "ACCEPT"]);
+            run(&["iptables", "-A", "INPUT", "-i", "wan", "-j", "DROP"]);
+        }
+        lab
+    }
+
+    /// The full name of one of the lab's namespaces (`pub`, `nat1`, `nat2`, `a`, `b`).
+    pub fn ns(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+}
+
+impl Drop for NatLab {
+    fn drop(&mut self) {
+        for ns in ["a", "b", "nat1", "nat2", "pub"] {
+            let _ = Command::new("ip").args(["netns", "del", &self.ns(ns)]).status();
+        }
+    }
+}

@@ -79,8 +79,8 @@ fn ensure_rust_component(component: &str) -> anyhow::Result<()> {
     step(&format!("install {component}"), add)
 }
 
-/// Installs Debian packages whose command is missing (the network namespace tests need
-/// `ip`, the terminal UI test `tmux`).
+/// Installs Debian packages whose command is missing (the network namespace and NAT lab
+/// tests need `ip` and `iptables`, the terminal UI test `tmux`).
 fn ensure_debian_tools(tools: &[(&str, &str)]) -> anyhow::Result<()> {
     let missing: Vec<&str> = tools
         .iter()
@@ -114,7 +114,7 @@ fn test() -> anyhow::Result<()> {
     let started = Instant::now();
     ensure_rust_component("rustfmt")?;
     ensure_rust_component("clippy")?;
-    ensure_debian_tools(&[("ip", "iproute2"), ("tmux", "tmux")])?;
+    ensure_debian_tools(&[("ip", "iproute2"), ("iptables", "iptables"), ("tmux", "tmux")])?;
     let mut fmt = cargo();
     fmt.args(["fmt", "--all", "--check"]);
     step("cargo fmt --check", fmt)?;
