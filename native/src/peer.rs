@@ -491,7 +491,11 @@ fn connection_kind(state: &PeerState) -> String {
     let direct: Vec<&Link> = state.links.iter().filter(|link| !link.relayed).collect();
     if !direct.is_empty() {
         let punched = matches!(state.punched, Some(Ok(()))) || direct.iter().any(|link| link.punched);
-        return if punched { "hole-punched".into() } else { "direct".into() };
+        if !punched {
+            return "direct".into();
+        }
+        let quic = direct.iter().any(|link| link.addr.iter().any(|p| matches!(p, libp2p::multiaddr::Protocol::QuicV1)));
+        return format!("hole-punched ({})", if quic { "QUIC" } else { "TCP" });
     }
     // The relay is the peer named just before `/p2p-circuit` in a relayed address.
     let relay = state

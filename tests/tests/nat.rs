@@ -59,7 +59,8 @@ fn punch(lab_tag: u8, transport: &str) -> Duration {
     let elapsed = started.elapsed();
     assert!(direct, "no direct connection over {transport}: a sees b as {:?}", peer_entry(&a.data, &b.peer_id));
     let seen = peer_entry(&a.data, &b.peer_id).expect("b is a peer of a");
-    assert_eq!(seen["kind"], "hole-punched", "{seen}");
+    let expected = if transport == "tcp" { "hole-punched (TCP)" } else { "hole-punched (QUIC)" };
+    assert_eq!(seen["kind"], expected, "{seen}");
     assert!(converges(a, b, ["from behind nat 1", "from behind nat 2"], 2, Duration::from_secs(10)));
     elapsed
 }
