@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::{StreamProtocol, dcutr, identify, identity, kad, mdns, noise, ping, relay, tcp, yamux};
+use libp2p::{StreamProtocol, autonat, dcutr, identify, identity, kad, mdns, noise, ping, relay, tcp, upnp, yamux};
 
 /// The sync protocol's stream protocol id.
 pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/hellopears/sync/1");
@@ -32,6 +32,27 @@ pub struct Behaviour {
     pub relay_client: relay::client::Behaviour,
     /// Upgrades relayed connections to direct ones by hole punching.
     pub dcutr: dcutr::Behaviour,
+    /// Learns whether we are reachable (peers dial us back), and confirms external addresses.
+    pub autonat: autonat::Behaviour,
+    /// Asks a UPnP router, where there is one, to forward our ports.
+    pub upnp: upnp::tokio::Behaviour,
+}
+
+/// AutoNAT probing: quick to start, and on any address (our peers may be on a LAN or in a
+/// lab, not only on public IPs).
+fn autonat_config() -> autonat::Config {
+    autonat::Config {
+        boot_delay: Duration::from_secs(2),
+        retry_interval: Duration::from_secs(10),
+        refresh_interval: Duration::from_secs(5 * 60),
+        throttle_server_period: Duration::from_secs(1),
+        confidence_max: 1,
+        only_global_ips: false,
+        // Servers are chosen by the peer (see `peer.rs`): never one we reach through a relay
+        // or a hole punch, whose dial-back would collide with the punched connection.
+        use_connected: false,
+        ..autonat::Config::default()
+    }
 }
 
 /// Limits of the relay every reachable peer offers: generous enough to sync through while
@@ -73,6 +94,8 @@ pub fn build_swarm(key: identity::Keypair, mdns_on: bool, dht_on: bool) -> anyho
                 relay: relay::Behaviour::new(peer_id, relay_config()),
                 relay_client,
                 dcutr: dcutr::Behaviour::new(peer_id),
+                autonat: autonat::Behaviour::new(peer_id, autonat_config()),
+                upnp: upnp::tokio::Behaviour::default(),
             })
         })?
         .with_swarm_config(|config| config.with_idle_connection_timeout(Duration::from_secs(120)))

@@ -103,7 +103,14 @@ struct Link {
     dialed: bool,
     /// A direct connection that came while only relayed ones existed: a hole punch.
     punched: bool,
+    /// When it was established.
+    since: Instant,
 }
+
+/// How long a relayed-only peer may wait for a hole punch before the status says none came
+/// (DCUtR makes three attempts about ten seconds apart; the failure is reported on the side
+/// that initiated them).
+const PUNCH_PATIENCE: Duration = Duration::from_secs(40);
 
 struct PeerState {
     session: Session,
@@ -158,6 +165,9 @@ pub async fn run(
     let mut bootstrap = Some(config.bootstrap.clone());
     let mut reserved_on = std::collections::HashSet::new();
     let mut deferred_dials: Vec<(Instant, PeerId, Multiaddr)> = Vec::new();
+    let mut retry_reservations = false;
+    let mut circuit_dials: HashMap<PeerId, Instant> = HashMap::new();
+    let mut relays: HashMap<PeerId, Multiaddr> = HashMap::new();
     let discovery = kad::RecordKey::new(&local.replica.topic().discovery_key().0);
     let mut control = swarm.behaviour().stream.new_control();
     let mut incoming = control.accept(SYNC_PROTOCOL).map_err(|_| anyhow::anyhow!("sync protocol registered twice"))?;
@@ -204,7 +214,11 @@ pub async fn run(
                         relayed: endpoint.is_relayed(),
                         dialed: endpoint.is_dialer(),
                         punched: only_relayed && !endpoint.is_relayed(),
+                        since: Instant::now(),
                     };
+                    if !link.relayed && !link.punched {
+                        swarm.behaviour_mut().autonat.add_server(peer_id, Some(link.addr.clone()));
+                    }
                     if let Some(state) = peers.get_mut(&peer_id) {
                         state.links.push(link.clone());
                     }
@@ -251,6 +265,26 @@ pub async fn run(
                 SwarmEvent::Behaviour(BehaviourEvent::RelayClient(libp2p::relay::client::Event::ReservationReqAccepted { relay_peer_id, .. })) => {
                     say(format!("reachable through relay {relay_peer_id}"));
                 }
+                SwarmEvent::ListenerClosed { addresses, reason, .. } => {
+                    // A reservation the relay refused (for example before it knew it was
+                    // reachable): forget it, so the next identify from that relay retries.
+                    for addr in addresses {
+                        if let Some(relay) = relay_of(&addr) {
+                            tracing::debug!(%relay, ?reason, "relay reservation ended");
+                            reserved_on.remove(&relay);
+                            retry_reservations = true;
+                        }
+                    }
+                }
+                SwarmEvent::Behaviour(BehaviourEvent::Autonat(libp2p::autonat::Event::StatusChanged { new, .. })) => {
+                    tracing::info!(status = ?new, "reachability");
+                    if let libp2p::autonat::NatStatus::Public(addr) = &new {
+                        say(format!("publicly reachable at {addr}"));
+                    }
+                }
+                SwarmEvent::Behaviour(BehaviourEvent::Upnp(libp2p::upnp::Event::NewExternalAddr { external_addr: addr, .. })) => {
+                    say(format!("UPnP mapped {addr}"));
+                }
                 SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
                     for (peer_id, addr) in found {
                         if peer_id != me && !swarm.is_connected(&peer_id) {
@@ -266,16 +300,12 @@ pub async fn run(
                         }
                     }
                     let is_relay = info.protocols.contains(&libp2p::relay::HOP_PROTOCOL_NAME);
-                    if is_relay && config.external.is_empty() && !reserved_on.contains(&peer_id) {
-                        // Behind a NAT (as far as we know): be reachable through this relay.
-                        let dialed = peers.get(&peer_id).and_then(|s| s.links.iter().find(|l| l.dialed && !l.relayed)).map(|l| l.addr.clone());
-                        if let Some(addr) = dialed {
-                            let circuit = addr.with_p2p(peer_id).unwrap_or_else(|addr| addr).with(libp2p::multiaddr::Protocol::P2pCircuit);
-                            match swarm.listen_on(circuit.clone()) {
-                                Ok(_) => { reserved_on.insert(peer_id); }
-                                Err(error) => tracing::warn!(%circuit, %error, "cannot reserve on relay"),
-                            }
-                        }
+                    let dialed = peers.get(&peer_id).and_then(|s| s.links.iter().find(|l| l.dialed && !l.relayed)).map(|l| l.addr.clone());
+                    if let (true, Some(addr)) = (is_relay, dialed) {
+                        relays.insert(peer_id, addr);
+                    }
+                    if config.external.is_empty() {
+                        reserve(&mut swarm, &relays, &mut reserved_on, Some(peer_id));
                     }
                     if pex {
                         exchange_peers(&mut peers, peer_id, info.listen_addrs);
@@ -304,8 +334,7 @@ pub async fn run(
                                     continue;
                                 }
                                 if me < peer_id {
-                                    tracing::debug!(peer = %peer_id, %addr, "dialing a peer learned by peer exchange");
-                                    let _ = swarm.dial(addr);
+                                    dial_once(&mut swarm, &mut circuit_dials, peer_id, addr);
                                 } else if deferred_dials.len() < 1024 {
                                     deferred_dials.push((Instant::now() + LARGER_ID_DIAL_DELAY, peer_id, addr));
                                 }
@@ -366,11 +395,11 @@ pub async fn run(
             },
             _ = tick.tick() => {
                 let now = Instant::now();
+                if std::mem::take(&mut retry_reservations) && config.external.is_empty() {
+                    reserve(&mut swarm, &relays, &mut reserved_on, None);
+                }
                 for (_, peer_id, addr) in deferred_dials.extract_if(.., |(at, _, _)| *at <= now) {
-                    if !swarm.is_connected(&peer_id) {
-                        tracing::debug!(peer = %peer_id, %addr, "dialing a peer learned by peer exchange");
-                        let _ = swarm.dial(addr);
-                    }
+                    dial_once(&mut swarm, &mut circuit_dials, peer_id, addr);
                 }
                 for (peer_id, state) in peers.iter_mut() {
                     if state.reopen_at.is_some_and(|at| at <= Instant::now()) && swarm.is_connected(peer_id) {
@@ -421,6 +450,59 @@ fn exchange_peers(peers: &mut HashMap<PeerId, PeerState>, peer_id: PeerId, liste
         let out = state.session.share_peers(others);
         send(state, out.iter().map(|m| m.encode()));
     }
+}
+
+/// The relay named in a `/p2p/<relay>/p2p-circuit` address.
+fn relay_of(addr: &Multiaddr) -> Option<PeerId> {
+    let parts: Vec<_> = addr.iter().collect();
+    parts.windows(2).find_map(|pair| match pair {
+        [libp2p::multiaddr::Protocol::P2p(id), libp2p::multiaddr::Protocol::P2pCircuit] => Some(*id),
+        _ => None,
+    })
+}
+
+/// Behind a NAT (as far as we know): be reachable through relays we dialed. Reserves on
+/// `only` (or on every known relay) unless a reservation is already held there.
+fn reserve(
+    swarm: &mut libp2p::Swarm<net::Behaviour>,
+    relays: &HashMap<PeerId, Multiaddr>,
+    reserved_on: &mut std::collections::HashSet<PeerId>,
+    only: Option<PeerId>,
+) {
+    for (relay, addr) in relays {
+        if only.is_some_and(|only| only != *relay) || reserved_on.contains(relay) || !swarm.is_connected(relay) {
+            continue;
+        }
+        let circuit =
+            addr.clone().with_p2p(*relay).unwrap_or_else(|addr| addr).with(libp2p::multiaddr::Protocol::P2pCircuit);
+        match swarm.listen_on(circuit.clone()) {
+            Ok(_) => {
+                reserved_on.insert(*relay);
+            }
+            Err(error) => tracing::warn!(%circuit, %error, "cannot reserve on relay"),
+        }
+    }
+}
+
+/// Dials a peer learned by peer exchange unless we are connected to it. Through a relay
+/// only once per 10 s: a second relayed connection would start a second, colliding hole
+/// punch. (Direct addresses may be tried side by side: some are unreachable LAN addresses.)
+fn dial_once(
+    swarm: &mut libp2p::Swarm<net::Behaviour>,
+    circuit_dials: &mut HashMap<PeerId, Instant>,
+    peer_id: PeerId,
+    addr: Multiaddr,
+) {
+    use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+    if relay_of(&addr).is_some() {
+        if circuit_dials.get(&peer_id).is_some_and(|at| at.elapsed() < Duration::from_secs(10)) {
+            return;
+        }
+        circuit_dials.insert(peer_id, Instant::now());
+    }
+    tracing::debug!(peer = %peer_id, %addr, "dialing a peer learned by peer exchange");
+    let opts = DialOpts::peer_id(peer_id).condition(PeerCondition::Disconnected).addresses(vec![addr]).build();
+    let _ = swarm.dial(opts);
 }
 
 /// Where a peer learned by peer exchange can be dialed, unless it is us.
@@ -509,8 +591,12 @@ fn connection_kind(state: &PeerState) -> String {
             })
         })
         .unwrap_or_else(|| "a relay".into());
+    let waited = state.links.iter().map(|link| link.since.elapsed()).max().unwrap_or_default();
     match &state.punched {
         Some(Err(error)) => format!("relayed via {relay} (hole punching failed: {error})"),
+        _ if waited >= PUNCH_PATIENCE => {
+            format!("relayed via {relay} (hole punching failed: no direct path after {}s)", waited.as_secs())
+        }
         _ => format!("relayed via {relay} (hole punching in progress)"),
     }
 }

@@ -21,6 +21,11 @@ struct Scene {
 }
 
 fn scene(lab_tag: u8, transport: &str, symmetric: bool) -> Scene {
+    scene_with(lab_tag, transport, symmetric, true)
+}
+
+/// `announce`: whether the public peer is told its external address, or must learn it.
+fn scene_with(lab_tag: u8, transport: &str, symmetric: bool, announce: bool) -> Scene {
     // Each run builds its own lab, so runs cannot disturb each other.
     let lab = NatLab::new(lab_tag, symmetric);
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("tempdir")).collect();
@@ -28,11 +33,11 @@ fn scene(lab_tag: u8, transport: &str, symmetric: bool) -> Scene {
         "tcp" => ("/ip4/0.0.0.0/tcp/0", "/ip4/10.99.0.1/tcp/4001"),
         _ => ("/ip4/0.0.0.0/udp/0/quic-v1", "/ip4/10.99.0.1/udp/4001/quic-v1"),
     };
-    let relay = Peer::start_in(
-        &lab.ns("pub"),
-        dirs[0].path(),
-        &["--listen", public, "--external-address", public, "--no-mdns", "--no-dht"],
-    );
+    let mut relay_args = vec!["--listen", public, "--no-mdns", "--no-dht"];
+    if announce {
+        relay_args.extend(["--external-address", public]);
+    }
+    let relay = Peer::start_in(&lab.ns("pub"), dirs[0].path(), &relay_args);
     let relay_addr = format!("{public}/p2p/{}", relay.peer_id);
     let args = ["--listen", listen, "--bootstrap", &relay_addr, "--no-mdns", "--no-dht"];
     let a = Peer::start_in(&lab.ns("a"), dirs[1].path(), &args);
@@ -140,4 +145,21 @@ fn a_partition_heals_and_both_sides_converge() {
     hellopears_tests::netns::ip(&["-n", &nat1, "link", "set", "wan", "up"]);
     let healed = wait_until(Duration::from_secs(30), || list(&a.data).len() == 2 && list(&a.data) == list(&b.data));
     assert!(healed, "a {:?}\nb {:?}", list(&a.data), list(&b.data));
+}
+
+#[test]
+fn a_public_peer_learns_it_is_reachable_and_relays() {
+    if !nat_lab_available() {
+        eprintln!("skipped on this machine: needs root, iproute2 and iptables (never skipped on CI)");
+        return;
+    }
+    // No --external-address: the public peer learns it is reachable from AutoNAT dial-backs
+    // by the NATed peers, and only then serves reservations.
+    let scene = scene_with(205, "tcp", false, false);
+    let (a, b) = (&scene.a, &scene.b);
+    let relay = scene.relay.as_ref().expect("relay");
+    assert!(relay.wait_for_line("publicly reachable at", Duration::from_secs(30)).is_some(), "AutoNAT never confirmed");
+    let direct = wait_until(Duration::from_secs(30), || peer_entry(&a.data, &b.peer_id).is_some_and(|p| is_direct(&p)));
+    assert!(direct, "a sees b as {:?}", peer_entry(&a.data, &b.peer_id));
+    assert!(converges(a, b, ["learned", "reachable"], 2, Duration::from_secs(10)));
 }
