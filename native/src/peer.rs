@@ -219,6 +219,13 @@ pub async fn run(
                     if !link.relayed && !link.punched {
                         swarm.behaviour_mut().autonat.add_server(peer_id, Some(link.addr.clone()));
                     }
+                    if link.punched {
+                        // The relayed connection was only a step: close it, so sync moves to the
+                        // direct one (its streams are reopened there) and the relay is freed.
+                        for relayed in peers.get(&peer_id).into_iter().flat_map(|s| s.links.iter().filter(|l| l.relayed)) {
+                            swarm.close_connection(relayed.id);
+                        }
+                    }
                     if let Some(state) = peers.get_mut(&peer_id) {
                         state.links.push(link.clone());
                     }

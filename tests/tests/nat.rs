@@ -66,6 +66,18 @@ fn punch(lab_tag: u8, transport: &str) -> Duration {
     let seen = peer_entry(&a.data, &b.peer_id).expect("b is a peer of a");
     let expected = if transport == "tcp" { "hole-punched (TCP)" } else { "hole-punched (QUIC)" };
     assert_eq!(seen["kind"], expected, "{seen}");
+    // The relayed connection is closed once the direct one is up: sync runs directly.
+    let relay_dropped = wait_until(Duration::from_secs(5), || {
+        peer_entry(&a.data, &b.peer_id).is_some_and(|p| {
+            p["addresses"].as_array().is_some_and(|addrs| {
+                addrs.iter().all(|x| {
+                    !x.as_str().unwrap_or("").contains("p2p-circuit")
+                        && x.as_str() != Some(&format!("/p2p/{}", b.peer_id))
+                })
+            })
+        })
+    });
+    assert!(relay_dropped, "{transport}: still relayed too: {:?}", peer_entry(&a.data, &b.peer_id));
     assert!(converges(a, b, ["from behind nat 1", "from behind nat 2"], 2, Duration::from_secs(10)));
     elapsed
 }
