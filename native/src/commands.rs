@@ -59,34 +59,38 @@ pub fn execute(local: &mut Local, request: &Request, now: i64, node: Option<&Nod
     match request {
         Request::Add(body) => {
             let todo = local.replica.todos().add(body, now).map_err(|e| text(&e))?;
-            local.save().map_err(|e| format!("{e:#}"))?;
+            save(local)?;
             Ok(format!("{}\n", todo.id))
         }
         Request::Seed(count) => {
             for n in 0..*count {
                 local.replica.todos().add(&format!("todo number {n}"), now).map_err(|e| text(&e))?;
             }
-            local.save().map_err(|e| format!("{e:#}"))?;
+            save(local)?;
             Ok(format!("added {count} todos\n"))
         }
         Request::List(json) => Ok(list(local, *json)),
         Request::SetDone(id, done) => {
             local.replica.todos().set_done(id, *done, now).map_err(|e| text(&e))?;
-            local.save().map_err(|e| format!("{e:#}"))?;
+            save(local)?;
             Ok(String::new())
         }
         Request::Edit(id, body) => {
             local.replica.todos().edit(id, body, now).map_err(|e| text(&e))?;
-            local.save().map_err(|e| format!("{e:#}"))?;
+            save(local)?;
             Ok(String::new())
         }
         Request::Remove(id) => {
             local.replica.todos().remove(id).map_err(|e| text(&e))?;
-            local.save().map_err(|e| format!("{e:#}"))?;
+            save(local)?;
             Ok(String::new())
         }
         Request::Status(json) => Ok(status(local, *json, node)),
     }
+}
+
+fn save(local: &mut Local) -> Result<(), String> {
+    local.save().map_err(|error| format!("{error:#}"))
 }
 
 fn list(local: &Local, json: bool) -> String {

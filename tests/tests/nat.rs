@@ -10,6 +10,15 @@ fn peer_entry(data: &std::path::Path, peer: &str) -> Option<serde_json::Value> {
     status["peers"].as_array()?.iter().find(|p| p["peer"] == peer).cloned()
 }
 
+/// Whether the NAT lab can run here; says why not (never on CI, where it fails instead).
+fn lab_here() -> bool {
+    let available = nat_lab_available();
+    if !available {
+        eprintln!("skipped on this machine: needs root, iproute2 and iptables (never skipped on CI)");
+    }
+    available
+}
+
 /// A lab with a public peer and one peer behind each NAT, all started.
 struct Scene {
     relay: Option<Peer>,
@@ -84,8 +93,7 @@ fn punch(lab_tag: u8, transport: &str) -> Duration {
 
 #[test]
 fn nated_peers_hole_punch_over_tcp_and_quic() {
-    if !nat_lab_available() {
-        eprintln!("skipped on this machine: needs root, iproute2 and iptables (never skipped on CI)");
+    if !lab_here() {
         return;
     }
     let runs: u8 = std::env::var("HELLOPEARS_NAT_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
@@ -102,8 +110,7 @@ fn nated_peers_hole_punch_over_tcp_and_quic() {
 
 #[test]
 fn nated_peers_keep_syncing_directly_after_the_public_peer_stops() {
-    if !nat_lab_available() {
-        eprintln!("skipped on this machine: needs root, iproute2 and iptables (never skipped on CI)");
+    if !lab_here() {
         return;
     }
     for (tag, transport) in [(201, "tcp"), (204, "quic")] {
@@ -123,8 +130,7 @@ fn nated_peers_keep_syncing_directly_after_the_public_peer_stops() {
 
 #[test]
 fn symmetric_nats_stay_relayed_and_say_why() {
-    if !nat_lab_available() {
-        eprintln!("skipped on this machine: needs root, iproute2 and iptables (never skipped on CI)");
+    if !lab_here() {
         return;
     }
     let scene = scene(202, "tcp", true);
@@ -141,8 +147,7 @@ fn symmetric_nats_stay_relayed_and_say_why() {
 
 #[test]
 fn a_partition_heals_and_both_sides_converge() {
-    if !nat_lab_available() {
-        eprintln!("skipped on this machine: needs root, iproute2 and iptables (never skipped on CI)");
+    if !lab_here() {
         return;
     }
     let scene = scene(203, "tcp", false);
@@ -161,8 +166,7 @@ fn a_partition_heals_and_both_sides_converge() {
 
 #[test]
 fn a_public_peer_learns_it_is_reachable_and_relays() {
-    if !nat_lab_available() {
-        eprintln!("skipped on this machine: needs root, iproute2 and iptables (never skipped on CI)");
+    if !lab_here() {
         return;
     }
     // No --external-address: the public peer learns it is reachable from AutoNAT dial-backs
