@@ -95,3 +95,24 @@ pub fn node_key(dir: &std::path::Path) -> anyhow::Result<libp2p::identity::Keypa
         Err(error) => Err(error).with_context(|| format!("reading {}", path.display())),
     }
 }
+
+/// The WebRTC-direct certificate, persisted in the data dir: its hash is part of our
+/// `/webrtc-direct/certhash/...` addresses, so keeping it keeps those addresses stable.
+pub fn webrtc_certificate(dir: Option<&std::path::Path>) -> anyhow::Result<libp2p_webrtc::tokio::Certificate> {
+    use libp2p_webrtc::tokio::Certificate;
+    let generate = || {
+        Certificate::generate(&mut rand::rng()).map_err(|e| anyhow::anyhow!("cannot make a WebRTC certificate: {e}"))
+    };
+    let Some(dir) = dir else { return generate() };
+    let path = dir.join("webrtc.pem");
+    match std::fs::read_to_string(&path) {
+        Ok(pem) => Certificate::from_pem(&pem).with_context(|| format!("{} is corrupt", path.display())),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let certificate = generate()?;
+            std::fs::write(&path, certificate.serialize_pem())
+                .with_context(|| format!("writing {}", path.display()))?;
+            Ok(certificate)
+        }
+        Err(error) => Err(error).with_context(|| format!("reading {}", path.display())),
+    }
+}

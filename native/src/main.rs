@@ -1,7 +1,5 @@
-//! `hellopears`: the HelloPears desktop peer.
-//!
-//! Today: the todo commands on a local replica persisted in sled, topic ids, and an
-//! in-memory swarm simulation. Networking (libp2p) and the terminal UI come next.
+//! `hellopears`: the HelloPears desktop peer: a libp2p peer with sled storage, the todo
+//! commands, a terminal UI, and the web app for browser tabs.
 
 mod commands;
 mod control;
@@ -10,6 +8,7 @@ mod net;
 mod peer;
 mod store;
 mod tui;
+mod web;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -69,6 +68,12 @@ enum Command {
         /// Do not exchange peer addresses with peers (for tests of the other mechanisms).
         #[arg(long, hide = true)]
         no_pex: bool,
+        /// Serve the web app for browser tabs on ADDR (default 127.0.0.1:4270).
+        #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:4270")]
+        web: Option<std::net::SocketAddr>,
+        /// Where the built web app is (default: found next to the build).
+        #[arg(long, value_name = "DIR", hide = true)]
+        web_root: Option<PathBuf>,
     },
     /// Add COUNT numbered todos at once (for demos and load tests).
     #[command(hide = true)]
@@ -139,6 +144,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // QUIC (rustls on aws-lc-rs) and WebRTC (ring) share this process: pick the provider
+    // once, or every WebRTC handshake panics looking for one.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => {
@@ -231,9 +239,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         _ => {}
     }
     let request = match cli.command {
-        Some(Command::Up { listen, bootstrap, no_mdns, no_dht, no_pex, external_address }) => {
+        Some(Command::Up { listen, bootstrap, no_mdns, no_dht, no_pex, external_address, web, web_root }) => {
             let discovery = peer::Discovery { mdns: !no_mdns, dht: !no_dht, pex: !no_pex };
-            return up(data, topic, listen, bootstrap, discovery, external_address);
+            let web = web.map(|addr| (addr, web::find_root(web_root)));
+            return up(data, topic, listen, bootstrap, discovery, external_address, web);
         }
         None => Request::List(false),
         Some(Command::List { json }) => Request::List(json),
@@ -270,9 +279,11 @@ fn up(
     bootstrap: Vec<libp2p::Multiaddr>,
     discovery: peer::Discovery,
     external: Vec<libp2p::Multiaddr>,
+    web: Option<(std::net::SocketAddr, Option<PathBuf>)>,
 ) -> anyhow::Result<()> {
     let (local, node_key, mut config) = prepare_peer(data, topic, listen, bootstrap, discovery, false)?;
     config.external = external;
+    config.web = web;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let (handle, inbox) = peer::channel();
     runtime.block_on(peer::run(local, node_key, config, handle, inbox))
@@ -312,16 +323,38 @@ fn prepare_peer(
     discovery: peer::Discovery,
     quiet: bool,
 ) -> anyhow::Result<PreparedPeer> {
+    let port_file = data.as_ref().map(|dir| dir.join("webrtc.port"));
     if listen.is_empty() {
-        listen = vec!["/ip4/0.0.0.0/tcp/0".parse()?, "/ip4/0.0.0.0/udp/0/quic-v1".parse()?];
+        // The WebRTC-direct port is remembered, so tabs find this peer again after a restart.
+        let port: u16 = port_file
+            .as_ref()
+            .and_then(|file| std::fs::read_to_string(file).ok())
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(0);
+        listen = vec![
+            "/ip4/0.0.0.0/tcp/0".parse()?,
+            "/ip4/0.0.0.0/udp/0/quic-v1".parse()?,
+            format!("/ip4/0.0.0.0/udp/{port}/webrtc-direct").parse()?,
+        ];
     }
     let local = Local::open(data.clone(), topic)?;
     let node_key = match &data {
         Some(dir) => local::node_key(dir)?,
         None => libp2p::identity::Keypair::generate_ed25519(),
     };
+    let webrtc_certificate = local::webrtc_certificate(data.as_deref())?;
     let control_socket = data.as_ref().map(|dir| dir.join(control::SOCKET));
-    let config = peer::PeerConfig { listen, bootstrap, discovery, control_socket, quiet, external: Vec::new() };
+    let config = peer::PeerConfig {
+        listen,
+        bootstrap,
+        discovery,
+        control_socket,
+        quiet,
+        external: Vec::new(),
+        webrtc_certificate,
+        webrtc_port_file: port_file,
+        web: None,
+    };
     Ok((local, node_key, config))
 }
 

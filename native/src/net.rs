@@ -70,12 +70,22 @@ fn relay_config() -> relay::Config {
     }
 }
 
-/// Builds the swarm with TCP (noise + yamux) and QUIC.
-pub fn build_swarm(key: identity::Keypair, mdns_on: bool, dht_on: bool) -> anyhow::Result<libp2p::Swarm<Behaviour>> {
+/// Builds the swarm with TCP (noise + yamux), QUIC, and WebRTC-direct (for browser tabs).
+pub fn build_swarm(
+    key: identity::Keypair,
+    mdns_on: bool,
+    dht_on: bool,
+    webrtc: libp2p_webrtc::tokio::Certificate,
+) -> anyhow::Result<libp2p::Swarm<Behaviour>> {
+    use libp2p::Transport as _;
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
         .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)?
         .with_quic()
+        .with_other_transport(|key| {
+            libp2p_webrtc::tokio::Transport::new(key.clone(), webrtc)
+                .map(|(peer_id, connection), _| (peer_id, libp2p::core::muxing::StreamMuxerBox::new(connection)))
+        })?
         .with_relay_client(noise::Config::new, yamux::Config::default)?
         .with_behaviour(|key, relay_client| {
             let peer_id = key.public().to_peer_id();

@@ -42,6 +42,18 @@ pub struct PeerConfig {
     pub quiet: bool,
     /// Addresses others reach us at (a public peer): relay service from the start.
     pub external: Vec<Multiaddr>,
+    /// The WebRTC-direct certificate (persisted, so the certhash in our address is stable).
+    pub webrtc_certificate: libp2p_webrtc::tokio::Certificate,
+    /// Where to remember the WebRTC-direct port, so browser tabs find us at the same
+    /// address after a restart.
+    pub webrtc_port_file: Option<PathBuf>,
+    /// Serve the web app on this address (and from this build output).
+    pub web: Option<(std::net::SocketAddr, Option<PathBuf>)>,
+}
+
+/// Whether an address is a WebRTC-direct one.
+pub fn is_webrtc(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| matches!(p, libp2p::multiaddr::Protocol::WebRTCDirect))
 }
 
 /// Sends commands to a running peer.
@@ -149,12 +161,36 @@ pub async fn run(
             println!("{line}");
         }
     };
-    let mut swarm = net::build_swarm(node_key, config.discovery.mdns, config.discovery.dht)?;
+    let mut swarm =
+        net::build_swarm(node_key, config.discovery.mdns, config.discovery.dht, config.webrtc_certificate.clone())?;
     let me = *swarm.local_peer_id();
     say(format!("peer id {me}"));
     let mut unconfirmed_listeners = std::collections::HashSet::new();
     for addr in &config.listen {
-        unconfirmed_listeners.insert(swarm.listen_on(addr.clone())?);
+        let listener = match swarm.listen_on(addr.clone()) {
+            Err(error) if is_webrtc(addr) && config.webrtc_port_file.is_some() => {
+                // The remembered port is taken: take any.
+                tracing::warn!(%addr, %error, "cannot listen on the remembered WebRTC port; using another");
+                let any: Multiaddr = addr
+                    .iter()
+                    .map(|p| match p {
+                        libp2p::multiaddr::Protocol::Udp(_) => libp2p::multiaddr::Protocol::Udp(0),
+                        other => other,
+                    })
+                    .collect();
+                swarm.listen_on(any)?
+            }
+            other => other?,
+        };
+        unconfirmed_listeners.insert(listener);
+    }
+    let webrtc_addrs: crate::web::WebrtcAddrs = Default::default();
+    if let Some((addr, root)) = &config.web {
+        let bound =
+            crate::web::serve(*addr, local.replica.topic().name().to_owned(), webrtc_addrs.clone(), root.clone())
+                .await?;
+        let fragment = format!("#topic={}", local.replica.topic().name());
+        say(format!("web app on http://{bound}/{fragment}"));
     }
     for addr in &config.external {
         // The relay serves only once an external address is confirmed: confirm ours now.
@@ -196,6 +232,9 @@ pub async fn run(
             event = swarm.select_next_some() => match event {
                 SwarmEvent::NewListenAddr { address, listener_id } => {
                     say(format!("listening on {address}/p2p/{me}"));
+                    if is_webrtc(&address) {
+                        remember_webrtc(&address, me, &webrtc_addrs, config.webrtc_port_file.as_deref());
+                    }
                     unconfirmed_listeners.remove(&listener_id);
                     if unconfirmed_listeners.is_empty() && let Some(addrs) = bootstrap.take() {
                         for addr in addrs {
@@ -271,6 +310,11 @@ pub async fn run(
                 }
                 SwarmEvent::Behaviour(BehaviourEvent::RelayClient(libp2p::relay::client::Event::ReservationReqAccepted { relay_peer_id, .. })) => {
                     say(format!("reachable through relay {relay_peer_id}"));
+                }
+                SwarmEvent::ExpiredListenAddr { address, .. } => {
+                    if let Ok(mut addrs) = webrtc_addrs.write() {
+                        addrs.retain(|a| !a.iter().zip(address.iter()).all(|(x, y)| x == y));
+                    }
                 }
                 SwarmEvent::ListenerClosed { addresses, reason, .. } => {
                     // A reservation the relay refused (for example before it knew it was
@@ -430,6 +474,31 @@ pub async fn run(
         let _ = std::fs::remove_file(path);
     }
     Ok(())
+}
+
+/// Keeps a new WebRTC-direct listen address for the web app's configuration, and its port
+/// for the next start.
+fn remember_webrtc(
+    address: &Multiaddr,
+    me: PeerId,
+    addrs: &crate::web::WebrtcAddrs,
+    port_file: Option<&std::path::Path>,
+) {
+    let full = address.clone().with_p2p(me).unwrap_or_else(|addr| addr);
+    if let Ok(mut addrs) = addrs.write()
+        && !addrs.contains(&full)
+    {
+        addrs.push(full);
+    }
+    let port = address.iter().find_map(|p| match p {
+        libp2p::multiaddr::Protocol::Udp(port) => Some(port),
+        _ => None,
+    });
+    if let (Some(file), Some(port)) = (port_file, port)
+        && let Err(error) = std::fs::write(file, port.to_string())
+    {
+        tracing::warn!(%error, "cannot remember the WebRTC port");
+    }
 }
 
 /// Peer exchange: tells every other peer where `peer_id` listens, and tells `peer_id`

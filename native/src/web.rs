@@ -1,0 +1,128 @@
+//! `up --web`: serves the browser app over HTTP, with the page's configuration (topic, and
+//! this peer's WebRTC-direct addresses, which the tab dials directly).
+
+use std::net::SocketAddr;
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use libp2p::Multiaddr;
+
+/// This peer's WebRTC-direct addresses (with certhash and peer id), kept current by the peer.
+pub type WebrtcAddrs = Arc<RwLock<Vec<Multiaddr>>>;
+
+/// What the page is told.
+#[derive(Clone, Debug)]
+struct Site {
+    topic: String,
+    addrs: WebrtcAddrs,
+    root: Option<PathBuf>,
+}
+
+/// Where the built web app is: `--web-root`, `HELLOPEARS_WEB_ROOT`, the build output the
+/// binary was built next to, or `web/` beside the executable.
+pub fn find_root(explicit: Option<PathBuf>) -> Option<PathBuf> {
+    let candidates = explicit
+        .into_iter()
+        .chain(std::env::var_os("HELLOPEARS_WEB_ROOT").map(PathBuf::from))
+        .chain(option_env!("HELLOPEARS_WEB_DIST").map(PathBuf::from))
+        .chain(std::env::current_exe().ok().and_then(|exe| exe.parent().map(|dir| dir.join("web"))));
+    candidates.into_iter().find(|dir| dir.join("index.html").is_file())
+}
+
+/// Binds `addr` and serves the app in the background; returns the bound address.
+pub async fn serve(
+    addr: SocketAddr,
+    topic: String,
+    addrs: WebrtcAddrs,
+    root: Option<PathBuf>,
+) -> anyhow::Result<SocketAddr> {
+    if root.is_none() {
+        tracing::warn!("the web app is not built (run `cargo xtask web`); serving a notice instead");
+    }
+    let site = Site { topic, addrs, root };
+    let app = Router::new().route("/config.json", get(config)).fallback(get(file)).with_state(site);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|error| anyhow::anyhow!("cannot serve the web app on {addr}: {error}"))?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            tracing::error!(%error, "web server stopped");
+        }
+    });
+    Ok(bound)
+}
+
+/// The page's configuration: the topic and where to dial this peer. Addresses on the
+/// host the page was loaded from come first.
+async fn config(State(site): State<Site>, headers: HeaderMap) -> Response {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    let host = host.rsplit_once(':').map_or(host, |(name, _)| name).trim_matches(['[', ']']);
+    let mut addrs: Vec<String> =
+        site.addrs.read().map(|a| a.iter().map(|a| a.to_string()).collect()).unwrap_or_default();
+    let loopback = matches!(host, "localhost" | "127.0.0.1" | "::1");
+    addrs.sort_by_key(|addr| {
+        let same_host = addr.contains(&format!("/{host}/")) || (loopback && addr.starts_with("/ip4/127.0.0.1/"));
+        !same_host
+    });
+    let body = serde_json::json!({ "topic": site.topic, "peers": addrs });
+    ([(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")], body.to_string())
+        .into_response()
+}
+
+async fn file(State(site): State<Site>, uri: Uri, headers: HeaderMap) -> Response {
+    let Some(root) = &site.root else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "The HelloPears web app is not built. Run `cargo xtask web`, then restart the peer.\n",
+        )
+            .into_response();
+    };
+    let path = uri.path().trim_start_matches('/');
+    let path = if path.is_empty() { "index.html" } else { path };
+    let relative = Path::new(path);
+    if !relative.components().all(|c| matches!(c, Component::Normal(_))) {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let full = root.join(relative);
+    let gzip_ok = headers
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|e| e.trim().starts_with("gzip")));
+    let mut gz = full.clone().into_os_string();
+    gz.push(".gz");
+    let (bytes, gzipped) = match (gzip_ok, tokio::fs::read(&gz).await) {
+        (true, Ok(bytes)) => (bytes, true),
+        _ => match tokio::fs::read(&full).await {
+            Ok(bytes) => (bytes, false),
+            Err(_) => return StatusCode::NOT_FOUND.into_response(),
+        },
+    };
+    let mut response = bytes.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type(&full)));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if gzipped {
+        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    response
+}
+
+fn content_type(path: &Path) -> &'static str {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("html") => "text/html; charset=utf-8",
+        Some("js") => "text/javascript; charset=utf-8",
+        Some("wasm") => "application/wasm",
+        Some("css") => "text/css; charset=utf-8",
+        Some("json" | "webmanifest") => "application/json",
+        Some("svg") => "image/svg+xml",
+        Some("png") => "image/png",
+        _ => "application/octet-stream",
+    }
+}
