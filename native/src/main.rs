@@ -179,9 +179,14 @@ fn init_logging(verbose: u8, quiet: bool, file: Option<PathBuf>) {
         (false, 2) => "debug",
         _ => "trace",
     };
-    // sled reports damage itself in several lines before our one-line error, and the DHT
-    // warns that it has no peers at every start: keep both quiet unless asked for.
-    let quiet_deps = if verbose >= 2 { String::new() } else { ",sled=off,libp2p_kad=error".into() };
+    // sled reports damage itself in several lines before our one-line error, the DHT
+    // warns that it has no peers at every start, and the WebRTC stack warns about every
+    // TLS extension a browser offers: keep them quiet unless asked for.
+    let quiet_deps = if verbose >= 2 {
+        String::new()
+    } else {
+        ",sled=off,libp2p_kad=error,dtls=error,webrtc_sctp=error,webrtc_ice=error,webrtc=error".into()
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("HELLOPEARS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level}{quiet_deps}")));
     let log_file = file.and_then(|path| std::fs::OpenOptions::new().create(true).append(true).open(path).ok());

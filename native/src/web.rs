@@ -23,14 +23,14 @@ struct Site {
     root: Option<PathBuf>,
 }
 
-/// Where the built web app is: `--web-root`, `HELLOPEARS_WEB_ROOT`, the build output the
-/// binary was built next to, or `web/` beside the executable.
+/// Where the built web app is: `--web-root`, `HELLOPEARS_WEB_ROOT`, `web/` beside the
+/// executable, or the output of `cargo xtask web` in the target dir the binary is in.
 pub fn find_root(explicit: Option<PathBuf>) -> Option<PathBuf> {
     let candidates = explicit
         .into_iter()
         .chain(std::env::var_os("HELLOPEARS_WEB_ROOT").map(PathBuf::from))
-        .chain(option_env!("HELLOPEARS_WEB_DIST").map(PathBuf::from))
-        .chain(std::env::current_exe().ok().and_then(|exe| exe.parent().map(|dir| dir.join("web"))));
+        .chain(std::env::current_exe().ok().and_then(|exe| exe.parent().map(|dir| dir.join("web"))))
+        .chain(std::env::current_exe().ok().and_then(|exe| exe.parent()?.parent().map(|dir| dir.join("web-dist"))));
     candidates.into_iter().find(|dir| dir.join("index.html").is_file())
 }
 

@@ -1,5 +1,6 @@
 //! Helpers for end-to-end tests that run real `hellopears` processes.
 
+pub mod browser;
 pub mod netns;
 
 use std::io::{BufRead, BufReader};
@@ -84,6 +85,8 @@ pub struct Peer {
     pub peer_id: String,
     /// Its listen addresses, with `/p2p/<id>`.
     pub addrs: Vec<String>,
+    /// The web app's URL, when it serves one (`--web`).
+    pub web: Option<String>,
     lines: mpsc::Receiver<String>,
 }
 
@@ -115,13 +118,17 @@ impl Peer {
         let stderr = child.stderr.take().expect("stderr");
         forward_lines(stdout, tx.clone(), false);
         forward_lines(stderr, tx, true);
-        let mut peer = Peer { child, data: data.to_path_buf(), peer_id: String::new(), addrs: Vec::new(), lines };
+        let mut peer =
+            Peer { child, data: data.to_path_buf(), peer_id: String::new(), addrs: Vec::new(), web: None, lines };
         let deadline = Instant::now() + Duration::from_secs(20);
         while peer.addrs.is_empty() || peer.peer_id.is_empty() {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = peer.lines.recv_timeout(left).expect("peer printed its id and addresses in time");
             if let Some(id) = line.strip_prefix("peer id ") {
                 peer.peer_id = id.trim().to_owned();
+            }
+            if let Some(url) = line.strip_prefix("web app on ") {
+                peer.web = Some(url.trim().to_owned());
             }
             if let Some(addr) = line.strip_prefix("listening on ") {
                 peer.addrs.push(addr.trim().to_owned());

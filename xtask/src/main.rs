@@ -22,8 +22,9 @@ fn main() -> anyhow::Result<()> {
         "run" => run(&rest),
         "bench" => bench(&rest),
         "wasm" => wasm(),
+        "web" => web().map(|_| ()),
         "help" | "--help" | "-h" => {
-            println!("cargo xtask <test|run [ARGS]|bench [FILTER]|wasm>");
+            println!("cargo xtask <test|run [ARGS]|bench [FILTER]|wasm|web>");
             Ok(())
         }
         other => bail!("unknown task {other:?}; try `cargo xtask help`"),
@@ -110,6 +111,65 @@ fn wasm() -> anyhow::Result<()> {
     step("build shared and web for wasm32", build)
 }
 
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
+}
+
+/// Where `cargo xtask web` puts the built app (`hellopears up --web` finds it there).
+fn web_dist() -> PathBuf {
+    target_dir().join("web-dist")
+}
+
+/// Builds the browser app: the wasm (size-optimised profile), its JS glue from
+/// wasm-bindgen's library at the locked version, the static files, and gzip copies.
+/// Returns the output directory.
+fn web() -> anyhow::Result<PathBuf> {
+    ensure_wasm_target()?;
+    let mut build = cargo();
+    build.args(["build", "--target", WASM_TARGET, "-p", "hellopears-web", "--profile", "wasm-release"]);
+    step("build the web app (wasm32)", build)?;
+    let wasm = target_dir().join(WASM_TARGET).join("wasm-release").join("hellopears_web.wasm");
+    let dist = web_dist();
+    let staging = dist.with_extension("new");
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&staging)?;
+    println!("==> wasm-bindgen {}", wasm.display());
+    wasm_bindgen_cli_support::Bindgen::new()
+        .input_path(&wasm)
+        .web(true)?
+        .typescript(false)
+        .out_name("hellopears")
+        .generate(&staging)
+        .map_err(|error| anyhow::anyhow!("wasm-bindgen: {error:#}"))?;
+    for entry in std::fs::read_dir(root().join("web").join("static"))? {
+        let entry = entry?;
+        std::fs::copy(entry.path(), staging.join(entry.file_name()))?;
+    }
+    let mut transfer = 0;
+    for entry in std::fs::read_dir(&staging)? {
+        let path = entry?.path();
+        let bytes = std::fs::read(&path)?;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        std::io::Write::write_all(&mut encoder, &bytes)?;
+        let gz = encoder.finish()?;
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+        if name.ends_with(".wasm") || name.ends_with(".js") || name.ends_with(".html") || name.ends_with(".css") {
+            println!("    {name}: {} bytes, {} gzip", bytes.len(), gz.len());
+            if name != "sw.js" {
+                transfer += gz.len();
+            }
+        }
+        let mut gz_path = path.into_os_string();
+        gz_path.push(".gz");
+        std::fs::write(gz_path, gz)?;
+    }
+    println!("    initial transfer (gzip): {transfer} bytes");
+    let _ = std::fs::remove_dir_all(&dist);
+    std::fs::rename(&staging, &dist)?;
+    println!("<== web app in {}", dist.display());
+    Ok(dist)
+}
+
 fn test() -> anyhow::Result<()> {
     let started = Instant::now();
     ensure_rust_component("rustfmt")?;
@@ -138,10 +198,12 @@ fn test() -> anyhow::Result<()> {
 }
 
 fn run(args: &[String]) -> anyhow::Result<()> {
+    let dist = web()?;
     let mut run = cargo();
     run.args(["run", "--release", "-p", "hellopears", "--"]);
+    run.env("HELLOPEARS_WEB_ROOT", &dist);
     if args.is_empty() {
-        run.arg("up");
+        run.args(["up", "--web"]);
     } else {
         run.args(args);
     }

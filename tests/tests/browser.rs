@@ -1,0 +1,148 @@
+//! Browser tabs (headless Chromium, each with its own profile) and desktop peers in one
+//! topic: the tabs dial the desktop peers over WebRTC-direct and sync with the same
+//! protocol. Needs `cargo xtask web` (the test command builds it first).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use hellopears_tests::browser::{self, Driver, ShownTodo, Tab};
+use hellopears_tests::{Peer, list, ok};
+use tempfile::TempDir;
+
+/// Browsers are heavy on two cores: one test at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const CONVERGE: Duration = Duration::from_secs(5);
+
+/// A desktop peer on loopback serving the web app; `bootstrap` to join another peer.
+fn desktop(dir: &Path, bootstrap: Option<&str>, webrtc_port: u16) -> Peer {
+    let root = browser::web_root();
+    let webrtc = format!("/ip4/127.0.0.1/udp/{webrtc_port}/webrtc-direct");
+    let mut args = vec![
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--listen",
+        &webrtc,
+        "--no-mdns",
+        "--no-dht",
+        "--web",
+        "127.0.0.1:0",
+        "--web-root",
+        root.to_str().expect("utf-8 path"),
+    ];
+    if let Some(addr) = bootstrap {
+        args.extend(["--bootstrap", addr]);
+    }
+    Peer::start(dir, &args)
+}
+
+fn desktop_todos(dir: &Path) -> Vec<ShownTodo> {
+    let mut todos: Vec<ShownTodo> = list(dir)
+        .iter()
+        .map(|t| ShownTodo {
+            id: t["_id"].as_str().unwrap_or_default().to_owned(),
+            text: t["text"].as_str().unwrap_or_default().to_owned(),
+            done: t["done"].as_bool().unwrap_or_default(),
+        })
+        .collect();
+    todos.sort();
+    todos
+}
+
+async fn tab_todos(tab: &Tab) -> anyhow::Result<Vec<ShownTodo>> {
+    let mut todos = tab.todos().await?;
+    todos.sort();
+    Ok(todos)
+}
+
+/// Waits until every desktop dir and every tab shows the same todos, and `check` holds for
+/// them; returns them.
+async fn converge(
+    what: &str,
+    dirs: &[&Path],
+    tabs: &[&Tab],
+    timeout: Duration,
+    check: impl Fn(&[ShownTodo]) -> bool,
+) -> anyhow::Result<Vec<ShownTodo>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut views = Vec::new();
+        for dir in dirs {
+            views.push(desktop_todos(dir));
+        }
+        for tab in tabs {
+            views.push(tab_todos(tab).await?);
+        }
+        if views.windows(2).all(|w| w[0] == w[1]) && check(&views[0]) {
+            return Ok(views.swap_remove(0));
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("{what}: no convergence within {timeout:?}: {views:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn find<'a>(todos: &'a [ShownTodo], text: &str) -> &'a ShownTodo {
+    todos.iter().find(|t| t.text == text).unwrap_or_else(|| panic!("no todo {text:?} in {todos:?}"))
+}
+
+async fn wait_synced(tab: &Tab, peers: usize) -> anyhow::Result<()> {
+    tab.wait_for(&format!("{peers} peers"), Duration::from_secs(20), |tab| async move {
+        Ok(tab.peers().await?.len() >= peers && tab.status().await?.is_some_and(|s| s.0 == "synced"))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn desktop_peers_and_tabs_converge() -> anyhow::Result<()> {
+    if !browser::available() {
+        return Ok(());
+    }
+    let _serial = SERIAL.lock().await;
+    let (a_dir, d_dir) = (TempDir::new()?, TempDir::new()?);
+    let a = desktop(a_dir.path(), None, 0);
+    let d = desktop(d_dir.path(), Some(&a.tcp_addr()), 0);
+    let url = a.web.clone().expect("A serves the web app");
+    let driver = Driver::start()?;
+    let (b_profile, c_profile) = (TempDir::new()?, TempDir::new()?);
+    let b = driver.tab(b_profile.path()).await?;
+    let c = driver.tab(c_profile.path()).await?;
+    b.open(&url).await?;
+    c.open(&url).await?;
+    wait_synced(&b, 1).await?;
+    wait_synced(&c, 1).await?;
+    assert_ne!(b.writer().await?, c.writer().await?, "separate profiles are separate writers");
+
+    ok(a_dir.path(), &["add", "from A"]);
+    ok(d_dir.path(), &["add", "from D"]);
+    b.add("from B").await?;
+    c.add("from C").await?;
+    let dirs = [a_dir.path(), d_dir.path()];
+    let tabs = [&b, &c];
+    let all = converge("adds", &dirs, &tabs, CONVERGE, |t| t.len() == 4).await?;
+
+    // Each side changes a todo another side made.
+    b.toggle(&find(&all, "from A").id).await?;
+    c.edit(&find(&all, "from D").id, "from D, edited in C").await?;
+    ok(a_dir.path(), &["rm", &find(&all, "from B").id]);
+    ok(d_dir.path(), &["done", &find(&all, "from C").id]);
+    let after = converge("toggle, edit, delete", &dirs, &tabs, CONVERGE, |t| {
+        t.len() == 3
+            && t.iter().any(|x| x.text == "from A" && x.done)
+            && t.iter().any(|x| x.text == "from D, edited in C" && !x.done)
+            && t.iter().any(|x| x.text == "from C" && x.done)
+    })
+    .await?;
+    // And the tabs delete and untoggle too.
+    c.delete(&find(&after, "from A").id).await?;
+    b.toggle(&find(&after, "from C").id).await?;
+    converge("delete and untoggle from tabs", &dirs, &tabs, CONVERGE, |t| t.len() == 2 && t.iter().all(|x| !x.done))
+        .await?;
+    let peers = b.peers().await?;
+    assert!(peers.iter().any(|(id, how)| *id == a.peer_id && how.contains("WebRTC direct")), "{peers:?}");
+    b.close().await?;
+    c.close().await?;
+    drop(d);
+    Ok(())
+}

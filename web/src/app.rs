@@ -1,0 +1,293 @@
+//! The Leptos UI. It knows nothing of networking or storage: it renders what a backend puts
+//! into [`Ui`] and sends [`Command`]s back.
+
+use futures::channel::mpsc;
+use leptos::prelude::*;
+use web_sys::KeyboardEvent;
+
+use crate::model::{Command, PeerView, SyncStatus, TodoView};
+
+/// The UI's state and its line to the backend. Copyable, so every component and closure
+/// can hold it.
+#[derive(Clone, Copy, Debug)]
+pub struct Ui {
+    /// The topic's name.
+    pub topic: RwSignal<String>,
+    /// Our writer id (short).
+    pub writer: RwSignal<String>,
+    /// The todos, oldest first.
+    pub todos: RwSignal<Vec<TodoView>>,
+    /// Connected peers.
+    pub peers: RwSignal<Vec<PeerView>>,
+    /// Sync state.
+    pub status: RwSignal<SyncStatus>,
+    commands: StoredValue<mpsc::UnboundedSender<Command>>,
+}
+
+impl Ui {
+    /// A UI for `topic`, and the receiving end of its commands for the backend.
+    pub fn new(topic: &str) -> (Self, mpsc::UnboundedReceiver<Command>) {
+        let (tx, rx) = mpsc::unbounded();
+        let ui = Self {
+            topic: RwSignal::new(topic.to_owned()),
+            writer: RwSignal::new(String::new()),
+            todos: RwSignal::new(Vec::new()),
+            peers: RwSignal::new(Vec::new()),
+            status: RwSignal::new(SyncStatus::Loading),
+            commands: StoredValue::new(tx),
+        };
+        (ui, rx)
+    }
+
+    /// Sends a command to the backend.
+    pub fn send(&self, command: Command) {
+        self.commands.with_value(|tx| {
+            let _ = tx.unbounded_send(command);
+        });
+    }
+
+    /// Sets the todo list (skipped when nothing changed).
+    pub fn set_todos(&self, todos: Vec<TodoView>) {
+        if self.todos.with_untracked(|old| *old != todos) {
+            self.todos.set(todos);
+        }
+    }
+
+    /// Sets the peers (skipped when nothing changed).
+    pub fn set_peers(&self, peers: Vec<PeerView>) {
+        if self.peers.with_untracked(|old| *old != peers) {
+            self.peers.set(peers);
+        }
+    }
+
+    /// Sets the sync status (skipped when unchanged).
+    pub fn set_status(&self, status: SyncStatus) {
+        if self.status.with_untracked(|old| *old != status) {
+            self.status.set(status);
+        }
+    }
+
+    /// Sets our writer id.
+    pub fn set_writer(&self, writer: String) {
+        self.writer.set(writer);
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Filter {
+    All,
+    Active,
+    Done,
+}
+
+impl Filter {
+    fn admits(self, todo: &TodoView) -> bool {
+        match self {
+            Filter::All => true,
+            Filter::Active => !todo.done,
+            Filter::Done => todo.done,
+        }
+    }
+}
+
+/// Mounts the app on the page's body; `start` gets the UI state and starts a backend.
+pub fn mount(topic: String, start: impl FnOnce(Ui, mpsc::UnboundedReceiver<Command>) + 'static) {
+    leptos::mount::mount_to_body(move || {
+        let (ui, commands) = Ui::new(&topic);
+        start(ui, commands);
+        view! { <App ui=ui /> }
+    });
+}
+
+/// The whole app.
+#[component]
+pub fn App(ui: Ui) -> impl IntoView {
+    let filter = RwSignal::new(Filter::All);
+    let visible =
+        move || ui.todos.with(|todos| todos.iter().filter(|t| filter.get().admits(t)).cloned().collect::<Vec<_>>());
+    let remaining = move || ui.todos.with(|todos| todos.iter().filter(|t| !t.done).count());
+    let done = move || ui.todos.with(|todos| todos.iter().filter(|t| t.done).count());
+    let on_new = move |ev: KeyboardEvent| {
+        if ev.key() != "Enter" {
+            return;
+        }
+        let input: web_sys::HtmlInputElement = event_target(&ev);
+        let text = input.value();
+        if !text.trim().is_empty() {
+            ui.send(Command::Add(text.trim().to_owned()));
+            input.set_value("");
+        }
+    };
+    let filter_button = move |which: Filter, label: &'static str| {
+        view! {
+            <button
+                class:selected=move || filter.get() == which
+                data-testid=format!("filter-{}", label.to_lowercase())
+                on:click=move |_| filter.set(which)
+            >
+                {label}
+            </button>
+        }
+    };
+    view! {
+        <main class="app">
+            <header>
+                <h1>"HelloPears"</h1>
+                <TopicBar ui=ui />
+            </header>
+            <p class="status" data-testid="sync-status" data-status=move || status_kind(&ui.status.get())>
+                {move || ui.status.get().line()}
+            </p>
+            <input
+                class="new-todo"
+                data-testid="new-todo"
+                placeholder="What needs to be done?"
+                autofocus
+                on:keydown=on_new
+            />
+            <ul class="todos" data-testid="todo-list">
+                <For each=visible key=|todo| (todo.id.clone(), todo.text.clone(), todo.done) let:todo>
+                    <TodoItem ui=ui todo=todo />
+                </For>
+            </ul>
+            <footer class="counts">
+                <span data-testid="todo-count">{move || format!("{} left", remaining())}</span>
+                {filter_button(Filter::All, "All")}
+                {filter_button(Filter::Active, "Active")}
+                {filter_button(Filter::Done, "Done")}
+                <button data-testid="clear-completed" disabled=move || done() == 0 on:click=move |_| ui.send(Command::ClearCompleted)>
+                    {move || format!("Clear completed ({})", done())}
+                </button>
+            </footer>
+            <Peers ui=ui />
+        </main>
+    }
+}
+
+fn status_kind(status: &SyncStatus) -> &'static str {
+    match status {
+        SyncStatus::Loading => "loading",
+        SyncStatus::Alone => "alone",
+        SyncStatus::Syncing { .. } => "syncing",
+        SyncStatus::Synced { .. } => "synced",
+        SyncStatus::Failed(_) => "failed",
+    }
+}
+
+/// The topic: its name, a share link, and a form to join another.
+#[component]
+fn TopicBar(ui: Ui) -> impl IntoView {
+    let share = move || {
+        let topic = hellopears_core::topic::Topic::from_name(&ui.topic.get());
+        let base = web_sys::window()
+            .and_then(|w| w.location().href().ok())
+            .map(|href| href.split('#').next().unwrap_or_default().to_owned())
+            .unwrap_or_default();
+        format!("{base}{}", crate::share_fragment(&topic))
+    };
+    let join = move |ev: KeyboardEvent| {
+        if ev.key() != "Enter" {
+            return;
+        }
+        let input: web_sys::HtmlInputElement = event_target(&ev);
+        let name = input.value();
+        let name = name.trim();
+        if name.is_empty() {
+            return;
+        }
+        // A topic is its own replica: load the page again on it.
+        let fragment = crate::share_fragment(&hellopears_core::topic::Topic::from_name(name));
+        if let Some(location) = web_sys::window().map(|w| w.location()) {
+            let _ = location.set_hash(&fragment);
+            let _ = location.reload();
+        }
+    };
+    view! {
+        <div class="topic">
+            <span>"topic "</span>
+            <strong data-testid="topic-name">{move || ui.topic.get()}</strong>
+            <span class="writer">" · you are "<code data-testid="writer-id">{move || ui.writer.get()}</code></span>
+            <a class="share" data-testid="share-link" href=share>"share link"</a>
+            <input class="join" data-testid="join-topic" placeholder="join or create a topic…" on:keydown=join />
+        </div>
+    }
+}
+
+/// One todo: toggle, text (double-click to edit in place), delete.
+#[component]
+fn TodoItem(ui: Ui, todo: TodoView) -> impl IntoView {
+    let editing = RwSignal::new(false);
+    let id = todo.id.clone();
+    let (toggle_id, delete_id, edit_id) = (id.clone(), id.clone(), id.clone());
+    let original = todo.text.clone();
+    let on_edit_key = move |ev: KeyboardEvent| match ev.key().as_str() {
+        "Enter" => {
+            let input: web_sys::HtmlInputElement = event_target(&ev);
+            let text = input.value();
+            let text = text.trim();
+            if text.is_empty() {
+                ui.send(Command::Remove(edit_id.clone()));
+            } else if text != original {
+                ui.send(Command::Edit(edit_id.clone(), text.to_owned()));
+            }
+            editing.set(false);
+        }
+        "Escape" => editing.set(false),
+        _ => {}
+    };
+    let text = todo.text.clone();
+    view! {
+        <li class="todo" class:done=todo.done data-testid="todo-item" data-id=id data-done=todo.done.to_string()>
+            <input
+                type="checkbox"
+                data-testid="todo-toggle"
+                prop:checked=todo.done
+                on:change=move |_| ui.send(Command::Toggle(toggle_id.clone()))
+            />
+            <Show
+                when=move || editing.get()
+                fallback=move || {
+                    view! {
+                        <label data-testid="todo-text" on:dblclick=move |_| editing.set(true)>
+                            {todo.text.clone()}
+                        </label>
+                    }
+                }
+            >
+                <input class="edit" data-testid="todo-edit" value=text.clone() autofocus on:keydown=on_edit_key.clone() on:blur=move |_| editing.set(false) />
+            </Show>
+            <span class="author" title="author">{todo.author.clone()}</span>
+            <button class="delete" data-testid="todo-delete" title="delete" on:click=move |_| ui.send(Command::Remove(delete_id.clone()))>
+                "×"
+            </button>
+        </li>
+    }
+}
+
+/// Connected peers and how they are connected.
+#[component]
+fn Peers(ui: Ui) -> impl IntoView {
+    let ago = |ms: u64| {
+        if ms == 0 {
+            return "never".to_owned();
+        }
+        let seconds = (js_sys::Date::now() as u64).saturating_sub(ms) / 1000;
+        format!("{seconds}s ago")
+    };
+    view! {
+        <section class="peers" data-testid="peers">
+            <h2>{move || format!("Peers ({})", ui.peers.with(Vec::len))}</h2>
+            <Show when=move || ui.peers.with(Vec::is_empty)>
+                <p class="alone">"No peer connected: your changes are kept here and sync when one is reachable."</p>
+            </Show>
+            <ul>
+                <For each=move || ui.peers.get() key=|peer| peer.clone() let:peer>
+                    <li data-testid="peer" data-peer=peer.id.clone()>
+                        <code>{peer.id.chars().rev().take(8).collect::<String>().chars().rev().collect::<String>()}</code>
+                        " · " {peer.connection.clone()} " · last sync " {ago(peer.last_sync)}
+                    </li>
+                </For>
+            </ul>
+        </section>
+    }
+}
