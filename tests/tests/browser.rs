@@ -146,3 +146,145 @@ async fn desktop_peers_and_tabs_converge() -> anyhow::Result<()> {
     drop(d);
     Ok(())
 }
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).map(|a| a.port()).expect("a free UDP port")
+}
+
+/// Waits until the page is controlled by its service worker (the app shell is cached).
+async fn wait_offline_ready(tab: &Tab) -> anyhow::Result<()> {
+    tab.wait_for("the offline cache", Duration::from_secs(20), |tab| async move {
+        let out = tab.client.execute("return navigator.serviceWorker.controller !== null;", vec![]).await?;
+        Ok(out.as_bool() == Some(true))
+    })
+    .await
+}
+
+/// Acceptance 2 and 3: a reloaded tab shows its todos and keeps its writer before any
+/// peer is reachable (IndexedDB, and the app shell from its offline cache); edits made
+/// while every desktop peer is down meet the desktop's own offline edits once a desktop
+/// peer is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_offline_and_reconnect() -> anyhow::Result<()> {
+    if !browser::available() {
+        return Ok(());
+    }
+    let _serial = SERIAL.lock().await;
+    let a_dir = TempDir::new()?;
+    let port = free_udp_port();
+    let a = desktop(a_dir.path(), None, port);
+    let url = a.web.clone().expect("A serves the web app");
+    let driver = Driver::start()?;
+    let profile = TempDir::new()?;
+    let b = driver.tab(profile.path()).await?;
+    b.open(&url).await?;
+    wait_synced(&b, 1).await?;
+    ok(a_dir.path(), &["add", "from the desktop"]);
+    b.add("from the tab").await?;
+    let both = converge("before going offline", &[a_dir.path()], &[&b], CONVERGE, |t| t.len() == 2).await?;
+    let writer = b.writer().await?;
+    wait_offline_ready(&b).await?;
+
+    a.stop();
+    b.reload().await?;
+    // What the tab shows right after the reload came from IndexedDB: no peer is up.
+    assert_eq!(tab_todos(&b).await?, both, "the reloaded tab shows its stored todos");
+    assert_eq!(b.writer().await?, writer, "the reloaded tab keeps its writer");
+    assert_eq!(b.status().await?.map(|s| s.0).as_deref(), Some("alone"));
+
+    // Both sides edit while apart.
+    b.add("added offline in the tab").await?;
+    b.toggle(&find(&both, "from the desktop").id).await?;
+    ok(a_dir.path(), &["add", "added offline on the desktop"]);
+    ok(a_dir.path(), &["edit", &find(&both, "from the tab").id, "from the tab, edited on the desktop"]);
+    b.wait_for("the offline edits to show", CONVERGE, |tab| async move { Ok(tab.todos().await?.len() == 3) }).await?;
+
+    let a = desktop(a_dir.path(), None, port);
+    converge("after the desktop peer is back", &[a_dir.path()], &[&b], Duration::from_secs(30), |t| {
+        t.len() == 4
+            && t.iter().any(|x| x.text == "from the desktop" && x.done)
+            && t.iter().any(|x| x.text == "from the tab, edited on the desktop")
+            && t.iter().any(|x| x.text == "added offline in the tab")
+            && t.iter().any(|x| x.text == "added offline on the desktop")
+    })
+    .await?;
+    b.close().await?;
+    drop(a);
+    Ok(())
+}
+
+/// Acceptance 4: a tab served by A learns D's WebRTC-direct address by peer exchange,
+/// dials it, and keeps syncing through D after A stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tab_fails_over_to_a_peer_learned_by_exchange() -> anyhow::Result<()> {
+    if !browser::available() {
+        return Ok(());
+    }
+    let _serial = SERIAL.lock().await;
+    let (a_dir, d_dir) = (TempDir::new()?, TempDir::new()?);
+    let a = desktop(a_dir.path(), None, 0);
+    let d = desktop(d_dir.path(), Some(&a.tcp_addr()), 0);
+    let url = a.web.clone().expect("A serves the web app");
+    let driver = Driver::start()?;
+    let profile = TempDir::new()?;
+    let b = driver.tab(profile.path()).await?;
+    b.open(&url).await?;
+    let d_id = d.peer_id.clone();
+    b.wait_for("a direct connection to D", Duration::from_secs(20), |tab| {
+        let d_id = d_id.clone();
+        async move { Ok(tab.peers().await?.iter().any(|(id, how)| *id == d_id && how.contains("WebRTC direct"))) }
+    })
+    .await?;
+    a.stop();
+    b.add("after A stopped").await?;
+    ok(d_dir.path(), &["add", "from D after A stopped"]);
+    converge("through D", &[d_dir.path()], &[&b], CONVERGE, |t| t.len() == 2).await?;
+    b.close().await?;
+    Ok(())
+}
+
+/// Acceptance 5: a tab on another topic and a tab sending garbage are refused by the
+/// desktop peer with a logged reason, while an honest tab and another desktop peer keep
+/// syncing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn desktop_refuses_bad_tabs_and_keeps_syncing() -> anyhow::Result<()> {
+    if !browser::available() {
+        return Ok(());
+    }
+    let _serial = SERIAL.lock().await;
+    let (a_dir, d_dir) = (TempDir::new()?, TempDir::new()?);
+    let a = desktop(a_dir.path(), None, 0);
+    let d = desktop(d_dir.path(), Some(&a.tcp_addr()), 0);
+    let url = a.web.clone().expect("A serves the web app");
+    let base = url.split('#').next().unwrap_or_default().to_owned();
+    let driver = Driver::start()?;
+    let profiles: Vec<TempDir> = (0..3).map(|_| TempDir::new()).collect::<Result<_, _>>()?;
+    let honest = driver.tab(profiles[0].path()).await?;
+    honest.open(&url).await?;
+    wait_synced(&honest, 1).await?;
+
+    let elsewhere = driver.tab(profiles[1].path()).await?;
+    elsewhere.open(&format!("{base}#topic=elsewhere")).await?;
+    let line = a.wait_for_line("peer is on another topic", Duration::from_secs(20));
+    assert!(line.as_deref().is_some_and(|l| l.contains("dropping peer")), "A logs why it refused: {line:?}");
+
+    let garbage = driver.tab(profiles[2].path()).await?;
+    garbage.open(&format!("{base}#topic=todo&debug=garbage")).await?;
+    // The first garbage frame starts with 0xff: not a protocol version this peer speaks.
+    let line = a.wait_for_line("dropping peer", Duration::from_secs(20));
+    assert!(
+        line.as_deref().is_some_and(|l| l.contains("unsupported protocol version 255")),
+        "A logs why it refused: {line:?}"
+    );
+
+    honest.add("still syncing").await?;
+    ok(d_dir.path(), &["add", "D too"]);
+    converge("honest peers", &[a_dir.path(), d_dir.path()], &[&honest], CONVERGE, |t| t.len() == 2).await?;
+    assert!(garbage.todos().await?.is_empty(), "the garbage tab got nothing");
+    assert!(elsewhere.todos().await?.is_empty(), "the other topic's tab got nothing");
+    for tab in [honest, elsewhere, garbage] {
+        tab.close().await?;
+    }
+    drop(d);
+    Ok(())
+}

@@ -71,7 +71,10 @@ pub fn start() {
     console_error_panic_hook::set_once();
     let fragment = web_sys::window().and_then(|w| w.location().hash().ok()).unwrap_or_default();
     let topic = topic_from_fragment(&fragment);
-    app::mount(topic.name().to_owned(), move |ui, commands| peer::spawn(topic, ui, commands));
+    // `debug=garbage`: this tab sends garbage on the sync protocol, so tests can check that
+    // desktop peers refuse it. It only makes this tab misbehave.
+    let garbage = fragment.trim_start_matches('#').split('&').any(|pair| pair == "debug=garbage");
+    app::mount(topic.name().to_owned(), move |ui, commands| peer::spawn(topic, ui, commands, garbage));
 }
 
 #[cfg(test)]

@@ -79,9 +79,11 @@ fn interval(ms: u64) -> impl futures::Stream<Item = ()> {
 }
 
 /// Starts the in-tab peer for `topic`, feeding `ui` and taking its commands.
-pub fn spawn(topic: Topic, ui: Ui, commands: mpsc::UnboundedReceiver<Command>) {
+/// With `garbage`, the tab sends garbage instead of its sync messages (for tests of the
+/// desktop side's defences).
+pub fn spawn(topic: Topic, ui: Ui, commands: mpsc::UnboundedReceiver<Command>, garbage: bool) {
     spawn_local(async move {
-        if let Err(error) = run(topic, ui, commands).await {
+        if let Err(error) = run(topic, ui, commands, garbage).await {
             log(&format!("hellopears: {error}"));
             ui.set_status(SyncStatus::Failed(error));
         }
@@ -100,7 +102,12 @@ struct Tab {
     last_render: u64,
 }
 
-async fn run(topic: Topic, ui: Ui, mut commands: mpsc::UnboundedReceiver<Command>) -> Result<(), String> {
+async fn run(
+    topic: Topic,
+    ui: Ui,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    garbage: bool,
+) -> Result<(), String> {
     let storage = IdbStorage::open(&database_name(&topic)).await.map_err(|e| e.to_string())?;
     let state = storage.load().await.map_err(|e| e.to_string())?;
     let mut first_save = WriteBatch::default();
@@ -246,7 +253,10 @@ async fn run(topic: Topic, ui: Ui, mut commands: mpsc::UnboundedReceiver<Command
                 }
                 Some(Inbound::Writer(peer_id, writer)) => {
                     if let Some(state) = tab.peers.get_mut(&peer_id) {
-                        let backlog = std::mem::take(&mut state.backlog);
+                        let mut backlog = std::mem::take(&mut state.backlog);
+                        if garbage {
+                            backlog = vec![vec![0xff; 64], b"not a sync message".to_vec()];
+                        }
                         state.writer = Some(writer);
                         send(state, backlog.into_iter());
                     }

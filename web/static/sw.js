@@ -3,7 +3,11 @@
 // the tab dials the desktop peers it remembers.
 const CACHE = "hellopears-shell-v1";
 
-self.addEventListener("install", () => self.skipWaiting());
+const SHELL = ["./", "index.html", "hellopears.js", "hellopears_bg.wasm", "style.css"];
+
+self.addEventListener("install", (event) => {
+  event.waitUntil(caches.open(CACHE).then((cache) => cache.addAll(SHELL)).then(() => self.skipWaiting()));
+});
 self.addEventListener("activate", (event) => event.waitUntil(self.clients.claim()));
 
 self.addEventListener("fetch", (event) => {
