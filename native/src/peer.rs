@@ -139,6 +139,9 @@ struct PeerState {
     failures: u8,
 }
 
+/// How long we wait for a browser's sync stream before opening ours anyway.
+const BROWSER_STREAM_FALLBACK: Duration = Duration::from_secs(3);
+
 /// Outbound sync streams that may fail in a row before the peer is given up.
 const MAX_STREAM_FAILURES: u8 = 3;
 
@@ -278,8 +281,18 @@ pub async fn run(
                         for message in state.session.start(&local.replica, now_ms()) {
                             state.backlog.push(message.encode());
                         }
+                        // A browser that dialed us over WebRTC drops data channels we open
+                        // before its side of the connection is set up (the open then times
+                        // out after 10 s): open ours once its first stream arrives, or after
+                        // a short fallback.
+                        let from_browser = !endpoint.is_dialer() && is_webrtc(endpoint.get_remote_address());
+                        if from_browser {
+                            state.reopen_at = Some(Instant::now() + BROWSER_STREAM_FALLBACK);
+                        }
                         peers.insert(peer_id, state);
-                        open_writer(control.clone(), peer_id, tx.clone());
+                        if !from_browser {
+                            open_writer(control.clone(), peer_id, tx.clone());
+                        }
                         say(format!("connected to {peer_id} ({} peers)", peers.len()));
                     }
                     if !announced && let Some(kad) = swarm.behaviour_mut().kad.as_mut() {
@@ -372,7 +385,14 @@ pub async fn run(
                 }
                 _ => {}
             },
-            Some((peer_id, stream)) = incoming.next() => spawn_reader(peer_id, stream, tx.clone()),
+            Some((peer_id, stream)) = incoming.next() => {
+                spawn_reader(peer_id, stream, tx.clone());
+                if let Some(state) = peers.get_mut(&peer_id)
+                    && state.reopen_at.take().is_some()
+                {
+                    open_writer(control.clone(), peer_id, tx.clone());
+                }
+            }
             Some(inbound) = rx.recv() => match inbound {
                 Inbound::Frame(peer_id, bytes) => {
                     let Some(state) = peers.get_mut(&peer_id) else { continue };
@@ -713,6 +733,9 @@ fn send(state: &mut PeerState, frames: impl Iterator<Item = Vec<u8>>) {
     }
 }
 
+/// Bytes written to a sync stream at once (under WebRTC's 16 KiB message limit).
+const WRITE_CHUNK: usize = 16 * 1024 - 64;
+
 fn open_writer(mut control: libp2p_stream::Control, peer_id: PeerId, tx: mpsc::Sender<Inbound>) {
     tokio::spawn(async move {
         let mut stream = match control.open_stream(peer_id, SYNC_PROTOCOL).await {
@@ -728,11 +751,15 @@ fn open_writer(mut control: libp2p_stream::Control, peer_id: PeerId, tx: mpsc::S
             return;
         }
         while let Some(frame) = frames.recv().await {
-            let len = (frame.len() as u32).to_be_bytes();
+            let mut buffer = Vec::with_capacity(4 + frame.len());
+            buffer.extend_from_slice(&(frame.len() as u32).to_be_bytes());
+            buffer.extend_from_slice(&frame);
             let written = async {
-                stream.write_all(&len).await?;
-                stream.write_all(&frame).await?;
-                if frames.is_empty() {
+                // WebRTC streams send at most one SCTP message of 16 KiB at a time, and a
+                // write that lands after a small unflushed one can exceed it: write in
+                // chunks and flush each.
+                for chunk in buffer.chunks(WRITE_CHUNK) {
+                    stream.write_all(chunk).await?;
                     stream.flush().await?;
                 }
                 Ok::<(), std::io::Error>(())

@@ -15,7 +15,7 @@ pub struct Ui {
     pub topic: RwSignal<String>,
     /// Our writer id (short).
     pub writer: RwSignal<String>,
-    /// The todos, oldest first.
+    /// The todos, newest first.
     pub todos: RwSignal<Vec<TodoView>>,
     /// Connected peers.
     pub peers: RwSignal<Vec<PeerView>>,
@@ -73,6 +73,9 @@ impl Ui {
     }
 }
 
+/// Todos rendered per page of a long list.
+const PAGE: usize = 200;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Filter {
     All,
@@ -103,8 +106,25 @@ pub fn mount(topic: String, start: impl FnOnce(Ui, mpsc::UnboundedReceiver<Comma
 #[component]
 pub fn App(ui: Ui) -> impl IntoView {
     let filter = RwSignal::new(Filter::All);
-    let visible =
-        move || ui.todos.with(|todos| todos.iter().filter(|t| filter.get().admits(t)).cloned().collect::<Vec<_>>());
+    // Long lists are shown a page at a time (more on scrolling to the end, or the button),
+    // so a list of 10,000 paints as fast as one of 200.
+    let shown = RwSignal::new(PAGE);
+    let matching = move || ui.todos.with(|todos| todos.iter().filter(|t| filter.get().admits(t)).count());
+    let visible = move || {
+        let limit = shown.get();
+        ui.todos.with(|todos| todos.iter().filter(|t| filter.get().admits(t)).take(limit).cloned().collect::<Vec<_>>())
+    };
+    let hidden = move || matching().saturating_sub(shown.get());
+    let more = move || shown.update(|n| *n += PAGE);
+    let _scroll = window_event_listener(leptos::ev::scroll, move |_| {
+        let Some(window) = web_sys::window() else { return };
+        let bottom =
+            window.scroll_y().unwrap_or(0.0) + window.inner_height().ok().and_then(|h| h.as_f64()).unwrap_or(0.0);
+        let height = window.document().and_then(|d| d.document_element()).map_or(0.0, |e| e.scroll_height() as f64);
+        if bottom >= height - 400.0 && hidden() > 0 {
+            more();
+        }
+    });
     let remaining = move || ui.todos.with(|todos| todos.iter().filter(|t| !t.done).count());
     let done = move || ui.todos.with(|todos| todos.iter().filter(|t| t.done).count());
     let on_new = move |ev: KeyboardEvent| {
@@ -150,8 +170,15 @@ pub fn App(ui: Ui) -> impl IntoView {
                     <TodoItem ui=ui todo=todo />
                 </For>
             </ul>
+            <Show when=move || { hidden() > 0 }>
+                <button class="more" data-testid="show-more" on:click=move |_| more()>
+                    {move || format!("Show more ({} not shown)", hidden())}
+                </button>
+            </Show>
             <footer class="counts">
-                <span data-testid="todo-count">{move || format!("{} left", remaining())}</span>
+                <span data-testid="todo-count" data-total=move || ui.todos.with(Vec::len)>
+                    {move || format!("{} left", remaining())}
+                </span>
                 {filter_button(Filter::All, "All")}
                 {filter_button(Filter::Active, "Active")}
                 {filter_button(Filter::Done, "Done")}

@@ -91,7 +91,7 @@ pub struct Snapshot {
     pub topic: String,
     /// Our writer id (short).
     pub writer: String,
-    /// The todos, oldest first.
+    /// The todos, newest first.
     pub todos: Vec<TodoView>,
     /// Connected peers.
     pub peers: Vec<PeerView>,

@@ -110,6 +110,7 @@ async fn run(
 ) -> Result<(), String> {
     let storage = IdbStorage::open(&database_name(&topic)).await.map_err(|e| e.to_string())?;
     let state = storage.load().await.map_err(|e| e.to_string())?;
+    mark("hellopears-loaded");
     let mut first_save = WriteBatch::default();
     let keypair = match state.meta.get(WRITER_SECRET).map(|s| Keypair::from_secret_slice(s)) {
         Some(Ok(keypair)) => keypair,
@@ -144,6 +145,7 @@ async fn run(
         .filter_map(|addr| addr.parse().ok())
         .collect();
     let (replica, errors) = Replica::open(topic, keypair, state);
+    mark("hellopears-opened");
     for error in &errors {
         log(&format!("hellopears: skipped a stored item: {error}"));
     }
@@ -154,6 +156,7 @@ async fn run(
     // First paint from what is stored, before any network.
     tab.render(true);
     ui.set_status(SyncStatus::Alone);
+    mark_first_paint();
 
     let mut swarm = build_swarm(node_key).map_err(|e| format!("cannot start libp2p: {e}"))?;
     let me = *swarm.local_peer_id();
@@ -276,7 +279,7 @@ async fn run(
             }
             _ = tick.next() => {
                 ticks += 1;
-                if ticks % 5 == 0 {
+                if ticks.is_multiple_of(5) {
                     let now = now_ms();
                     for state in tab.peers.values_mut() {
                         let out = state.session.tick(&tab.replica, now);
@@ -289,6 +292,27 @@ async fn run(
         }
         tab.render(false);
     }
+}
+
+/// A User Timing mark (startup phases, for the benchmarks and the browser's dev tools).
+fn mark(name: &str) {
+    if let Some(performance) = web_sys::window().and_then(|w| w.performance()) {
+        let _ = performance.mark(name);
+    }
+}
+
+/// Marks (User Timing) the frame in which the stored todos are first on screen: the DOM
+/// updates run before the next animation frame, and the paint follows it.
+fn mark_first_paint() {
+    use wasm_bindgen::JsCast;
+    use wasm_bindgen::closure::Closure;
+    let Some(window) = web_sys::window() else { return };
+    let callback = Closure::once_into_js(move || {
+        if let Some(performance) = web_sys::window().and_then(|w| w.performance()) {
+            let _ = performance.mark("hellopears-first-paint");
+        }
+    });
+    let _ = window.request_animation_frame(callback.unchecked_ref());
 }
 
 fn build_swarm(key: identity::Keypair) -> Result<libp2p::Swarm<Behaviour>, Box<dyn std::error::Error>> {
@@ -456,7 +480,7 @@ impl Tab {
         }
         self.dirty = false;
         self.last_render = now;
-        let todos: Vec<TodoView> = self.replica.todos().list().iter().map(TodoView::from_todo).collect();
+        let todos: Vec<TodoView> = self.replica.todos().list().iter().rev().map(TodoView::from_todo).collect();
         self.ui.set_todos(todos);
         let mut peers: Vec<PeerView> = self
             .peers
@@ -469,7 +493,7 @@ impl Tab {
             })
             .collect();
         peers.sort_by(|a, b| a.id.cmp(&b.id));
-        let held = self.replica.base().total_entries() as u64;
+        let held = self.replica.base().total_entries();
         let status = match (peers.len(), missing) {
             (0, _) => SyncStatus::Alone,
             (_, 0) => SyncStatus::Synced { peers: peers.len() },
@@ -528,9 +552,13 @@ fn open_writer(mut control: libp2p_stream::Control, peer_id: PeerId, mut tx: mps
             let mut buffer = Vec::with_capacity(4 + frame.len());
             buffer.extend_from_slice(&len);
             buffer.extend_from_slice(&frame);
+            // At most one WebRTC message (16 KiB) per write, flushed.
             let written = async {
-                stream.write_all(&buffer).await?;
-                stream.flush().await
+                for chunk in buffer.chunks(16 * 1024 - 64) {
+                    stream.write_all(chunk).await?;
+                    stream.flush().await?;
+                }
+                Ok::<(), std::io::Error>(())
             };
             if written.await.is_err() {
                 let _ = tx.send(Inbound::WriterLost(peer_id)).await;

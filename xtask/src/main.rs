@@ -4,6 +4,8 @@
 //!   clippy, the wasm32 builds and every test. CI runs exactly this.
 //! - `cargo xtask run [ARGS]` — builds and runs the `hellopears` binary (`up` when no ARGS).
 //! - `cargo xtask bench` — runs the criterion benchmarks of the core.
+//! - `cargo xtask web` — builds the browser app into `target/web-dist`.
+//! - `cargo xtask bench-web` — browser benchmarks (sync latency, first paint).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -23,8 +25,9 @@ fn main() -> anyhow::Result<()> {
         "bench" => bench(&rest),
         "wasm" => wasm(),
         "web" => web().map(|_| ()),
+        "bench-web" => bench_web(),
         "help" | "--help" | "-h" => {
-            println!("cargo xtask <test|run [ARGS]|bench [FILTER]|wasm|web>");
+            println!("cargo xtask <test|run [ARGS]|bench [FILTER]|bench-web|wasm|web>");
             Ok(())
         }
         other => bail!("unknown task {other:?}; try `cargo xtask help`"),
@@ -170,25 +173,69 @@ fn web() -> anyhow::Result<PathBuf> {
     Ok(dist)
 }
 
+/// The wasm-bindgen version in Cargo.lock (libp2p pins it); the test runner must match.
+const WASM_BINDGEN_VERSION: &str = "0.2.108";
+
+/// Installs `wasm-bindgen-test-runner` at the locked wasm-bindgen version when missing.
+fn ensure_wasm_test_runner() -> anyhow::Result<()> {
+    let version = Command::new("wasm-bindgen-test-runner").arg("--version").output();
+    if version.is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains(WASM_BINDGEN_VERSION)) {
+        return Ok(());
+    }
+    let mut install = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    install.args(["install", "wasm-bindgen-cli", "--version", WASM_BINDGEN_VERSION, "--locked"]);
+    step("install wasm-bindgen-test-runner", install)
+}
+
 fn test() -> anyhow::Result<()> {
     let started = Instant::now();
     ensure_rust_component("rustfmt")?;
     ensure_rust_component("clippy")?;
-    ensure_debian_tools(&[("ip", "iproute2"), ("iptables", "iptables"), ("tmux", "tmux")])?;
+    ensure_debian_tools(&[
+        ("ip", "iproute2"),
+        ("iptables", "iptables"),
+        ("tmux", "tmux"),
+        ("chromium", "chromium"),
+        ("chromedriver", "chromium-driver"),
+    ])?;
+    ensure_wasm_target()?;
+    ensure_wasm_test_runner()?;
     let mut fmt = cargo();
     fmt.args(["fmt", "--all", "--check"]);
     step("cargo fmt --check", fmt)?;
     let mut clippy = cargo();
     clippy.args(["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"]);
     step("cargo clippy", clippy)?;
+    let mut clippy_web = cargo();
+    clippy_web.args([
+        "clippy",
+        "-p",
+        "hellopears-web",
+        "--target",
+        WASM_TARGET,
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    step("cargo clippy (web, wasm32)", clippy_web)?;
     wasm()?;
+    // The IndexedDB backend and the components, in headless Chromium.
+    let mut wasm_tests = cargo();
+    wasm_tests
+        .args(["test", "-p", "hellopears-web", "--target", WASM_TARGET])
+        .env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER", "wasm-bindgen-test-runner")
+        .env("WASM_BINDGEN_TEST_WEBDRIVER_JSON", root().join("web").join("webdriver.json"))
+        .env("WASM_BINDGEN_TEST_TIMEOUT", "120");
+    step("wasm tests in headless Chromium", wasm_tests)?;
+    let dist = web()?;
     // The end-to-end tests start the real binary: build it first (cargo test builds the
     // binaries of a package only for that package's own tests).
     let mut binary = cargo();
     binary.args(["build", "-p", "hellopears"]);
     step("build hellopears", binary)?;
     let mut tests = cargo();
-    tests.args(["test", "--workspace", "--all-features"]);
+    tests.args(["test", "--workspace", "--all-features"]).env("HELLOPEARS_WEB_ROOT", &dist);
     if std::env::var_os("PROPTEST_CASES").is_none() {
         tests.env("PROPTEST_CASES", "1000");
     }
@@ -208,6 +255,31 @@ fn run(args: &[String]) -> anyhow::Result<()> {
         run.args(args);
     }
     step("hellopears", run)
+}
+
+/// Browser benchmarks: desktop-to-tab latency and first paint with 10,000 todos, against
+/// a release build of the desktop peer.
+fn bench_web() -> anyhow::Result<()> {
+    let dist = web()?;
+    let mut build = cargo();
+    build.args(["build", "--release", "-p", "hellopears"]);
+    step("build hellopears (release)", build)?;
+    let mut bench = cargo();
+    bench
+        .args([
+            "test",
+            "-p",
+            "hellopears-tests",
+            "--test",
+            "browser_bench",
+            "--",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("HELLOPEARS_WEB_ROOT", &dist)
+        .env("HELLOPEARS_BIN", target_dir().join("release").join("hellopears"));
+    step("browser benchmarks", bench)
 }
 
 fn bench(args: &[String]) -> anyhow::Result<()> {
