@@ -141,6 +141,13 @@ async fn desktop_peers_and_tabs_converge() -> anyhow::Result<()> {
         .await?;
     let peers = b.peers().await?;
     assert!(peers.iter().any(|(id, how)| *id == a.peer_id && how.contains("WebRTC direct")), "{peers:?}");
+
+    // Long-lived streams over WebRTC must not stall once idle: after a quiet spell, a change
+    // on either side arrives promptly (not only when the next periodic message wakes them).
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    b.add("after a quiet spell, from B").await?;
+    ok(a_dir.path(), &["add", "after a quiet spell, from A"]);
+    converge("after a quiet spell", &dirs, &tabs, Duration::from_secs(2), |t| t.len() == 4).await?;
     b.close().await?;
     c.close().await?;
     drop(d);

@@ -141,6 +141,8 @@ fn web() -> anyhow::Result<PathBuf> {
         .input_path(&wasm)
         .web(true)?
         .typescript(false)
+        .remove_name_section(true)
+        .remove_producers_section(true)
         .out_name("hellopears")
         .generate(&staging)
         .map_err(|error| anyhow::anyhow!("wasm-bindgen: {error:#}"))?;
