@@ -24,6 +24,12 @@ pub enum Request {
     Remove(String),
     /// Replica and peer status (as JSON or text).
     Status(bool),
+    /// Flip done.
+    Toggle(String),
+    /// Delete every done todo.
+    ClearCompleted,
+    /// Run a script in the native window's page and return its result (automation).
+    Eval(String),
 }
 
 /// What a command printed, or why it failed.
@@ -75,6 +81,17 @@ pub fn execute(local: &mut Local, request: &Request, now: i64, node: Option<&Nod
             save(local)?;
             Ok(String::new())
         }
+        Request::Toggle(id) => {
+            local.replica.todos().toggle(id, now).map_err(|e| text(&e))?;
+            save(local)?;
+            Ok(String::new())
+        }
+        Request::ClearCompleted => {
+            let removed = local.replica.todos().clear_completed().map_err(|e| text(&e))?;
+            save(local)?;
+            Ok(format!("removed {removed} done todos\n"))
+        }
+        Request::Eval(_) => Err("no window is running on this data dir".into()),
         Request::Edit(id, body) => {
             local.replica.todos().edit(id, body, now).map_err(|e| text(&e))?;
             save(local)?;

@@ -9,6 +9,8 @@ mod peer;
 mod store;
 mod tui;
 mod web;
+#[cfg(feature = "window")]
+mod window;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,33 +50,9 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a peer in the foreground: join the topic, find peers, sync.
-    Up {
-        /// Address to listen on (repeatable).
-        #[arg(long, value_name = "MULTIADDR")]
-        listen: Vec<libp2p::Multiaddr>,
-        /// Peer to dial at start (repeatable; also HELLOPEARS_BOOTSTRAP, comma-separated).
-        #[arg(long, value_name = "MULTIADDR", env = "HELLOPEARS_BOOTSTRAP", value_delimiter = ',')]
-        bootstrap: Vec<libp2p::Multiaddr>,
-        /// Do not look for peers on the LAN.
-        #[arg(long)]
-        no_mdns: bool,
-        /// Do not use the DHT of HelloPears peers to find the topic's peers.
-        #[arg(long)]
-        no_dht: bool,
-        /// An address others can reach this peer at (a public peer; repeatable): it then
-        /// relays for peers behind NATs from the start.
-        #[arg(long, value_name = "MULTIADDR")]
-        external_address: Vec<libp2p::Multiaddr>,
-        /// Do not exchange peer addresses with peers (for tests of the other mechanisms).
-        #[arg(long, hide = true)]
-        no_pex: bool,
-        /// Serve the web app for browser tabs on ADDR (default 127.0.0.1:4270).
-        #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:4270")]
-        web: Option<std::net::SocketAddr>,
-        /// Where the built web app is (default: found next to the build).
-        #[arg(long, value_name = "DIR", hide = true)]
-        web_root: Option<PathBuf>,
-    },
+    Up(PeerArgs),
+    /// Run a peer in a native window showing the todo list (the web app's UI).
+    Window(PeerArgs),
     /// Add COUNT numbered todos at once (for demos and load tests).
     #[command(hide = true)]
     Seed {
@@ -119,6 +97,13 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Run a script in the page of the window running on this data dir and print its
+    /// result as JSON (automation and tests).
+    #[command(hide = true)]
+    Eval {
+        /// JavaScript; its completion value is printed.
+        script: String,
     },
     /// Print the topic's id and the discovery key announced on the network.
     Topic {
@@ -206,6 +191,36 @@ fn init_logging(verbose: u8, quiet: bool, file: Option<PathBuf>) {
     }
 }
 
+/// How a peer runs (`up` and `window`).
+#[derive(Debug, clap::Args)]
+struct PeerArgs {
+    /// Address to listen on (repeatable).
+    #[arg(long, value_name = "MULTIADDR")]
+    listen: Vec<libp2p::Multiaddr>,
+    /// Peer to dial at start (repeatable; also HELLOPEARS_BOOTSTRAP, comma-separated).
+    #[arg(long, value_name = "MULTIADDR", env = "HELLOPEARS_BOOTSTRAP", value_delimiter = ',')]
+    bootstrap: Vec<libp2p::Multiaddr>,
+    /// Do not look for peers on the LAN.
+    #[arg(long)]
+    no_mdns: bool,
+    /// Do not use the DHT of HelloPears peers to find the topic's peers.
+    #[arg(long)]
+    no_dht: bool,
+    /// An address others can reach this peer at (a public peer; repeatable): it then
+    /// relays for peers behind NATs from the start.
+    #[arg(long, value_name = "MULTIADDR")]
+    external_address: Vec<libp2p::Multiaddr>,
+    /// Do not exchange peer addresses with peers (for tests of the other mechanisms).
+    #[arg(long, hide = true)]
+    no_pex: bool,
+    /// Serve the web app for browser tabs on ADDR (default 127.0.0.1:4270).
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:4270")]
+    web: Option<std::net::SocketAddr>,
+    /// Where the built web app is (default: found next to the build).
+    #[arg(long, value_name = "DIR", hide = true)]
+    web_root: Option<PathBuf>,
+}
+
 fn data_dir(cli: &Cli) -> anyhow::Result<Option<PathBuf>> {
     if cli.memory {
         return Ok(None);
@@ -244,11 +259,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         _ => {}
     }
     let request = match cli.command {
-        Some(Command::Up { listen, bootstrap, no_mdns, no_dht, no_pex, external_address, web, web_root }) => {
-            let discovery = peer::Discovery { mdns: !no_mdns, dht: !no_dht, pex: !no_pex };
-            let web = web.map(|addr| (addr, web::find_root(web_root)));
-            return up(data, topic, listen, bootstrap, discovery, external_address, web);
-        }
+        Some(Command::Up(args)) => return up(data, topic, args, false),
+        Some(Command::Window(args)) => return up(data, topic, args, true),
         None => Request::List(false),
         Some(Command::List { json }) => Request::List(json),
         Some(Command::Add { text }) => Request::Add(text),
@@ -258,6 +270,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Edit { id, text }) => Request::Edit(id, text),
         Some(Command::Rm { id }) => Request::Remove(id),
         Some(Command::Status { json }) => Request::Status(json),
+        Some(Command::Eval { script }) => Request::Eval(script),
         Some(Command::Topic { .. } | Command::Simulate { .. }) => return Ok(()),
     };
     // A peer running on this data dir holds the store: go through it.
@@ -277,21 +290,39 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn up(
-    data: Option<PathBuf>,
-    topic: Topic,
-    listen: Vec<libp2p::Multiaddr>,
-    bootstrap: Vec<libp2p::Multiaddr>,
-    discovery: peer::Discovery,
-    external: Vec<libp2p::Multiaddr>,
-    web: Option<(std::net::SocketAddr, Option<PathBuf>)>,
-) -> anyhow::Result<()> {
+fn up(data: Option<PathBuf>, topic: Topic, args: PeerArgs, window: bool) -> anyhow::Result<()> {
+    let PeerArgs { listen, bootstrap, no_mdns, no_dht, no_pex, external_address, web, web_root } = args;
+    let discovery = peer::Discovery { mdns: !no_mdns, dht: !no_dht, pex: !no_pex };
+    let root = web::find_root(web_root);
     let (local, node_key, mut config) = prepare_peer(data, topic, listen, bootstrap, discovery, false)?;
-    config.external = external;
-    config.web = web;
+    config.external = external_address;
+    config.web = web.map(|addr| (addr, root.clone()));
+    if window {
+        return open_window(local, node_key, config, root);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let (handle, inbox) = peer::channel();
     runtime.block_on(peer::run(local, node_key, config, handle, inbox))
+}
+
+#[cfg(feature = "window")]
+fn open_window(
+    local: Local,
+    node_key: libp2p::identity::Keypair,
+    config: peer::PeerConfig,
+    root: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    window::run(local, node_key, config, root)
+}
+
+#[cfg(not(feature = "window"))]
+fn open_window(
+    _local: Local,
+    _node_key: libp2p::identity::Keypair,
+    _config: peer::PeerConfig,
+    _root: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    anyhow::bail!("this build has no window support (feature `window`); use `hellopears up --web` and a browser")
 }
 
 /// The terminal UI: on the peer already running on the data dir, or on one it runs itself.
@@ -359,6 +390,7 @@ fn prepare_peer(
         webrtc_certificate,
         webrtc_port_file: port_file,
         web: None,
+        window: None,
     };
     Ok((local, node_key, config))
 }

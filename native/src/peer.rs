@@ -49,6 +49,18 @@ pub struct PeerConfig {
     pub webrtc_port_file: Option<PathBuf>,
     /// Serve the web app on this address (and from this build output).
     pub web: Option<(std::net::SocketAddr, Option<PathBuf>)>,
+    /// A native window showing this peer: it gets every change as a snapshot, and runs
+    /// the scripts of `Request::Eval`.
+    pub window: Option<WindowLink>,
+}
+
+/// The peer's side of a native window.
+#[derive(Debug, Clone)]
+pub struct WindowLink {
+    /// The state the window shows.
+    pub view: tokio::sync::watch::Sender<hellopears_web::model::Snapshot>,
+    /// Scripts to run in the window's page, with where their result goes.
+    pub eval: mpsc::Sender<(String, oneshot::Sender<Reply>)>,
 }
 
 /// Whether an address is a WebRTC-direct one.
@@ -137,6 +149,8 @@ struct PeerState {
     reopen_at: Option<Instant>,
     /// Outbound streams that failed in a row.
     failures: u8,
+    /// When a sync frame last came from it (ms since the Unix epoch).
+    last_frame: u64,
 }
 
 /// How long we wait for a browser's sync stream before opening ours anyway.
@@ -229,6 +243,7 @@ pub async fn run(
         local.replica.writer_id().short()
     ));
     say("alone: waiting for peers".into());
+    let mut view_stamp = None;
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
@@ -277,7 +292,7 @@ pub async fn run(
                         kad.add_address(&peer_id, endpoint.get_remote_address().clone());
                     }
                     if num_established.get() == 1 && !peers.contains_key(&peer_id) {
-                        let mut state = PeerState { session: Session::new(SessionConfig::default()), writer: None, backlog: Vec::new(), links: vec![link], listen: Vec::new(), reopen_at: None, failures: 0, punched: None };
+                        let mut state = PeerState { session: Session::new(SessionConfig::default()), writer: None, backlog: Vec::new(), links: vec![link], listen: Vec::new(), reopen_at: None, failures: 0, punched: None, last_frame: 0 };
                         for message in state.session.start(&local.replica, now_ms()) {
                             state.backlog.push(message.encode());
                         }
@@ -396,6 +411,7 @@ pub async fn run(
             Some(inbound) = rx.recv() => match inbound {
                 Inbound::Frame(peer_id, bytes) => {
                     let Some(state) = peers.get_mut(&peer_id) else { continue };
+                    state.last_frame = now_ms();
                     match state.session.handle_bytes(&mut local.replica, &bytes, now_ms()) {
                         Ok(out) => {
                             send(state, out.iter().map(|m| m.encode()));
@@ -453,6 +469,16 @@ pub async fn run(
                     }
                 }
                 Inbound::Shutdown => break,
+                Inbound::Command(commands::Request::Eval(script), reply) => match &config.window {
+                    Some(window) => {
+                        if let Err(mpsc::error::TrySendError::Full((_, reply)) | mpsc::error::TrySendError::Closed((_, reply))) = window.eval.try_send((script, reply)) {
+                            let _ = reply.send(Err("the window is busy or closed".into()));
+                        }
+                    }
+                    None => {
+                        let _ = reply.send(Err("no window is running on this data dir".into()));
+                    }
+                },
                 Inbound::Command(request, reply) => {
                     let node = commands::NodeStatus {
                         peer_id: me.to_string(),
@@ -485,6 +511,18 @@ pub async fn run(
                 if let Some(kad) = swarm.behaviour_mut().kad.as_mut() {
                     kad.get_providers(discovery.clone());
                 }
+            }
+        }
+        if let Some(window) = &config.window {
+            // Rebuilding the view is O(todos): only when entries or peers changed.
+            let stamp = (
+                local.replica.base().total_entries(),
+                peers.values().filter(|p| p.session.is_introduced()).count(),
+                peers.values().map(|p| p.session.missing(&local.replica)).sum::<u64>(),
+            );
+            if view_stamp != Some(stamp) {
+                view_stamp = Some(stamp);
+                update_view(&window.view, &local, &peers);
             }
         }
     }
@@ -695,6 +733,46 @@ fn connection_kind(state: &PeerState) -> String {
         }
         _ => format!("relayed via {relay} (hole punching in progress)"),
     }
+}
+
+/// Refreshes what a native window shows (only sent when something changed).
+fn update_view(
+    view: &tokio::sync::watch::Sender<hellopears_web::model::Snapshot>,
+    local: &Local,
+    peers: &HashMap<PeerId, PeerState>,
+) {
+    use hellopears_web::model::{PeerView, Snapshot, SyncStatus, TodoView};
+    let replica = &local.replica;
+    if view.is_closed() {
+        return;
+    }
+    let todos: Vec<TodoView> =
+        hellopears_core::todo::list(replica.db()).iter().rev().map(TodoView::from_todo).collect();
+    let peer_views: Vec<PeerView> = peers
+        .iter()
+        .filter(|(_, state)| state.session.is_introduced())
+        .map(|(id, state)| PeerView {
+            id: id.to_string(),
+            connection: connection_kind(state),
+            last_sync: state.last_frame,
+        })
+        .collect();
+    let missing: u64 = peers.values().map(|p| p.session.missing(replica)).sum();
+    let status = SyncStatus::from_counts(peer_views.len(), replica.base().total_entries(), missing);
+    let snapshot = Snapshot {
+        topic: replica.topic().name().to_owned(),
+        writer: replica.writer_id().short(),
+        todos,
+        peers: peer_views,
+        status,
+    };
+    view.send_if_modified(|old| {
+        if *old == snapshot {
+            return false;
+        }
+        *old = snapshot;
+        true
+    });
 }
 
 /// Applies what arrived, persists it, and pushes fresh entries to every session.

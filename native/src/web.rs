@@ -114,7 +114,8 @@ async fn file(State(site): State<Site>, uri: Uri, headers: HeaderMap) -> Respons
     response
 }
 
-fn content_type(path: &Path) -> &'static str {
+/// The content type of a web app file.
+pub(crate) fn content_type(path: &Path) -> &'static str {
     match path.extension().and_then(|e| e.to_str()) {
         Some("html") => "text/html; charset=utf-8",
         Some("js") => "text/javascript; charset=utf-8",

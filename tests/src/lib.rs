@@ -1,6 +1,7 @@
 //! Helpers for end-to-end tests that run real `hellopears` processes.
 
 pub mod browser;
+pub mod display;
 pub mod netns;
 
 use std::io::{BufRead, BufReader};
@@ -93,21 +94,33 @@ pub struct Peer {
 impl Peer {
     /// Starts `hellopears --data DATA up ARGS` and waits until it listens.
     pub fn start(data: &Path, args: &[&str]) -> Peer {
-        Self::spawn(Command::new(hellopears_bin()), data, args)
+        Self::spawn(Command::new(hellopears_bin()), data, "up", args)
+    }
+
+    /// Starts `hellopears --data DATA window ARGS` on X display `display`.
+    pub fn start_window(data: &Path, display: &str, args: &[&str]) -> Peer {
+        let mut command = Command::new(hellopears_bin());
+        command.env("DISPLAY", display).env_remove("WAYLAND_DISPLAY");
+        Self::spawn(command, data, "window", args)
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The same, inside network namespace `netns`.
     pub fn start_in(netns: &str, data: &Path, args: &[&str]) -> Peer {
         let mut command = Command::new("ip");
         command.args(["netns", "exec", netns]).arg(hellopears_bin());
-        Self::spawn(command, data, args)
+        Self::spawn(command, data, "up", args)
     }
 
-    fn spawn(mut command: Command, data: &Path, args: &[&str]) -> Peer {
+    fn spawn(mut command: Command, data: &Path, subcommand: &str, args: &[&str]) -> Peer {
         let mut child = command
             .arg("--data")
             .arg(data)
-            .arg("up")
+            .arg(subcommand)
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -67,6 +67,13 @@ impl Ui {
         }
     }
 
+    /// Sets the topic's name.
+    pub fn set_topic(&self, topic: String) {
+        if self.topic.with_untracked(|old| *old != topic) {
+            self.topic.set(topic);
+        }
+    }
+
     /// Sets our writer id.
     pub fn set_writer(&self, writer: String) {
         self.writer.set(writer);

@@ -1,11 +1,13 @@
 //! HelloPears in a browser tab: a full peer (the core, libp2p over WebRTC to desktop peers,
 //! IndexedDB) under a Leptos UI. The UI only talks to the backend interface in [`model`],
-//! so the same components run in a native window over the desktop process.
+//! so the same components run in a native window over the desktop process (`bridge`).
 
 pub mod model;
 
 #[cfg(target_arch = "wasm32")]
 pub mod app;
+#[cfg(target_arch = "wasm32")]
+mod bridge;
 #[cfg(target_arch = "wasm32")]
 pub mod idb;
 #[cfg(target_arch = "wasm32")]
@@ -74,7 +76,12 @@ pub fn start() {
     // `debug=garbage`: this tab sends garbage on the sync protocol, so tests can check that
     // desktop peers refuse it. It only makes this tab misbehave.
     let garbage = fragment.trim_start_matches('#').split('&').any(|pair| pair == "debug=garbage");
-    app::mount(topic.name().to_owned(), move |ui, commands| peer::spawn(topic, ui, commands, garbage));
+    if bridge::in_window() {
+        // In a native window the desktop process is the peer.
+        app::mount(topic.name().to_owned(), bridge::spawn);
+    } else {
+        app::mount(topic.name().to_owned(), move |ui, commands| peer::spawn(topic, ui, commands, garbage));
+    }
 }
 
 #[cfg(test)]

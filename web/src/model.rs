@@ -56,6 +56,16 @@ pub enum SyncStatus {
 }
 
 impl SyncStatus {
+    /// The status of a replica holding `held` entries, with `peers` connected peers that
+    /// hold `missing` entries it does not.
+    pub fn from_counts(peers: usize, held: u64, missing: u64) -> Self {
+        match (peers, missing) {
+            (0, _) => SyncStatus::Alone,
+            (_, 0) => SyncStatus::Synced { peers },
+            (_, missing) => SyncStatus::Syncing { held, total: held + missing },
+        }
+    }
+
     /// One line for the status bar.
     pub fn line(&self) -> String {
         match self {
@@ -111,3 +121,19 @@ impl TodoView {
         }
     }
 }
+
+/// What a page in a native window sends to the desktop process (over `window.ipc`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WindowMessage {
+    /// The page is up: send it the state.
+    Ready,
+    /// A user action.
+    Command(Command),
+}
+
+/// The global a native window defines before the app starts, so the app runs on the IPC
+/// bridge instead of its own peer.
+pub const WINDOW_MARKER: &str = "__HELLOPEARS_WINDOW__";
+
+/// The function a native window calls with a JSON [`Snapshot`] to update the page.
+pub const WINDOW_PUSH: &str = "__hellopears_push";

@@ -494,11 +494,7 @@ impl Tab {
             .collect();
         peers.sort_by(|a, b| a.id.cmp(&b.id));
         let held = self.replica.base().total_entries();
-        let status = match (peers.len(), missing) {
-            (0, _) => SyncStatus::Alone,
-            (_, 0) => SyncStatus::Synced { peers: peers.len() },
-            (_, missing) => SyncStatus::Syncing { held, total: held + missing },
-        };
+        let status = SyncStatus::from_counts(peers.len(), held, missing);
         self.ui.set_peers(peers);
         self.ui.set_status(status);
     }

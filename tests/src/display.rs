@@ -1,0 +1,117 @@
+//! A virtual X display (Xvfb) for tests of the native window, with screenshots: Xvfb
+//! keeps its screen in an XWD file (`-fbdir`), which is read and saved as a PNG.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+
+/// Whether Xvfb and the WebKitGTK runtime are here. With `CI=true` they must be (the test
+/// command installs them): a missing one fails the run instead of skipping.
+pub fn available() -> bool {
+    let xvfb = Path::new("/usr/bin/Xvfb").exists();
+    let webkit = Command::new("pkg-config").args(["--exists", "webkit2gtk-4.1"]).status().is_ok_and(|s| s.success());
+    let found = xvfb && webkit;
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "Xvfb or WebKitGTK is missing in CI: `cargo xtask test` installs them"
+        );
+        eprintln!("SKIPPED on this machine: Xvfb or WebKitGTK is not installed (CI installs them)");
+    }
+    found
+}
+
+/// A running Xvfb.
+#[derive(Debug)]
+pub struct Display {
+    child: Child,
+    /// Its name, for `DISPLAY` (for example `:93`).
+    pub name: String,
+    fbdir: tempfile::TempDir,
+}
+
+impl Display {
+    /// Starts Xvfb on the first free display number from 90, 1280x1024, 24 bits.
+    pub fn start() -> anyhow::Result<Display> {
+        let fbdir = tempfile::tempdir()?;
+        for number in 90..140 {
+            if Path::new(&format!("/tmp/.X11-unix/X{number}")).exists()
+                || Path::new(&format!("/tmp/.X{number}-lock")).exists()
+            {
+                continue;
+            }
+            let name = format!(":{number}");
+            let child = Command::new("Xvfb")
+                .args([name.as_str(), "-screen", "0", "1280x1024x24", "-nolisten", "tcp", "-fbdir"])
+                .arg(fbdir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting Xvfb")?;
+            let mut display = Display { child, name, fbdir };
+            let socket = PathBuf::from(format!("/tmp/.X11-unix/X{number}"));
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !socket.exists() {
+                if let Ok(Some(status)) = display.child.try_wait() {
+                    bail!("Xvfb exited at once ({status})");
+                }
+                ensure!(Instant::now() < deadline, "Xvfb did not create its socket");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            // The screen file appears with the server.
+            while !display.fbdir.path().join("Xvfb_screen0").exists() {
+                ensure!(Instant::now() < deadline, "Xvfb did not create its screen file");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            display.name = format!(":{number}");
+            return Ok(display);
+        }
+        bail!("no free X display number")
+    }
+
+    /// Saves the screen as a PNG at `path`; returns (width, height, distinct colours).
+    pub fn screenshot(&self, path: &Path) -> anyhow::Result<(u32, u32, usize)> {
+        let xwd = std::fs::read(self.fbdir.path().join("Xvfb_screen0"))?;
+        let field = |i: usize| -> anyhow::Result<u32> {
+            let bytes = xwd.get(i * 4..i * 4 + 4).context("truncated XWD header")?;
+            Ok(u32::from_be_bytes(bytes.try_into()?))
+        };
+        let (header_size, width, height) = (field(0)? as usize, field(4)?, field(5)?);
+        let (byte_order, bits_per_pixel, bytes_per_line, ncolors) =
+            (field(7)?, field(11)?, field(12)? as usize, field(19)?);
+        let (red_mask, green_mask, blue_mask) = (field(14)?, field(15)?, field(16)?);
+        ensure!(bits_per_pixel == 32, "expected a 32-bit screen, got {bits_per_pixel}");
+        let data = header_size + ncolors as usize * 12;
+        let mut rgb = Vec::with_capacity((width * height * 3) as usize);
+        let mut colours = std::collections::HashSet::new();
+        let channel = |pixel: u32, mask: u32| ((pixel & mask) >> mask.trailing_zeros()) as u8;
+        for y in 0..height as usize {
+            for x in 0..width as usize {
+                let at = data + y * bytes_per_line + x * 4;
+                let bytes: [u8; 4] = xwd.get(at..at + 4).context("truncated XWD pixels")?.try_into()?;
+                let pixel = if byte_order == 0 { u32::from_le_bytes(bytes) } else { u32::from_be_bytes(bytes) };
+                let px = [channel(pixel, red_mask), channel(pixel, green_mask), channel(pixel, blue_mask)];
+                colours.insert(px);
+                rgb.extend_from_slice(&px);
+            }
+        }
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = std::io::BufWriter::new(std::fs::File::create(path)?);
+        let mut encoder = png::Encoder::new(file, width, height);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        encoder.write_header()?.write_image_data(&rgb)?;
+        Ok((width, height, colours.len()))
+    }
+}
+
+impl Drop for Display {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,212 @@
+//! The native window (`hellopears window`) under Xvfb, next to a headless desktop peer:
+//! changes made on either side show on the other; the page is the web app's UI on the IPC
+//! bridge; a screenshot is kept as a test artifact. Needs `cargo xtask web` (the test
+//! command builds it first).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hellopears_tests::display::{self, Display};
+use hellopears_tests::{Peer, browser, list, ok, run, wait_until};
+use serde_json::Value;
+use tempfile::TempDir;
+
+const CONVERGE: Duration = Duration::from_secs(5);
+
+fn loopback_args(root: &Path) -> Vec<String> {
+    ["--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns", "--no-dht", "--web-root"]
+        .iter()
+        .map(|a| a.to_string())
+        .chain([root.to_string_lossy().into_owned()])
+        .collect()
+}
+
+/// Runs a script in the window on `dir` and returns its value (WebKit hands results back
+/// as JSON).
+fn eval(dir: &Path, script: &str) -> Value {
+    let out = run(dir, &["eval", script]);
+    if !out.status.success() {
+        return Value::Null;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let value: Value = serde_json::from_str(text.trim()).unwrap_or(Value::Null);
+    match value {
+        Value::String(inner) => serde_json::from_str(&inner).unwrap_or(Value::String(inner)),
+        other => other,
+    }
+}
+
+/// The todos the window shows: (text, done), sorted.
+fn window_todos(dir: &Path) -> Vec<(String, bool)> {
+    let value = eval(
+        dir,
+        "JSON.stringify([...document.querySelectorAll('[data-testid=todo-item]')].map(li => [
+            li.querySelector('[data-testid=todo-text]')?.textContent ?? '',
+            li.querySelector('[data-testid=todo-toggle]').checked]))",
+    );
+    let mut todos: Vec<(String, bool)> = value
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|row| (row[0].as_str().unwrap_or_default().to_owned(), row[1].as_bool().unwrap_or_default()))
+        .collect();
+    todos.sort();
+    todos
+}
+
+fn desktop_todos(dir: &Path) -> Vec<(String, bool)> {
+    let mut todos: Vec<(String, bool)> = list(dir)
+        .iter()
+        .map(|t| (t["text"].as_str().unwrap_or_default().to_owned(), t["done"].as_bool().unwrap_or_default()))
+        .collect();
+    todos.sort();
+    todos
+}
+
+fn id_of(dir: &Path, text: &str) -> String {
+    list(dir)
+        .iter()
+        .find(|t| t["text"] == text)
+        .and_then(|t| t["_id"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| panic!("no todo {text:?}"))
+}
+
+/// Runs a user action in the window's page (the way a test drives it).
+fn act(dir: &Path, script: &str) {
+    let out = run(dir, &["eval", script]);
+    assert!(out.status.success(), "window script failed: {out:?}");
+}
+
+fn converged(window: &Path, desktop: &Path, check: impl Fn(&[(String, bool)]) -> bool) -> bool {
+    wait_until(CONVERGE, || {
+        let w = window_todos(window);
+        w == desktop_todos(desktop) && check(&w)
+    })
+}
+
+fn artifact(name: &str) -> PathBuf {
+    let target = browser::web_root().parent().map(Path::to_path_buf).unwrap_or_default();
+    target.join("test-artifacts").join(name)
+}
+
+#[test]
+fn the_window_syncs_with_a_desktop_peer_both_ways() {
+    if !display::available() {
+        return;
+    }
+    let root = browser::web_root();
+    let screen = Display::start().expect("Xvfb");
+    let (p_dir, w_dir) = (TempDir::new().expect("tempdir"), TempDir::new().expect("tempdir"));
+    let args = loopback_args(&root);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let p = Peer::start(p_dir.path(), &args);
+    let mut window_args = args.clone();
+    let bootstrap = p.tcp_addr();
+    window_args.extend(["--bootstrap", bootstrap.as_str()]);
+    let w = Peer::start_window(w_dir.path(), &screen.name, &window_args);
+    let (w_path, p_path) = (w_dir.path(), p_dir.path());
+
+    // The window's peers panel shows the desktop peer and how it is connected.
+    let panel = "JSON.stringify([...document.querySelectorAll('[data-testid=peers] [data-testid=peer]')].map(p => [p.dataset.peer, p.textContent]))";
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            eval(w_path, panel).as_array().is_some_and(|peers| {
+                peers
+                    .iter()
+                    .any(|peer| peer[0] == p.peer_id.as_str() && peer[1].as_str().is_some_and(|t| t.contains("direct")))
+            })
+        }),
+        "the peers panel shows the desktop peer: {:?}",
+        eval(w_path, panel)
+    );
+    let title = eval(w_path, "document.querySelector('[data-testid=topic-name]').textContent");
+    assert_eq!(title, "todo");
+
+    // From the other peer to the window.
+    ok(p_path, &["add", "from the desktop peer"]);
+    assert!(
+        converged(w_path, p_path, |t| t.len() == 1),
+        "the window shows the desktop's todo: {:?}",
+        window_todos(w_path)
+    );
+
+    // From the window (typed into its input) to the other peer.
+    act(
+        w_path,
+        "const input = document.querySelector('[data-testid=new-todo]');
+         input.value = 'from the window';
+         input.dispatchEvent(new KeyboardEvent('keydown', {key: 'Enter', bubbles: true}));",
+    );
+    assert!(
+        converged(w_path, p_path, |t| t.len() == 2),
+        "the desktop peer got the window's todo: {:?}",
+        desktop_todos(p_path)
+    );
+
+    // Toggle, edit and delete from the window.
+    let desktop_id = id_of(p_path, "from the desktop peer");
+    let window_id = id_of(p_path, "from the window");
+    act(w_path, &format!("document.querySelector(\"[data-id='{desktop_id}'] [data-testid=todo-toggle]\").click();"));
+    act(
+        w_path,
+        &format!(
+            "document.querySelector(\"[data-id='{window_id}'] [data-testid=todo-text]\").dispatchEvent(new MouseEvent('dblclick', {{bubbles: true}}));"
+        ),
+    );
+    act(
+        w_path,
+        &format!(
+            "const edit = document.querySelector(\"[data-id='{window_id}'] [data-testid=todo-edit]\");
+             edit.value = 'edited in the window';
+             edit.dispatchEvent(new KeyboardEvent('keydown', {{key: 'Enter', bubbles: true}}));"
+        ),
+    );
+    assert!(
+        converged(w_path, p_path, |t| t.contains(&("from the desktop peer".into(), true))
+            && t.contains(&("edited in the window".into(), false))),
+        "toggle and edit reached the desktop peer: {:?}",
+        desktop_todos(p_path)
+    );
+    ok(p_path, &["add", "to be deleted in the window"]);
+    assert!(converged(w_path, p_path, |t| t.len() == 3));
+    let doomed = id_of(p_path, "to be deleted in the window");
+    act(w_path, &format!("document.querySelector(\"[data-id='{doomed}'] [data-testid=todo-delete]\").click();"));
+    assert!(
+        converged(w_path, p_path, |t| t.len() == 2),
+        "the delete reached the desktop peer: {:?}",
+        desktop_todos(p_path)
+    );
+
+    // A screenshot of the window, kept as an artifact; the DOM the bridge reports has the
+    // todo texts, and the screen is not blank.
+    let shot = artifact("window.png");
+    let (width, height, colours) = screen.screenshot(&shot).expect("screenshot");
+    eprintln!("screenshot {}: {width}x{height}, {colours} colours", shot.display());
+    assert!(colours > 16, "the screen shows a rendered window, not a blank one ({colours} colours)");
+    let texts = eval(w_path, "document.body.innerText");
+    assert!(
+        texts.as_str().is_some_and(|t| t.contains("edited in the window") && t.contains("from the desktop peer")),
+        "{texts}"
+    );
+
+    // Stopping the window's peer (Ctrl-C) closes the window and keeps the data.
+    w.stop();
+    assert_eq!(desktop_todos(w_path), desktop_todos(p_path), "the window's store kept everything");
+}
+
+#[test]
+fn without_a_display_window_exits_1_with_a_clear_message() {
+    let dir = TempDir::new().expect("tempdir");
+    let out = std::process::Command::new(hellopears_tests::hellopears_bin())
+        .arg("--data")
+        .arg(dir.path())
+        .args(["window", "--no-mdns", "--no-dht"])
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .output()
+        .expect("run hellopears window");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot open a window") && stderr.contains("hellopears up --web"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+}
