@@ -175,6 +175,32 @@ fn web() -> anyhow::Result<PathBuf> {
     Ok(dist)
 }
 
+/// Debian packages that the native window needs to build and run (checked with pkg-config),
+/// and the virtual display its test runs on.
+fn ensure_window_deps() -> anyhow::Result<()> {
+    let libs =
+        [("webkit2gtk-4.1", "libwebkit2gtk-4.1-dev"), ("gtk+-3.0", "libgtk-3-dev"), ("libsoup-3.0", "libsoup-3.0-dev")];
+    let missing: Vec<&str> = libs
+        .iter()
+        .filter(|(module, _)| {
+            !Command::new("pkg-config").args(["--exists", module]).status().is_ok_and(|s| s.success())
+        })
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let mut update = Command::new("apt-get");
+    update.arg("update");
+    step("apt-get update", update)?;
+    let mut install = Command::new("apt-get");
+    install
+        .args(["install", "-y", "--no-install-recommends", "pkg-config"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive");
+    step(&format!("install {}", missing.join(" ")), install)
+}
+
 /// The wasm-bindgen version in Cargo.lock (libp2p pins it); the test runner must match.
 const WASM_BINDGEN_VERSION: &str = "0.2.108";
 
@@ -199,7 +225,9 @@ fn test() -> anyhow::Result<()> {
         ("tmux", "tmux"),
         ("chromium", "chromium"),
         ("chromedriver", "chromium-driver"),
+        ("Xvfb", "xvfb"),
     ])?;
+    ensure_window_deps()?;
     ensure_wasm_target()?;
     ensure_wasm_test_runner()?;
     let mut fmt = cargo();
@@ -247,6 +275,7 @@ fn test() -> anyhow::Result<()> {
 }
 
 fn run(args: &[String]) -> anyhow::Result<()> {
+    ensure_window_deps()?;
     let dist = web()?;
     let mut run = cargo();
     run.args(["run", "--release", "-p", "hellopears", "--"]);
@@ -274,6 +303,8 @@ fn bench_web() -> anyhow::Result<()> {
             "hellopears-tests",
             "--test",
             "browser_bench",
+            "--test",
+            "window_bench",
             "--",
             "--ignored",
             "--nocapture",
