@@ -114,31 +114,49 @@ async fn desktop_peers_and_tabs_converge() -> anyhow::Result<()> {
     wait_synced(&c, 1).await?;
     assert_ne!(b.writer().await?, c.writer().await?, "separate profiles are separate writers");
 
-    ok(a_dir.path(), &["add", "from A"]);
-    ok(d_dir.path(), &["add", "from D"]);
-    b.add("from B").await?;
-    c.add("from C").await?;
+    // Every participant adds three todos...
+    let names = ["A", "D", "B", "C"];
+    for n in 1..=3 {
+        ok(a_dir.path(), &["add", &format!("A{n}")]);
+        ok(d_dir.path(), &["add", &format!("D{n}")]);
+        b.add(&format!("B{n}")).await?;
+        c.add(&format!("C{n}")).await?;
+    }
     let dirs = [a_dir.path(), d_dir.path()];
     let tabs = [&b, &c];
-    let all = converge("adds", &dirs, &tabs, CONVERGE, |t| t.len() == 4).await?;
+    let all = converge("adds", &dirs, &tabs, CONVERGE, |t| t.len() == 12).await?;
 
-    // Each side changes a todo another side made.
-    b.toggle(&find(&all, "from A").id).await?;
-    c.edit(&find(&all, "from D").id, "from D, edited in C").await?;
-    ok(a_dir.path(), &["rm", &find(&all, "from B").id]);
-    ok(d_dir.path(), &["done", &find(&all, "from C").id]);
-    let after = converge("toggle, edit, delete", &dirs, &tabs, CONVERGE, |t| {
-        t.len() == 3
-            && t.iter().any(|x| x.text == "from A" && x.done)
-            && t.iter().any(|x| x.text == "from D, edited in C" && !x.done)
-            && t.iter().any(|x| x.text == "from C" && x.done)
+    // ...then toggles, edits and deletes todos the next one made, all at once.
+    for (i, who) in names.iter().enumerate() {
+        let next = names[(i + 1) % names.len()];
+        let toggle = find(&all, &format!("{next}1")).id.clone();
+        let edit = find(&all, &format!("{next}2")).id.clone();
+        let delete = find(&all, &format!("{next}3")).id.clone();
+        let edited = format!("{next}2 edited by {who}");
+        match *who {
+            "A" | "D" => {
+                let dir = if *who == "A" { a_dir.path() } else { d_dir.path() };
+                ok(dir, &["done", &toggle]);
+                ok(dir, &["edit", &edit, &edited]);
+                ok(dir, &["rm", &delete]);
+            }
+            _ => {
+                let tab = if *who == "B" { &b } else { &c };
+                tab.toggle(&toggle).await?;
+                tab.edit(&edit, &edited).await?;
+                tab.delete(&delete).await?;
+            }
+        }
+    }
+    converge("toggles, edits and deletes from every side", &dirs, &tabs, CONVERGE, |t| {
+        t.len() == 8
+            && names.iter().enumerate().all(|(i, who)| {
+                let next = names[(i + 1) % names.len()];
+                t.iter().any(|x| x.text == format!("{next}1") && x.done)
+                    && t.iter().any(|x| x.text == format!("{next}2 edited by {who}") && !x.done)
+            })
     })
     .await?;
-    // And the tabs delete and untoggle too.
-    c.delete(&find(&after, "from A").id).await?;
-    b.toggle(&find(&after, "from C").id).await?;
-    converge("delete and untoggle from tabs", &dirs, &tabs, CONVERGE, |t| t.len() == 2 && t.iter().all(|x| !x.done))
-        .await?;
     let peers = b.peers().await?;
     assert!(peers.iter().any(|(id, how)| *id == a.peer_id && how.contains("WebRTC direct")), "{peers:?}");
 
@@ -147,7 +165,7 @@ async fn desktop_peers_and_tabs_converge() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(10)).await;
     b.add("after a quiet spell, from B").await?;
     ok(a_dir.path(), &["add", "after a quiet spell, from A"]);
-    converge("after a quiet spell", &dirs, &tabs, Duration::from_secs(2), |t| t.len() == 4).await?;
+    converge("after a quiet spell", &dirs, &tabs, Duration::from_secs(2), |t| t.len() == 10).await?;
     b.close().await?;
     c.close().await?;
     drop(d);
