@@ -294,12 +294,18 @@ fn up(data: Option<PathBuf>, topic: Topic, args: PeerArgs, window: bool) -> anyh
     let PeerArgs { listen, bootstrap, no_mdns, no_dht, no_pex, external_address, web, web_root } = args;
     let discovery = peer::Discovery { mdns: !no_mdns, dht: !no_dht, pex: !no_pex };
     let root = web::find_root(web_root);
-    let (local, node_key, mut config) = prepare_peer(data, topic, listen, bootstrap, discovery, false)?;
-    config.external = external_address;
-    config.web = web.map(|addr| (addr, root.clone()));
+    let web = web.map(|addr| (addr, root.clone()));
+    let name = topic.name().to_owned();
+    let prepare = move || {
+        let (local, node_key, mut config) = prepare_peer(data, topic, listen, bootstrap, discovery, false)?;
+        config.external = external_address;
+        config.web = web;
+        Ok((local, node_key, config))
+    };
     if window {
-        return open_window(local, node_key, config, root);
+        return open_window(name, prepare, root);
     }
+    let (local, node_key, config) = prepare()?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let (handle, inbox) = peer::channel();
     runtime.block_on(peer::run(local, node_key, config, handle, inbox))
@@ -307,19 +313,17 @@ fn up(data: Option<PathBuf>, topic: Topic, args: PeerArgs, window: bool) -> anyh
 
 #[cfg(feature = "window")]
 fn open_window(
-    local: Local,
-    node_key: libp2p::identity::Keypair,
-    config: peer::PeerConfig,
+    topic: String,
+    prepare: impl FnOnce() -> anyhow::Result<PreparedPeer> + Send + 'static,
     root: Option<PathBuf>,
 ) -> anyhow::Result<()> {
-    window::run(local, node_key, config, root)
+    window::run(topic, prepare, root)
 }
 
 #[cfg(not(feature = "window"))]
 fn open_window(
-    _local: Local,
-    _node_key: libp2p::identity::Keypair,
-    _config: peer::PeerConfig,
+    _topic: String,
+    _prepare: impl FnOnce() -> anyhow::Result<PreparedPeer> + Send + 'static,
     _root: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     anyhow::bail!("this build has no window support (feature `window`); use `hellopears up --web` and a browser")

@@ -42,10 +42,14 @@ fn no_display(reason: &str) -> anyhow::Error {
 }
 
 /// Opens the window and runs the peer until the window is closed.
+/// What a peer needs to run: its replica, node key and configuration.
+pub type Prepared = (Local, libp2p::identity::Keypair, PeerConfig);
+
+/// Opens the window and runs the peer until the window is closed. `prepare` opens the
+/// store; it runs while GTK and the web view start, off the path to the first paint.
 pub fn run(
-    local: Local,
-    node_key: libp2p::identity::Keypair,
-    mut config: PeerConfig,
+    topic: String,
+    prepare: impl FnOnce() -> anyhow::Result<Prepared> + Send + 'static,
     root: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     if std::env::var_os("DISPLAY").is_none() && std::env::var_os("WAYLAND_DISPLAY").is_none() {
@@ -59,11 +63,9 @@ pub fn run(
     std::panic::set_hook(previous_hook);
     let mut event_loop = event_loop.map_err(|_| no_display("the display cannot be opened (GTK failed to start)"))?;
 
-    let topic = local.replica.topic().name().to_owned();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let (view_tx, mut view_rx) = watch::channel(Snapshot::default());
     let (eval_tx, mut eval_rx) = mpsc::channel::<(String, oneshot::Sender<Reply>)>(16);
-    config.window = Some(WindowLink { view: view_tx, eval: eval_tx });
     let (handle, inbox) = peer::channel();
     let proxy = event_loop.create_proxy();
     // When the peer stops on its own (Ctrl-C, a fatal error), the window closes too.
@@ -71,8 +73,16 @@ pub fn run(
     {
         let proxy = proxy.clone();
         let handle = handle.clone();
+        let link = WindowLink { view: view_tx, eval: eval_tx };
         runtime.spawn(async move {
-            let result = peer::run(local, node_key, config, handle, inbox).await;
+            let result = match tokio::task::spawn_blocking(prepare).await {
+                Ok(Ok((local, node_key, mut config))) => {
+                    config.window = Some(link);
+                    peer::run(local, node_key, config, handle, inbox).await
+                }
+                Ok(Err(error)) => Err(error),
+                Err(error) => Err(anyhow::anyhow!("opening the store failed: {error}")),
+            };
             let _ = done_tx.send(result);
             let _ = proxy.send_event(UserEvent::Stopped);
         });
