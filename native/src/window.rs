@@ -162,8 +162,12 @@ pub fn run(
                 *control_flow = ControlFlow::Exit
             }
             Event::UserEvent(UserEvent::Ready) => {
-                let json = serde_json::to_string(&*latest.borrow()).unwrap_or_default();
-                push(&webview, &json);
+                // Before the store is open there is nothing to show: the first real snapshot
+                // is pushed when it comes.
+                let snapshot = latest.borrow().clone();
+                if !snapshot.topic.is_empty() {
+                    push(&webview, &serde_json::to_string(&snapshot).unwrap_or_default());
+                }
             }
             Event::UserEvent(UserEvent::Push(json)) => push(&webview, &json),
             Event::UserEvent(UserEvent::Eval(script, reply)) => {

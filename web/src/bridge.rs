@@ -30,7 +30,8 @@ pub fn spawn(ui: Ui, mut commands: mpsc::UnboundedReceiver<Command>) {
     let first = std::cell::Cell::new(true);
     let push = Closure::<dyn Fn(String)>::new(move |json: String| match serde_json::from_str::<Snapshot>(&json) {
         Ok(snapshot) => {
-            if first.replace(false) {
+            // The default (empty) snapshot comes before the desktop process has its store open.
+            if !snapshot.topic.is_empty() && first.replace(false) {
                 mark_painted();
             }
             ui.set_topic(snapshot.topic);
