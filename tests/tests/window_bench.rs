@@ -14,14 +14,19 @@ fn now_ms() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
 }
 
-/// Resident memory of a process, in KiB.
-fn rss_kib(pid: u32) -> u64 {
+/// A field of `/proc/<pid>/status` in KiB (`VmRSS`, `RssAnon`, `RssFile`).
+fn status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
+}
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS")
 }
 
 /// A process and all its descendants.
@@ -77,6 +82,11 @@ fn window_with_10k_todos() {
             sum += kib;
             lines.push(format!("{name} {:.1} MB", kib as f64 / 1024.0));
         }
+        println!(
+            "window round {round}: hellopears itself: {:.1} MB anonymous (heap), {:.1} MB mapped files (libraries)",
+            status_kib(window.pid(), "RssAnon") as f64 / 1024.0,
+            status_kib(window.pid(), "RssFile") as f64 / 1024.0,
+        );
         println!(
             "window round {round}: list of {total} todos rendered {:.0} ms after start (target < 1000 ms); resident memory: {} ; all {:.1} MB (target: hellopears alone < 60 MB)",
             painted.unwrap_or_default() - started,
