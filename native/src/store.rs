@@ -11,8 +11,9 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 /// The file that marks a directory as a HelloPears data dir, with its format version.
 const MARKER: &str = "HELLOPEARS";
 const MARKER_CONTENT: &str = "hellopears data dir, format 1\n";
-/// sled's page cache: small, since the replica keeps its working set in memory anyway.
-const CACHE_BYTES: u64 = 16 * 1024 * 1024;
+/// sled's page cache: small, since the replica keeps its working set in memory anyway
+/// (4 MiB: 16 MiB cost the window about 5 MB more resident memory with 10,000 todos).
+const CACHE_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Why the store cannot be used.
 #[derive(Debug, thiserror::Error)]
