@@ -234,7 +234,18 @@ pub async fn run(
     let mut announced = false;
     let pex = config.discovery.pex;
     let mut progress = Progress { quiet: config.quiet, ..Progress::default() };
-    let shutdown = tokio::signal::ctrl_c();
+    // Ctrl-C, or a service manager's SIGTERM: save and stop.
+    let shutdown = async {
+        #[cfg(unix)]
+        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+        let _ = tokio::signal::ctrl_c().await;
+    };
     tokio::pin!(shutdown);
     say(format!(
         "topic {} ({}), writer {}",

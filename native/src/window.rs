@@ -119,7 +119,13 @@ pub fn run(
     let ipc_proxy = proxy.clone();
     let ipc_peer = handle.clone();
     let ipc_runtime = runtime.handle().clone();
-    let builder = WebViewBuilder::new()
+    // WebKit keeps its own data (caches, HSTS, storage) under the program's XDG data dir,
+    // which is our default data dir: give it a private throwaway directory instead, and no
+    // persistent storage at all (the page keeps nothing; the peer here does).
+    let webkit_dir = std::env::temp_dir().join(format!("hellopears-webview-{}", std::process::id()));
+    let mut web_context = wry::WebContext::new(Some(webkit_dir.clone()));
+    let builder = WebViewBuilder::new_with_web_context(&mut web_context)
+        .with_incognito(true)
         .with_initialization_script(format!("window.{WINDOW_MARKER} = true;"))
         .with_custom_protocol("app".into(), move |_id, request| serve(&root, &request))
         .with_ipc_handler(move |request: Request<String>| match serde_json::from_str::<WindowMessage>(request.body()) {
@@ -186,6 +192,8 @@ pub fn run(
     });
     drop(webview);
     drop(window);
+    drop(web_context);
+    let _ = std::fs::remove_dir_all(&webkit_dir);
     // Closing the window stops the peer cleanly: it saves, and its connections close.
     runtime.block_on(async {
         handle.shutdown().await;

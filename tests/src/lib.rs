@@ -99,8 +99,16 @@ impl Peer {
 
     /// Starts `hellopears --data DATA window ARGS` on X display `display`.
     pub fn start_window(data: &Path, display: &str, args: &[&str]) -> Peer {
+        Self::start_window_with_env(data, display, &[], args)
+    }
+
+    /// The same, with extra environment variables.
+    pub fn start_window_with_env(data: &Path, display: &str, env: &[(&str, &Path)], args: &[&str]) -> Peer {
         let mut command = Command::new(hellopears_bin());
         command.env("DISPLAY", display).env_remove("WAYLAND_DISPLAY");
+        for (name, value) in env {
+            command.env(name, value);
+        }
         Self::spawn(command, data, "window", args)
     }
 

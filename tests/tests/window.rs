@@ -103,7 +103,9 @@ fn the_window_syncs_with_a_desktop_peer_both_ways() {
     let mut window_args = args.clone();
     let bootstrap = p.tcp_addr();
     window_args.extend(["--bootstrap", bootstrap.as_str()]);
-    let w = Peer::start_window(w_dir.path(), &screen.name, &window_args);
+    // WebKit must not write into the user's data dirs (by default ours is one of them).
+    let xdg = TempDir::new().expect("tempdir");
+    let w = Peer::start_window_with_env(w_dir.path(), &screen.name, &[("XDG_DATA_HOME", xdg.path())], &window_args);
     let (w_path, p_path) = (w_dir.path(), p_dir.path());
 
     // The window's peers panel shows the desktop peer and how it is connected.
@@ -192,6 +194,8 @@ fn the_window_syncs_with_a_desktop_peer_both_ways() {
     // Stopping the window's peer (Ctrl-C) closes the window and keeps the data.
     w.stop();
     assert_eq!(desktop_todos(w_path), desktop_todos(p_path), "the window's store kept everything");
+    let written: Vec<_> = std::fs::read_dir(xdg.path()).expect("xdg dir").flatten().map(|e| e.file_name()).collect();
+    assert!(written.is_empty(), "the web view wrote into XDG_DATA_HOME: {written:?}");
 }
 
 #[test]
