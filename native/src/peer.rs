@@ -143,6 +143,8 @@ struct PeerState {
     links: Vec<Link>,
     /// The outcome of the last hole punch with this peer.
     punched: Option<Result<(), String>>,
+    /// A direct connection came while only relayed ones existed (a hole punch).
+    was_punched: bool,
     /// Where it listens (from identify), with `/p2p/<id>`: what peer exchange hands out.
     listen: Vec<Multiaddr>,
     /// When to try opening a new outbound stream after the last one failed.
@@ -295,6 +297,10 @@ pub async fn run(
                         }
                     }
                     if let Some(state) = peers.get_mut(&peer_id) {
+                        // Once punched, the peer stays hole-punched while connected: a punch can
+                        // leave two direct connections (one from each side) and the first may be
+                        // the one that is closed.
+                        state.was_punched |= link.punched;
                         state.links.push(link.clone());
                     }
                     if endpoint.is_dialer()
@@ -303,7 +309,7 @@ pub async fn run(
                         kad.add_address(&peer_id, endpoint.get_remote_address().clone());
                     }
                     if num_established.get() == 1 && !peers.contains_key(&peer_id) {
-                        let mut state = PeerState { session: Session::new(SessionConfig::default()), writer: None, backlog: Vec::new(), links: vec![link], listen: Vec::new(), reopen_at: None, failures: 0, punched: None, last_frame: 0 };
+                        let mut state = PeerState { session: Session::new(SessionConfig::default()), writer: None, backlog: Vec::new(), links: vec![link], listen: Vec::new(), reopen_at: None, failures: 0, punched: None, was_punched: false, last_frame: 0 };
                         for message in state.session.start(&local.replica, now_ms()) {
                             state.backlog.push(message.encode());
                         }
@@ -717,7 +723,7 @@ fn peer_statuses(peers: &HashMap<PeerId, PeerState>, local: &Local) -> Vec<PeerS
 fn connection_kind(state: &PeerState) -> String {
     let direct: Vec<&Link> = state.links.iter().filter(|link| !link.relayed).collect();
     if !direct.is_empty() {
-        let punched = matches!(state.punched, Some(Ok(()))) || direct.iter().any(|link| link.punched);
+        let punched = matches!(state.punched, Some(Ok(()))) || state.was_punched;
         if !punched {
             return "direct".into();
         }
