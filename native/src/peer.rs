@@ -155,6 +155,10 @@ struct PeerState {
     last_frame: u64,
 }
 
+/// How long after its relayed connection closed a direct connection to a peer still counts
+/// as a hole punch.
+const RECENTLY_RELAYED: Duration = Duration::from_secs(10);
+
 /// How long we wait for a browser's sync stream before opening ours anyway.
 const BROWSER_STREAM_FALLBACK: Duration = Duration::from_secs(3);
 
@@ -257,6 +261,7 @@ pub async fn run(
     ));
     say("alone: waiting for peers".into());
     let mut view_stamp = None;
+    let mut recently_relayed: HashMap<PeerId, Instant> = HashMap::new();
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
@@ -277,7 +282,12 @@ pub async fn run(
                 }
                 SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, num_established, .. } => {
                     tracing::info!(peer = %peer_id, addr = %endpoint.get_remote_address(), relayed = endpoint.is_relayed(), "connected");
-                    let only_relayed = peers.get(&peer_id).is_some_and(|s| !s.links.is_empty() && s.links.iter().all(|l| l.relayed));
+                    // A punch can also land just after the relayed connection closed (the other
+                    // side closes it as soon as its end of the punch is up): remember such peers
+                    // for a few seconds.
+                    let just_relayed = recently_relayed.remove(&peer_id).is_some_and(|at| at.elapsed() < RECENTLY_RELAYED);
+                    let only_relayed = just_relayed
+                        || peers.get(&peer_id).is_some_and(|s| !s.links.is_empty() && s.links.iter().all(|l| l.relayed));
                     let link = Link {
                         id: connection_id,
                         addr: endpoint.get_remote_address().clone(),
@@ -309,7 +319,7 @@ pub async fn run(
                         kad.add_address(&peer_id, endpoint.get_remote_address().clone());
                     }
                     if num_established.get() == 1 && !peers.contains_key(&peer_id) {
-                        let mut state = PeerState { session: Session::new(SessionConfig::default()), writer: None, backlog: Vec::new(), links: vec![link], listen: Vec::new(), reopen_at: None, failures: 0, punched: None, was_punched: false, last_frame: 0 };
+                        let mut state = PeerState { session: Session::new(SessionConfig::default()), writer: None, backlog: Vec::new(), was_punched: link.punched, links: vec![link], listen: Vec::new(), reopen_at: None, failures: 0, punched: None, last_frame: 0 };
                         for message in state.session.start(&local.replica, now_ms()) {
                             state.backlog.push(message.encode());
                         }
@@ -336,7 +346,12 @@ pub async fn run(
                 SwarmEvent::ConnectionClosed { peer_id, connection_id, num_established, cause, .. } => {
                     if num_established == 0 {
                         tracing::info!(peer = %peer_id, cause = ?cause, "disconnected");
-                        if peers.remove(&peer_id).is_some() && peers.is_empty() {
+                        let removed = peers.remove(&peer_id);
+                        if removed.as_ref().is_some_and(|s| s.links.iter().all(|l| l.relayed || l.id == connection_id) && s.links.iter().any(|l| l.relayed)) {
+                            recently_relayed.retain(|_, at| at.elapsed() < RECENTLY_RELAYED);
+                            recently_relayed.insert(peer_id, Instant::now());
+                        }
+                        if removed.is_some() && peers.is_empty() {
                             say("alone: waiting for peers".into());
                         }
                     } else if let Some(state) = peers.get_mut(&peer_id) {
@@ -349,8 +364,12 @@ pub async fn run(
                         Ok(()) => say(format!("hole punched to {remote_peer_id}")),
                         Err(error) => tracing::info!(peer = %remote_peer_id, %error, "hole punching failed; staying relayed"),
                     }
-                    if let Some(state) = peers.get_mut(&remote_peer_id) {
-                        state.punched = Some(outcome);
+                    match peers.get_mut(&remote_peer_id) {
+                        Some(state) => state.punched = Some(outcome),
+                        None if outcome.is_ok() => {
+                            recently_relayed.insert(remote_peer_id, Instant::now());
+                        }
+                        None => {}
                     }
                 }
                 SwarmEvent::Behaviour(BehaviourEvent::RelayClient(libp2p::relay::client::Event::ReservationReqAccepted { relay_peer_id, .. })) => {
