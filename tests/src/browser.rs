@@ -38,6 +38,30 @@ pub fn web_root() -> PathBuf {
     dist
 }
 
+/// A desktop peer on loopback (TCP, and WebRTC-direct on `webrtc_port`, 0 for any)
+/// serving the built web app; `bootstrap` to join another peer.
+pub fn desktop_peer(dir: &Path, bootstrap: Option<&str>, webrtc_port: u16) -> crate::Peer {
+    let root = web_root();
+    let webrtc = format!("/ip4/127.0.0.1/udp/{webrtc_port}/webrtc-direct");
+    let root = root.to_string_lossy().into_owned();
+    let mut args = vec![
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--listen",
+        &webrtc,
+        "--no-mdns",
+        "--no-dht",
+        "--web",
+        "127.0.0.1:0",
+        "--web-root",
+        &root,
+    ];
+    if let Some(addr) = bootstrap {
+        args.extend(["--bootstrap", addr]);
+    }
+    crate::Peer::start(dir, &args)
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }

@@ -14,26 +14,8 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const CONVERGE: Duration = Duration::from_secs(5);
 
-/// A desktop peer on loopback serving the web app; `bootstrap` to join another peer.
 fn desktop(dir: &Path, bootstrap: Option<&str>, webrtc_port: u16) -> Peer {
-    let root = browser::web_root();
-    let webrtc = format!("/ip4/127.0.0.1/udp/{webrtc_port}/webrtc-direct");
-    let mut args = vec![
-        "--listen",
-        "/ip4/127.0.0.1/tcp/0",
-        "--listen",
-        &webrtc,
-        "--no-mdns",
-        "--no-dht",
-        "--web",
-        "127.0.0.1:0",
-        "--web-root",
-        root.to_str().expect("utf-8 path"),
-    ];
-    if let Some(addr) = bootstrap {
-        args.extend(["--bootstrap", addr]);
-    }
-    Peer::start(dir, &args)
+    browser::desktop_peer(dir, bootstrap, webrtc_port)
 }
 
 fn desktop_todos(dir: &Path) -> Vec<ShownTodo> {

@@ -11,22 +11,7 @@ use hellopears_tests::{Peer, ok};
 use tempfile::TempDir;
 
 fn desktop(dir: &Path) -> Peer {
-    let root = browser::web_root();
-    Peer::start(
-        dir,
-        &[
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--listen",
-            "/ip4/127.0.0.1/udp/0/webrtc-direct",
-            "--no-mdns",
-            "--no-dht",
-            "--web",
-            "127.0.0.1:0",
-            "--web-root",
-            root.to_str().expect("utf-8 path"),
-        ],
-    )
+    browser::desktop_peer(dir, None, 0)
 }
 
 async fn wait_synced(tab: &Tab, timeout: Duration) -> anyhow::Result<()> {

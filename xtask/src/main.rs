@@ -96,15 +96,21 @@ fn ensure_debian_tools(tools: &[(&str, &str)]) -> anyhow::Result<()> {
         })
         .map(|(_, package)| *package)
         .collect();
-    if missing.is_empty() {
+    apt_install(&missing)
+}
+
+/// Installs Debian packages (after refreshing the package lists); nothing when `packages`
+/// is empty.
+fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
+    if packages.is_empty() {
         return Ok(());
     }
     let mut update = Command::new("apt-get");
     update.arg("update");
     step("apt-get update", update)?;
     let mut install = Command::new("apt-get");
-    install.args(["install", "-y", "--no-install-recommends"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive");
-    step(&format!("install {}", missing.join(" ")), install)
+    install.args(["install", "-y", "--no-install-recommends"]).args(packages).env("DEBIAN_FRONTEND", "noninteractive");
+    step(&format!("install {}", packages.join(" ")), install)
 }
 
 fn wasm() -> anyhow::Result<()> {
@@ -190,15 +196,9 @@ fn ensure_window_deps() -> anyhow::Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    let mut update = Command::new("apt-get");
-    update.arg("update");
-    step("apt-get update", update)?;
-    let mut install = Command::new("apt-get");
-    install
-        .args(["install", "-y", "--no-install-recommends", "pkg-config"])
-        .args(&missing)
-        .env("DEBIAN_FRONTEND", "noninteractive");
-    step(&format!("install {}", missing.join(" ")), install)
+    let mut packages = vec!["pkg-config"];
+    packages.extend(missing);
+    apt_install(&packages)
 }
 
 /// The wasm-bindgen version in Cargo.lock (libp2p pins it); the test runner must match.
