@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
 use futures::io::{AsyncReadExt, AsyncWriteExt};
-use hellopears_core::sync::{MAX_MESSAGE_BYTES, Session, SessionConfig};
+use hellopears_core::sync::{Session, SessionConfig, frame};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, identify, identity, kad, mdns};
 use tokio::sync::{mpsc, oneshot};
@@ -847,6 +847,9 @@ fn send(state: &mut PeerState, frames: impl Iterator<Item = Vec<u8>>) {
     }
 }
 
+/// Bytes read from a sync stream at once.
+const READ_CHUNK: usize = 64 * 1024;
+
 /// Bytes written to a sync stream at once (under WebRTC's 16 KiB message limit).
 const WRITE_CHUNK: usize = 16 * 1024 - 64;
 
@@ -865,9 +868,7 @@ fn open_writer(mut control: libp2p_stream::Control, peer_id: PeerId, tx: mpsc::S
             return;
         }
         while let Some(frame) = frames.recv().await {
-            let mut buffer = Vec::with_capacity(4 + frame.len());
-            buffer.extend_from_slice(&(frame.len() as u32).to_be_bytes());
-            buffer.extend_from_slice(&frame);
+            let buffer = frame::encode(&frame);
             let written = async {
                 // WebRTC streams send at most one SCTP message of 16 KiB at a time, and a
                 // write that lands after a small unflushed one can exceed it: write in
@@ -890,23 +891,28 @@ fn open_writer(mut control: libp2p_stream::Control, peer_id: PeerId, tx: mpsc::S
 
 fn spawn_reader(peer_id: PeerId, mut stream: libp2p::Stream, tx: mpsc::Sender<Inbound>) {
     tokio::spawn(async move {
-        let reason = loop {
-            let mut len = [0u8; 4];
-            if let Err(error) = stream.read_exact(&mut len).await {
-                break error.to_string();
-            }
-            let len = u32::from_be_bytes(len) as usize;
-            if len > MAX_MESSAGE_BYTES {
-                let reason = format!("sync frame of {len} bytes is over the {MAX_MESSAGE_BYTES} byte limit");
-                let _ = tx.send(Inbound::Violation(peer_id, reason)).await;
-                return;
-            }
-            let mut frame = vec![0u8; len];
-            if let Err(error) = stream.read_exact(&mut frame).await {
-                break error.to_string();
-            }
-            if tx.send(Inbound::Frame(peer_id, frame)).await.is_err() {
-                break "peer stopped".into();
+        let mut decoder = frame::FrameDecoder::default();
+        let mut buffer = vec![0u8; READ_CHUNK];
+        let reason = 'read: loop {
+            let read = match stream.read(&mut buffer).await {
+                Ok(0) => break "closed by the peer".to_owned(),
+                Ok(read) => read,
+                Err(error) => break error.to_string(),
+            };
+            decoder.push(&buffer[..read]);
+            loop {
+                match decoder.next_frame() {
+                    Ok(Some(frame)) => {
+                        if tx.send(Inbound::Frame(peer_id, frame)).await.is_err() {
+                            break 'read "peer stopped".to_owned();
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(error) => {
+                        let _ = tx.send(Inbound::Violation(peer_id, format!("sync frame refused: {error}"))).await;
+                        return;
+                    }
+                }
             }
         };
         let _ = tx.send(Inbound::Closed(peer_id, reason)).await;

@@ -482,3 +482,84 @@ impl Session {
         out
     }
 }
+
+/// How sync messages travel on a byte stream: each is a 4-byte big-endian length and the
+/// encoded message. Sans-IO: drivers feed the bytes they read and write what `encode` gives.
+pub mod frame {
+    use super::{MAX_MESSAGE_BYTES, SyncError};
+
+    /// One message as it goes on the stream.
+    pub fn encode(message: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(4 + message.len());
+        out.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        out.extend_from_slice(message);
+        out
+    }
+
+    /// Splits a byte stream into messages; refuses a length over [`MAX_MESSAGE_BYTES`]
+    /// before buffering it.
+    #[derive(Debug, Default)]
+    pub struct FrameDecoder {
+        buffer: Vec<u8>,
+        start: usize,
+    }
+
+    impl FrameDecoder {
+        /// Adds bytes read from the stream.
+        pub fn push(&mut self, bytes: &[u8]) {
+            if self.start > 0 && self.start == self.buffer.len() {
+                self.buffer.clear();
+                self.start = 0;
+            }
+            self.buffer.extend_from_slice(bytes);
+        }
+
+        /// The next whole message, if one has arrived.
+        pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, SyncError> {
+            let pending = &self.buffer[self.start..];
+            let Some(header) = pending.get(..4) else { return Ok(None) };
+            let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+            if len > MAX_MESSAGE_BYTES {
+                return Err(SyncError::Oversized { len, max: MAX_MESSAGE_BYTES });
+            }
+            let Some(message) = pending.get(4..4 + len) else { return Ok(None) };
+            let message = message.to_vec();
+            self.start += 4 + len;
+            if self.start > 64 * 1024 && self.start * 2 > self.buffer.len() {
+                self.buffer.drain(..self.start);
+                self.start = 0;
+            }
+            Ok(Some(message))
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn frames_split_and_join_at_any_boundary() {
+            let messages: Vec<Vec<u8>> = vec![vec![], vec![1], vec![7; 300], vec![9; 70_000]];
+            let stream: Vec<u8> = messages.iter().flat_map(|m| encode(m)).collect();
+            for chunk in [1, 3, 4, 5, 1000, stream.len()] {
+                let mut decoder = FrameDecoder::default();
+                let mut out = Vec::new();
+                for piece in stream.chunks(chunk) {
+                    decoder.push(piece);
+                    while let Some(frame) = decoder.next_frame().expect("valid frames") {
+                        out.push(frame);
+                    }
+                }
+                assert_eq!(out, messages, "chunks of {chunk}");
+            }
+        }
+
+        #[test]
+        fn an_oversized_length_is_refused_before_its_body() {
+            let mut decoder = FrameDecoder::default();
+            decoder.push(&((MAX_MESSAGE_BYTES + 1) as u32).to_be_bytes());
+            let error = decoder.next_frame().expect_err("oversized");
+            assert!(error.to_string().contains(&format!("over the {MAX_MESSAGE_BYTES} byte limit")), "{error}");
+        }
+    }
+}

@@ -12,7 +12,7 @@ use futures::{FutureExt, StreamExt};
 use hellopears_core::keys::Keypair;
 use hellopears_core::replica::Replica;
 use hellopears_core::storage::{Storage, WriteBatch};
-use hellopears_core::sync::{MAX_MESSAGE_BYTES, Session, SessionConfig};
+use hellopears_core::sync::{Session, SessionConfig, frame};
 use hellopears_core::topic::Topic;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
@@ -544,10 +544,7 @@ fn open_writer(mut control: libp2p_stream::Control, peer_id: PeerId, mut tx: mps
             return;
         }
         while let Some(frame) = frames.next().await {
-            let len = (frame.len() as u32).to_be_bytes();
-            let mut buffer = Vec::with_capacity(4 + frame.len());
-            buffer.extend_from_slice(&len);
-            buffer.extend_from_slice(&frame);
+            let buffer = frame::encode(&frame);
             // At most one WebRTC message (16 KiB) per write, flushed.
             let written = async {
                 for chunk in buffer.chunks(16 * 1024 - 64) {
@@ -568,23 +565,28 @@ fn open_writer(mut control: libp2p_stream::Control, peer_id: PeerId, mut tx: mps
 fn spawn_reader(peer_id: PeerId, mut stream: libp2p::Stream, mut tx: mpsc::Sender<Inbound>) {
     spawn_local(async move {
         use futures::SinkExt;
-        let reason = loop {
-            let mut len = [0u8; 4];
-            if let Err(error) = stream.read_exact(&mut len).await {
-                break error.to_string();
-            }
-            let len = u32::from_be_bytes(len) as usize;
-            if len > MAX_MESSAGE_BYTES {
-                let reason = format!("sync frame of {len} bytes is over the {MAX_MESSAGE_BYTES} byte limit");
-                let _ = tx.send(Inbound::Violation(peer_id, reason)).await;
-                return;
-            }
-            let mut frame = vec![0u8; len];
-            if let Err(error) = stream.read_exact(&mut frame).await {
-                break error.to_string();
-            }
-            if tx.send(Inbound::Frame(peer_id, frame)).await.is_err() {
-                break "peer stopped".into();
+        let mut decoder = frame::FrameDecoder::default();
+        let mut buffer = vec![0u8; 64 * 1024];
+        let reason = 'read: loop {
+            let read = match stream.read(&mut buffer).await {
+                Ok(0) => break "closed by the peer".to_owned(),
+                Ok(read) => read,
+                Err(error) => break error.to_string(),
+            };
+            decoder.push(&buffer[..read]);
+            loop {
+                match decoder.next_frame() {
+                    Ok(Some(frame)) => {
+                        if tx.send(Inbound::Frame(peer_id, frame)).await.is_err() {
+                            break 'read "peer stopped".to_owned();
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(error) => {
+                        let _ = tx.send(Inbound::Violation(peer_id, format!("sync frame refused: {error}"))).await;
+                        return;
+                    }
+                }
             }
         };
         let _ = tx.send(Inbound::Closed(peer_id, reason)).await;
