@@ -65,6 +65,22 @@ impl IdbStorage {
     }
 }
 
+/// Every value of an object store, in key order.
+async fn values_of(
+    tx: &indexed_db_futures::transaction::Transaction<'_>,
+    store: &'static str,
+) -> Result<Vec<JsValue>, IdbError> {
+    let store = tx.object_store(store).map_err(err("opening a store"))?;
+    store
+        .get_all::<JsValue>()
+        .primitive()
+        .map_err(err("reading a store"))?
+        .await
+        .map_err(err("reading a store"))?
+        .collect::<Result<_, _>>()
+        .map_err(err("reading a store"))
+}
+
 fn bytes_of(value: &JsValue) -> Option<Vec<u8>> {
     value.dyn_ref::<js_sys::Uint8Array>().map(js_sys::Uint8Array::to_vec)
 }
@@ -75,27 +91,10 @@ impl Storage for IdbStorage {
     async fn load(&self) -> Result<LoadedState, IdbError> {
         let tx = self.db.transaction([ENTRIES, FORKS, META]).build().map_err(err("starting a read"))?;
         let mut state = LoadedState::default();
-        let entries = tx.object_store(ENTRIES).map_err(err("opening entries"))?;
-        let all: Vec<JsValue> = entries
-            .get_all::<JsValue>()
-            .primitive()
-            .map_err(err("reading entries"))?
-            .await
-            .map_err(err("reading entries"))?
-            .collect::<Result<_, _>>()
-            .map_err(err("reading entries"))?;
-        // A value that is not bytes is kept out (and reported by the replica as corrupt).
-        state.entries = all.iter().map(|v| bytes_of(v).unwrap_or_default()).collect();
-        let forks = tx.object_store(FORKS).map_err(err("opening forks"))?;
-        let all: Vec<JsValue> = forks
-            .get_all::<JsValue>()
-            .primitive()
-            .map_err(err("reading forks"))?
-            .await
-            .map_err(err("reading forks"))?
-            .collect::<Result<_, _>>()
-            .map_err(err("reading forks"))?;
-        state.forks = all.iter().map(|v| bytes_of(v).unwrap_or_default()).collect();
+        // A value that is not bytes loads as empty (and the replica reports it as corrupt).
+        let as_bytes = |values: Vec<JsValue>| values.iter().map(|v| bytes_of(v).unwrap_or_default()).collect();
+        state.entries = as_bytes(values_of(&tx, ENTRIES).await?);
+        state.forks = as_bytes(values_of(&tx, FORKS).await?);
         let meta = tx.object_store(META).map_err(err("opening meta"))?;
         let keys: Vec<String> = meta
             .get_all_keys::<String>()
@@ -105,14 +104,7 @@ impl Storage for IdbStorage {
             .map_err(err("reading meta keys"))?
             .collect::<Result<_, _>>()
             .map_err(err("reading meta keys"))?;
-        let values: Vec<JsValue> = meta
-            .get_all::<JsValue>()
-            .primitive()
-            .map_err(err("reading meta"))?
-            .await
-            .map_err(err("reading meta"))?
-            .collect::<Result<_, _>>()
-            .map_err(err("reading meta"))?;
+        let values = values_of(&tx, META).await?;
         for (key, value) in keys.into_iter().zip(values) {
             if let Some(bytes) = bytes_of(&value) {
                 state.meta.insert(key, bytes);
