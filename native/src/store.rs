@@ -221,14 +221,28 @@ mod tests {
             let store = SledStorage::open(dir.path(), &topic).expect("open");
             block_on(store.write(&replica.take_unsaved())).expect("write");
         }
-        let store = SledStorage::open(dir.path(), &topic).expect("reopen");
+        let store = reopen(dir.path(), &topic);
         let (reopened, errors) = Replica::open(topic.clone(), key, block_on(store.load()).expect("load"));
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(reopened.db().encode(), replica.db().encode());
         // Another topic in the same data dir is separate.
         drop(store);
-        let other = SledStorage::open(dir.path(), &Topic::from_name("other")).expect("open");
+        let other = reopen(dir.path(), &Topic::from_name("other"));
         assert!(block_on(other.load()).expect("load").entries.is_empty());
+    }
+
+    /// Opens a store just closed in this process: sled's flusher thread lets go of the lock
+    /// file a moment after the handle is dropped.
+    fn reopen(dir: &std::path::Path, topic: &Topic) -> SledStorage {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match SledStorage::open(dir, topic) {
+                Err(StoreError::Locked(_)) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => return other.expect("reopen"),
+            }
+        }
     }
 
     #[test]
@@ -247,7 +261,7 @@ mod tests {
             store.entries.remove(last).expect("remove");
             store.flush().expect("flush");
         }
-        let store = SledStorage::open(dir.path(), &topic).expect("reopen");
+        let store = reopen(dir.path(), &topic);
         let loaded = block_on(store.load());
         assert!(
             matches!(&loaded, Err(StoreError::Corrupt(why)) if why.contains("holds 4 entries but 5 were written")),
