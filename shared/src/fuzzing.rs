@@ -20,7 +20,7 @@ pub fn entry_decode(data: &[u8]) {
     }
     let _ = base.ingest(entry);
     base.update();
-    let _ = postcard::from_bytes::<DbOp>(data);
+    let _ = DbOp::decode(data);
 }
 
 /// Feeds arbitrary bytes to a sync session as a sequence of messages: each message is a

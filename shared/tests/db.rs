@@ -132,6 +132,40 @@ fn insert_and_delete_semantics_and_undo() {
 }
 
 #[test]
+fn updates_change_documents_in_place_and_undo_restores_them_exactly() {
+    let mut db = sample();
+    db.create_index("c", "n");
+    db.create_index("c", "deep.x");
+    let before = db.encode();
+    let held = db.get("c", "a").expect("a");
+    let held_bytes = postcard::to_allocvec(&*held).expect("encodes");
+    let updates = [
+        json!({"$set": {"s": "new", "deep.x": 1, "fresh": true}, "$unset": {"tags": ""}, "$inc": {"n": 2, "m": 5}}),
+        json!({"$set": {"deep.y": [1, 2]}, "$inc": {"n": 0.5}}),
+        json!({"$unset": {"deep": "", "missing": ""}, "$set": {"n": "text"}}),
+        json!({"$set": {"s": {"nested": {"a": 1}}}}),
+    ];
+    let mut undos = Vec::new();
+    for update in &updates {
+        let update = Update::from_json(update).expect("update");
+        undos
+            .push(db.apply(&DbOp::Update { collection: "c".into(), id: "a".into(), update: Box::new(update) }, &ctx()));
+    }
+    assert_ne!(db.encode(), before);
+    assert!(db.find("c", &Query::new(Filter::eq("n", 1))).is_empty());
+    // What a reader held is a snapshot: applying never changed it.
+    assert_eq!(postcard::to_allocvec(&*held).expect("encodes"), held_bytes);
+    for undo in undos.into_iter().rev() {
+        db.undo(undo);
+    }
+    assert_eq!(db.encode(), before);
+    // Indexes are back too.
+    assert_eq!(ids(&db.find("c", &Query::new(Filter::eq("n", 1)))), ["a"]);
+    assert!(db.find("c", &Query::new(Filter::all().and("deep.x", Cond::Exists(true)))).is_empty());
+    assert_eq!(db.explain("c", &Query::new(Filter::eq("n", 1))), Plan::Index("n".into()));
+}
+
+#[test]
 fn indexes_are_used_when_they_fit() {
     let mut db = sample();
     db.create_index("c", "n");

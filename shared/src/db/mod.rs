@@ -3,6 +3,8 @@
 //! notifications. It implements [`Apply`], so the [`Base`](crate::base::Base) can roll it
 //! back and reapply when a late entry sorts before the tip.
 
+mod codec;
+pub mod name;
 pub mod query;
 pub mod value;
 
@@ -12,8 +14,11 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+pub use smol_str::SmolStr;
 
+pub use codec::MAX_DEPTH;
 pub use query::{Cond, Direction, Filter, Query, QueryError, Update};
+use value::get_path_shared;
 pub use value::{Document, Value, get_path};
 
 use crate::base::{Apply, ApplyContext};
@@ -31,7 +36,8 @@ pub enum DbOp {
     /// Insert a document; it must carry a string `_id`. Ignored if the id exists.
     Insert {
         /// Collection name.
-        collection: String,
+        #[serde(deserialize_with = "name::shared_name")]
+        collection: Arc<str>,
         /// The document.
         #[serde(deserialize_with = "value::shared_document")]
         doc: Arc<Document>,
@@ -39,7 +45,8 @@ pub enum DbOp {
     /// Update one document by id. Ignored if it does not exist.
     Update {
         /// Collection name.
-        collection: String,
+        #[serde(deserialize_with = "name::shared_name")]
+        collection: Arc<str>,
         /// Document id.
         id: String,
         /// What to change (boxed: keeps every operation small in memory).
@@ -48,7 +55,8 @@ pub enum DbOp {
     /// Delete one document by id. Ignored if it does not exist.
     Delete {
         /// Collection name.
-        collection: String,
+        #[serde(deserialize_with = "name::shared_name")]
+        collection: Arc<str>,
         /// Document id.
         id: String,
     },
@@ -59,11 +67,28 @@ impl DbOp {
     pub fn encode(&self) -> Vec<u8> {
         postcard::to_allocvec(self).unwrap_or_default()
     }
+
+    /// Reads payload bytes; `None` if they are not an operation (including values nested
+    /// deeper than [`MAX_DEPTH`]).
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        codec::decode_op(bytes)
+    }
 }
 
-/// What undoes one applied operation: the document as it was before.
+/// What undoes one applied operation.
 #[derive(Debug)]
-pub struct DbUndo(Option<(u32, Arc<str>, Option<Arc<Document>>)>);
+pub struct DbUndo(Undo);
+
+#[derive(Debug)]
+enum Undo {
+    /// The operation changed nothing.
+    Nothing,
+    /// Put this document back (`None`: remove it). Undoes inserts and deletes.
+    Restore(u32, SmolStr, Option<Arc<Document>>),
+    /// Put these top-level fields back (`None`: remove the field). Undoes updates, which
+    /// change documents in place, without keeping a copy of the whole document.
+    Fields(u32, SmolStr, Vec<(Arc<str>, Option<Value>)>),
+}
 
 /// What happened to a document in one update of the view.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,12 +133,12 @@ pub enum Plan {
 }
 
 /// Documents changed during one update, with their state before it.
-type Touched = FxHashMap<(u32, Arc<str>), Option<Arc<Document>>>;
+type Touched = FxHashMap<(u32, SmolStr), Option<Arc<Document>>>;
 
 #[derive(Debug, Default)]
 struct Collection {
     name: String,
-    docs: FxHashMap<Arc<str>, Arc<Document>>,
+    docs: FxHashMap<SmolStr, Arc<Document>>,
     indexes: BTreeMap<String, Index>,
 }
 
@@ -125,7 +150,7 @@ struct Subscriber {
 }
 
 /// The document DB view.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Db {
     collections: Vec<Collection>,
     by_name: FxHashMap<String, u32>,
@@ -135,6 +160,24 @@ pub struct Db {
     subscribers: HashMap<SubscriptionId, Subscriber>,
     next_subscription: u64,
     touched: Option<Touched>,
+    /// [`ID_FIELD`] as a shared name.
+    id_name: Arc<str>,
+}
+
+impl Default for Db {
+    fn default() -> Self {
+        Self {
+            collections: Vec::new(),
+            by_name: FxHashMap::default(),
+            index_specs: BTreeMap::new(),
+            author_field: None,
+            authors: FxHashMap::default(),
+            subscribers: HashMap::new(),
+            next_subscription: 0,
+            touched: None,
+            id_name: name::name(ID_FIELD),
+        }
+    }
 }
 
 impl Db {
@@ -146,7 +189,7 @@ impl Db {
     /// Stamps the author's writer key (hex) into this field of every inserted document,
     /// so authorship cannot be forged by the payload.
     pub fn with_author_field(mut self, field: &str) -> Self {
-        self.author_field = Some(field.into());
+        self.author_field = Some(name::name(field));
         self
     }
 
@@ -156,7 +199,7 @@ impl Db {
         self.index_specs.entry(collection.to_owned()).or_default().insert(path.to_owned());
         if let Some(&index) = self.by_name.get(collection) {
             let coll = &mut self.collections[index as usize];
-            let mut index = Index::default();
+            let mut index = Index::new(path);
             for (id, doc) in &coll.docs {
                 if let Some(value) = get_path(doc, path) {
                     index.insert(value, id);
@@ -242,7 +285,7 @@ impl Db {
         let snapshot: Vec<(&str, Vec<&Document>)> = named
             .iter()
             .map(|c| {
-                let mut docs: Vec<(&Arc<str>, &Arc<Document>)> = c.docs.iter().collect();
+                let mut docs: Vec<(&SmolStr, &Arc<Document>)> = c.docs.iter().collect();
                 docs.sort_unstable_by(|a, b| a.0.cmp(b.0));
                 (c.name.as_str(), docs.into_iter().map(|(_, d)| d.as_ref()).collect())
             })
@@ -266,7 +309,7 @@ impl Db {
         let index = self.collections.len() as u32;
         let mut coll = Collection { name: name.to_owned(), ..Collection::default() };
         for path in self.index_specs.get(name).into_iter().flatten() {
-            coll.indexes.insert(path.clone(), Index::default());
+            coll.indexes.insert(path.clone(), Index::new(path));
         }
         self.collections.push(coll);
         self.by_name.insert(name.to_owned(), index);
@@ -274,7 +317,7 @@ impl Db {
     }
 
     /// Sets or removes a document, keeping indexes and change tracking in step.
-    fn replace(&mut self, coll_index: u32, id: &Arc<str>, new: Option<Arc<Document>>) -> Option<Arc<Document>> {
+    fn replace(&mut self, coll_index: u32, id: &SmolStr, new: Option<Arc<Document>>) -> Option<Arc<Document>> {
         let coll = &mut self.collections[coll_index as usize];
         let old = match &new {
             Some(doc) => coll.docs.insert(id.clone(), doc.clone()),
@@ -284,13 +327,45 @@ impl Db {
         old
     }
 
+    /// Changes a document in place (copied first only if someone else holds it), keeping
+    /// indexes and change tracking in step. Returns the document's shared id and what `edit`
+    /// returned, or `None` when there is no such document.
+    fn edit<R>(&mut self, coll_index: u32, id: &str, edit: impl FnOnce(&mut Document) -> R) -> Option<(SmolStr, R)> {
+        let coll = &mut self.collections[coll_index as usize];
+        let slot = coll.docs.get_mut(id)?;
+        let id: SmolStr = match slot.get_shared(&self.id_name) {
+            Some(Value::Str(shared)) => shared.clone(),
+            _ => id.into(),
+        };
+        if let Some(touched) = &mut self.touched {
+            touched.entry((coll_index, id.clone())).or_insert_with(|| Some(slot.clone()));
+        }
+        let before: Vec<Option<Value>> =
+            coll.indexes.values().map(|index| get_path_shared(slot, &index.path).cloned()).collect();
+        let doc = Arc::make_mut(slot);
+        let result = edit(doc);
+        for (index, before) in coll.indexes.values_mut().zip(before) {
+            let after = get_path_shared(doc, &index.path);
+            if before.as_ref() == after {
+                continue;
+            }
+            if let Some(value) = &before {
+                index.remove(value, &id);
+            }
+            if let Some(value) = after {
+                index.insert(value, &id);
+            }
+        }
+        Some((id, result))
+    }
+
     /// Follows a document change in the indexes and the change tracking. Every change of
     /// `docs` goes through here.
-    fn changed(&mut self, coll_index: u32, id: &Arc<str>, old: Option<&Arc<Document>>, new: Option<&Document>) {
+    fn changed(&mut self, coll_index: u32, id: &SmolStr, old: Option<&Arc<Document>>, new: Option<&Document>) {
         let coll = &mut self.collections[coll_index as usize];
-        for (path, index) in &mut coll.indexes {
-            let before = old.and_then(|doc| get_path(doc, path));
-            let after = new.and_then(|doc| get_path(doc, path));
+        for index in coll.indexes.values_mut() {
+            let before = old.and_then(|doc| get_path_shared(doc, &index.path));
+            let after = new.and_then(|doc| get_path_shared(doc, &index.path));
             if before == after {
                 continue;
             }
@@ -313,13 +388,19 @@ fn finish(mut docs: Vec<Arc<Document>>, query: &Query) -> Vec<Arc<Document>> {
 }
 
 /// A secondary index: field value to the ids of the documents holding it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Index {
-    entries: BTreeMap<Value, FxHashSet<Arc<str>>>,
+    /// The indexed path, as a shared name.
+    path: Arc<str>,
+    entries: BTreeMap<Value, FxHashSet<SmolStr>>,
 }
 
 impl Index {
-    fn insert(&mut self, value: &Value, id: &Arc<str>) {
+    fn new(path: &str) -> Self {
+        Self { path: name::name(path), entries: BTreeMap::new() }
+    }
+
+    fn insert(&mut self, value: &Value, id: &SmolStr) {
         match self.entries.get_mut(value) {
             Some(ids) => {
                 ids.insert(id.clone());
@@ -332,7 +413,7 @@ impl Index {
         }
     }
 
-    fn remove(&mut self, value: &Value, id: &Arc<str>) {
+    fn remove(&mut self, value: &Value, id: &SmolStr) {
         if let Some(ids) = self.entries.get_mut(value) {
             ids.remove(id);
             if ids.is_empty() {
@@ -342,7 +423,7 @@ impl Index {
     }
 
     /// Candidate ids for one condition, or None when the index does not fit it.
-    fn candidates(&self, cond: &Cond) -> Option<Vec<&Arc<str>>> {
+    fn candidates(&self, cond: &Cond) -> Option<Vec<&SmolStr>> {
         let ids = |value: &Value| self.entries.get(value).into_iter().flatten();
         let of_class = |rank: u8| {
             self.entries
@@ -354,7 +435,7 @@ impl Index {
         Some(match cond {
             Cond::Eq(target) if *target != Value::Null => ids(target).collect(),
             Cond::In(options) if !options.contains(&Value::Null) => {
-                let mut found: Vec<&Arc<str>> = options.iter().flat_map(ids).collect();
+                let mut found: Vec<&SmolStr> = options.iter().flat_map(ids).collect();
                 found.sort_unstable();
                 found.dedup();
                 found
@@ -377,7 +458,7 @@ impl Apply for Db {
     type Undo = DbUndo;
 
     fn decode_op(&mut self, payload: &[u8], ctx: &ApplyContext) -> Option<DbOp> {
-        let mut op: DbOp = postcard::from_bytes(payload).ok()?;
+        let mut op = DbOp::decode(payload)?;
         if let (DbOp::Insert { doc, .. }, Some(field)) = (&mut op, &self.author_field) {
             let author =
                 self.authors.entry(ctx.writer).or_insert_with(|| Value::Str(ctx.writer.to_hex().into())).clone();
@@ -389,55 +470,69 @@ impl Apply for Db {
     fn op_key(&self, op: &DbOp) -> Option<u64> {
         use std::hash::{Hash as _, Hasher as _};
         let (collection, id) = match op {
-            DbOp::Insert { collection, doc } => (collection, doc.get(ID_FIELD).and_then(Value::as_str).unwrap_or("")),
+            DbOp::Insert { collection, doc } => {
+                (collection, doc.get_shared(&self.id_name).and_then(Value::as_str).unwrap_or(""))
+            }
             DbOp::Update { collection, id, .. } | DbOp::Delete { collection, id } => (collection, id.as_str()),
         };
         let mut hasher = rustc_hash::FxHasher::default();
-        (collection.as_str(), id).hash(&mut hasher);
+        (&**collection, id).hash(&mut hasher);
         Some(hasher.finish())
     }
 
     fn apply(&mut self, op: &DbOp, _ctx: &ApplyContext) -> DbUndo {
-        match op {
+        DbUndo(match op {
             DbOp::Insert { collection, doc } => {
-                let Some(Value::Str(id)) = doc.get(ID_FIELD) else { return DbUndo(None) };
+                let Some(Value::Str(id)) = doc.get_shared(&self.id_name) else { return DbUndo(Undo::Nothing) };
                 let coll_index = self.collection_index(collection);
                 match self.collections[coll_index as usize].docs.entry(id.clone()) {
-                    std::collections::hash_map::Entry::Occupied(_) => return DbUndo(None),
+                    std::collections::hash_map::Entry::Occupied(_) => return DbUndo(Undo::Nothing),
                     std::collections::hash_map::Entry::Vacant(slot) => slot.insert(doc.clone()),
                 };
                 self.changed(coll_index, id, None, Some(doc));
-                DbUndo(Some((coll_index, id.clone(), None)))
+                Undo::Restore(coll_index, id.clone(), None)
             }
             DbOp::Update { collection, id, update } => {
-                let Some(&coll_index) = self.by_name.get(collection) else { return DbUndo(None) };
-                let Some(slot) = self.collections[coll_index as usize].docs.get_mut(id.as_str()) else {
-                    return DbUndo(None);
-                };
-                let mut doc = Document::clone(slot);
-                update.apply_to(&mut doc);
-                let new = Arc::new(doc);
-                let old = std::mem::replace(slot, new.clone());
-                let Some(Value::Str(id)) = old.get(ID_FIELD).cloned() else { return DbUndo(None) };
-                self.changed(coll_index, &id, Some(&old), Some(&new));
-                DbUndo(Some((coll_index, id, Some(old))))
+                let Some(&coll_index) = self.by_name.get(&**collection) else { return DbUndo(Undo::Nothing) };
+                let edited = self.edit(coll_index, id, |doc| {
+                    let saved = update.save_fields(doc);
+                    update.apply_to(doc);
+                    saved
+                });
+                match edited {
+                    Some((id, saved)) => Undo::Fields(coll_index, id, saved),
+                    None => Undo::Nothing,
+                }
             }
             DbOp::Delete { collection, id } => {
-                let Some(&coll_index) = self.by_name.get(collection) else { return DbUndo(None) };
+                let Some(&coll_index) = self.by_name.get(&**collection) else { return DbUndo(Undo::Nothing) };
                 let Some(id) =
                     self.collections[coll_index as usize].docs.get_key_value(id.as_str()).map(|(k, _)| k.clone())
                 else {
-                    return DbUndo(None);
+                    return DbUndo(Undo::Nothing);
                 };
                 let old = self.replace(coll_index, &id, None);
-                DbUndo(Some((coll_index, id, old)))
+                Undo::Restore(coll_index, id, old)
             }
-        }
+        })
     }
 
     fn undo(&mut self, undo: DbUndo) {
-        if let Some((coll_index, id, old)) = undo.0 {
-            self.replace(coll_index, &id, old);
+        match undo.0 {
+            Undo::Nothing => {}
+            Undo::Restore(coll_index, id, old) => {
+                self.replace(coll_index, &id, old);
+            }
+            Undo::Fields(coll_index, id, saved) => {
+                self.edit(coll_index, &id, |doc| {
+                    for (name, value) in saved {
+                        match value {
+                            Some(value) => doc.insert(name, value),
+                            None => doc.remove_shared(&name),
+                        };
+                    }
+                });
+            }
         }
     }
 

@@ -2,9 +2,13 @@
 
 use std::cmp::Ordering;
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
-use super::value::{Document, Value, get_path, set_path, unset_path};
+use super::name::{name, shared_name_pairs, shared_names};
+
+use super::value::{Document, Value, get_path, get_path_shared, set_path_shared, top_level_name, unset_path_shared};
 
 /// One condition on a field.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -142,11 +146,14 @@ fn parse_cond(op: &str, operand: &serde_json::Value) -> Result<Cond, QueryError>
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Update {
     /// `$set`: (path, value).
-    pub set: Vec<(String, Value)>,
+    #[serde(deserialize_with = "shared_name_pairs")]
+    pub set: Vec<(Arc<str>, Value)>,
     /// `$unset`: paths.
-    pub unset: Vec<String>,
+    #[serde(deserialize_with = "shared_names")]
+    pub unset: Vec<Arc<str>>,
     /// `$inc`: (path, amount). A missing field is set to the amount.
-    pub inc: Vec<(String, Value)>,
+    #[serde(deserialize_with = "shared_name_pairs")]
+    pub inc: Vec<(Arc<str>, Value)>,
 }
 
 impl Update {
@@ -157,19 +164,19 @@ impl Update {
 
     /// Adds a `$set` (builder style).
     pub fn and_set(mut self, path: &str, value: impl Into<Value>) -> Self {
-        self.set.push((path.to_owned(), value.into()));
+        self.set.push((name(path), value.into()));
         self
     }
 
     /// Adds a `$unset` (builder style).
     pub fn and_unset(mut self, path: &str) -> Self {
-        self.unset.push(path.to_owned());
+        self.unset.push(name(path));
         self
     }
 
     /// Adds an `$inc` (builder style).
     pub fn and_inc(mut self, path: &str, amount: impl Into<Value>) -> Self {
-        self.inc.push((path.to_owned(), amount.into()));
+        self.inc.push((name(path), amount.into()));
         self
     }
 
@@ -184,7 +191,7 @@ impl Update {
         }
         for (path, amount) in &self.inc {
             if !matches!(amount, Value::Int(_) | Value::Float(_)) {
-                return Err(QueryError::IncNotNumber(path.clone()));
+                return Err(QueryError::IncNotNumber(path.to_string()));
             }
         }
         Ok(())
@@ -198,9 +205,9 @@ impl Update {
             let fields = fields.as_object().ok_or_else(|| QueryError::BadOperand(op.clone()))?;
             for (path, value) in fields {
                 match op.as_str() {
-                    "$set" => update.set.push((path.clone(), Value::from_json(value))),
-                    "$unset" => update.unset.push(path.clone()),
-                    "$inc" => update.inc.push((path.clone(), Value::from_json(value))),
+                    "$set" => update.set.push((name(path), Value::from_json(value))),
+                    "$unset" => update.unset.push(name(path)),
+                    "$inc" => update.inc.push((name(path), Value::from_json(value))),
                     other => return Err(QueryError::UnknownOperator(other.to_owned())),
                 }
             }
@@ -209,25 +216,42 @@ impl Update {
         Ok(update)
     }
 
+    /// Saves the current value of every top-level field this update may change (once each,
+    /// never `_id`; `None` for an absent field): what undoes it.
+    pub(crate) fn save_fields(&self, doc: &Document) -> Vec<(Arc<str>, Option<Value>)> {
+        let paths = self.set.iter().map(|(p, _)| p).chain(self.unset.iter()).chain(self.inc.iter().map(|(p, _)| p));
+        let mut saved: Vec<(Arc<str>, Option<Value>)> =
+            Vec::with_capacity(self.set.len() + self.unset.len() + self.inc.len());
+        for path in paths {
+            let top = top_level_name(path);
+            if &*top == "_id" || saved.iter().any(|(name, _)| Arc::ptr_eq(name, &top) || *name == top) {
+                continue;
+            }
+            let value = doc.get_shared(&top).cloned();
+            saved.push((top, value));
+        }
+        saved
+    }
+
     /// Applies the update to a document. Deterministic; parts that do not fit the
     /// document (a path through a non-object, `$inc` of a non-number, `_id`) are skipped.
     pub fn apply_to(&self, doc: &mut Document) {
         let touches_id = |path: &str| path == "_id" || path.starts_with("_id.");
         for (path, value) in &self.set {
             if !touches_id(path) {
-                set_path(doc, path, value.clone());
+                set_path_shared(doc, path, value.clone());
             }
         }
         for path in &self.unset {
             if !touches_id(path) {
-                unset_path(doc, path);
+                unset_path_shared(doc, path);
             }
         }
         for (path, amount) in &self.inc {
             if touches_id(path) {
                 continue;
             }
-            let next = match (get_path(doc, path), amount) {
+            let next = match (get_path_shared(doc, path), amount) {
                 (None, Value::Int(_) | Value::Float(_)) => amount.clone(),
                 (Some(Value::Int(a)), Value::Int(b)) => match a.checked_add(*b) {
                     Some(sum) => Value::Int(sum),
@@ -238,7 +262,7 @@ impl Update {
                 (Some(Value::Float(a)), Value::Float(b)) => Value::Float(a + b),
                 _ => continue,
             };
-            set_path(doc, path, next);
+            set_path_shared(doc, path, next);
         }
     }
 }
