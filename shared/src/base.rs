@@ -327,13 +327,15 @@ impl<V: Apply> Base<V> {
     /// [`Base::ingest_stored`], or an entry this process signed). Every other check still runs.
     pub fn ingest_verified(&mut self, entry: Entry) -> Result<Ingested, IngestError> {
         let dep = (entry.writer(), entry.seq());
+        let index = self.by_id.get(&dep.0).copied();
+        let len = index.map_or(0, |index| self.writers[index as usize].nodes.len() as u64);
         let waiting = !self.pending.entries.is_empty() && self.pending.entries.contains_key(&dep);
-        if waiting || dep.1 < self.len(&dep.0) {
+        if waiting || dep.1 < len {
             return Ok(Ingested::Duplicate);
         }
-        match self.readiness(&entry)? {
+        match self.readiness(&entry, index)? {
             Readiness::Ready => {
-                self.integrate(entry)?;
+                self.integrate(entry, index)?;
                 Ok(Ingested::Integrated(1 + self.release(dep)))
             }
             Readiness::Missing(missing) => {
@@ -646,16 +648,19 @@ impl<V: Apply> Base<V> {
         Ok(index)
     }
 
-    fn readiness(&self, entry: &Entry) -> Result<Readiness, IngestError> {
+    /// Whether an entry's dependencies are all integrated and it fits them; `index` is its
+    /// writer's index, if the writer is known.
+    fn readiness(&self, entry: &Entry, index: Option<u32>) -> Result<Readiness, IngestError> {
         let body = entry.body();
         let (writer, seq) = (body.writer, body.seq);
-        let len = self.len(&writer);
-        if seq > len {
+        let nodes = index.map_or(&[][..], |index| &self.writers[index as usize].nodes[..]);
+        if seq > nodes.len() as u64 {
             return Ok(Readiness::Missing((writer, seq - 1)));
         }
         let mut expected = 0;
         if seq > 0 {
-            let prev = self.entry(&writer, seq - 1).ok_or(IngestError::BrokenChain { writer, seq })?;
+            let prev =
+                nodes.get(seq as usize - 1).map(|node| &node.entry).ok_or(IngestError::BrokenChain { writer, seq })?;
             if body.prev != Some(prev.hash()) {
                 return Err(IngestError::BrokenChain { writer, seq });
             }
@@ -675,9 +680,12 @@ impl<V: Apply> Base<V> {
         Ok(Readiness::Ready)
     }
 
-    fn integrate(&mut self, entry: Entry) -> Result<(), IngestError> {
+    fn integrate(&mut self, entry: Entry, index: Option<u32>) -> Result<(), IngestError> {
         let writer = entry.writer();
-        let index = self.ensure_writer(writer)?;
+        let index = match index {
+            Some(index) => index,
+            None => self.ensure_writer(writer)?,
+        };
         let log = &mut self.writers[index as usize];
         for head in &entry.body().heads {
             let reached = log.frontier.entry(head.writer).or_insert(0);
@@ -708,8 +716,9 @@ impl<V: Apply> Base<V> {
             let Some(waiters) = self.pending.waiting.remove(&done) else { continue };
             for waiter in waiters {
                 let Some(entry) = self.pending.entries.remove(&waiter) else { continue };
-                match self.readiness(&entry) {
-                    Ok(Readiness::Ready) => match self.integrate(entry) {
+                let index = self.by_id.get(&waiter.0).copied();
+                match self.readiness(&entry, index) {
+                    Ok(Readiness::Ready) => match self.integrate(entry, index) {
                         Ok(()) => {
                             integrated += 1;
                             ready.push(waiter);

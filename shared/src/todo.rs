@@ -127,7 +127,7 @@ impl<'a> Todos<'a> {
     /// Deletes a todo.
     pub fn remove(&mut self, id: &str) -> Result<(), TodoError> {
         let todo = self.find(id)?;
-        self.replica.write(&DbOp::Delete { collection: COLLECTION.into(), id: todo.id })?;
+        self.replica.write(&DbOp::Delete { collection: COLLECTION.into(), id: todo.id.into() })?;
         Ok(())
     }
 
@@ -136,7 +136,7 @@ impl<'a> Todos<'a> {
         let done = self.replica.db().find(COLLECTION, &Query::new(Filter::eq("done", true)));
         let ids: Vec<String> = done.iter().filter_map(|doc| Todo::from_doc(doc)).map(|todo| todo.id).collect();
         for id in &ids {
-            self.replica.write(&DbOp::Delete { collection: COLLECTION.into(), id: id.clone() })?;
+            self.replica.write(&DbOp::Delete { collection: COLLECTION.into(), id: id.as_str().into() })?;
         }
         Ok(ids.len())
     }
@@ -174,7 +174,7 @@ impl<'a> Todos<'a> {
     }
 
     fn update(&mut self, id: String, update: Update) -> Result<(), TodoError> {
-        self.replica.write(&DbOp::Update { collection: COLLECTION.into(), id, update: Box::new(update) })?;
+        self.replica.write(&DbOp::Update { collection: COLLECTION.into(), id: id.into(), update: Box::new(update) })?;
         Ok(())
     }
 }

@@ -66,16 +66,16 @@ impl Workload {
                 (4..=6, false) => {
                     let id = ids[rng.random_range(0..ids.len())].clone();
                     let update = Update::set("done", rng.random_bool(0.5)).and_set("updated", now);
-                    DbOp::Update { collection: COLLECTION.into(), id, update: Box::new(update) }
+                    DbOp::Update { collection: COLLECTION.into(), id: id.into(), update: Box::new(update) }
                 }
                 (7..=8, false) => {
                     let id = ids[rng.random_range(0..ids.len())].clone();
                     let update = Update::set("text", format!("edited {n}")).and_set("updated", now);
-                    DbOp::Update { collection: COLLECTION.into(), id, update: Box::new(update) }
+                    DbOp::Update { collection: COLLECTION.into(), id: id.into(), update: Box::new(update) }
                 }
                 (_, false) => {
                     let id = ids.swap_remove(rng.random_range(0..ids.len()));
-                    DbOp::Delete { collection: COLLECTION.into(), id }
+                    DbOp::Delete { collection: COLLECTION.into(), id: id.into() }
                 }
             };
             if let Ok(entry) = bases[w].append_local(&keys[w], op.encode()) {

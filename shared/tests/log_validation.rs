@@ -8,7 +8,7 @@ use hellopears_core::replica::{Notice, Replica};
 use hellopears_core::topic::Topic;
 
 fn op(n: usize) -> Vec<u8> {
-    DbOp::Delete { collection: "todos".into(), id: format!("{n}") }.encode()
+    DbOp::Delete { collection: "todos".into(), id: format!("{n}").into() }.encode()
 }
 
 fn body(keypair: &Keypair, seq: u64, prev: Option<Hash>, clock: u64) -> EntryBody {

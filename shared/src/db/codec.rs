@@ -34,7 +34,7 @@ pub(crate) fn decode_op(bytes: &[u8]) -> Option<DbOp> {
         }
         1 => {
             let collection = name(reader.str()?);
-            let id = reader.str()?.to_owned();
+            let id = SmolStr::new(reader.str()?);
             let set = reader.named_values()?;
             let count = reader.len()?;
             let mut unset = Vec::with_capacity(count.min(reader.bytes.len()));
@@ -46,7 +46,7 @@ pub(crate) fn decode_op(bytes: &[u8]) -> Option<DbOp> {
         }
         2 => {
             let collection = name(reader.str()?);
-            let id = reader.str()?.to_owned();
+            let id = SmolStr::new(reader.str()?);
             Some(DbOp::Delete { collection, id })
         }
         _ => None,
@@ -202,10 +202,10 @@ mod tests {
                     let named = |pairs: Vec<(String, Value)>| pairs.into_iter().map(|(k, v)| (name(&k), v)).collect();
                     let unset = unset.iter().map(|k| name(k)).collect();
                     let update = Update { set: named(set), unset, inc: named(inc) };
-                    DbOp::Update { collection: c.as_str().into(), id, update: Box::new(update) }
+                    DbOp::Update { collection: c.as_str().into(), id: id.into(), update: Box::new(update) }
                 }
             ),
-            ("[a-z]{0,8}", ".{0,30}").prop_map(|(c, id)| DbOp::Delete { collection: c.as_str().into(), id }),
+            ("[a-z]{0,8}", ".{0,30}").prop_map(|(c, id)| DbOp::Delete { collection: c.as_str().into(), id: id.into() }),
         ]
     }
 

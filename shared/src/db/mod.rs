@@ -48,7 +48,7 @@ pub enum DbOp {
         #[serde(deserialize_with = "name::shared_name")]
         collection: Arc<str>,
         /// Document id.
-        id: String,
+        id: SmolStr,
         /// What to change (boxed: keeps every operation small in memory).
         update: Box<Update>,
     },
@@ -58,7 +58,7 @@ pub enum DbOp {
         #[serde(deserialize_with = "name::shared_name")]
         collection: Arc<str>,
         /// Document id.
-        id: String,
+        id: SmolStr,
     },
 }
 

@@ -10,6 +10,7 @@
 //! being shared; nothing grows without limit). Sharing never changes a value: names still
 //! compare by content.
 
+use std::cell::RefCell;
 use std::sync::{Arc, LazyLock, Mutex};
 
 use rustc_hash::FxHashSet;
@@ -26,21 +27,57 @@ const WELL_KNOWN: [&str; 7] = ["_id", "todos", "text", "done", "created", "updat
 static NAMES: LazyLock<Mutex<FxHashSet<Arc<str>>>> =
     LazyLock::new(|| Mutex::new(WELL_KNOWN.iter().map(|&known| Arc::from(known)).collect()));
 
+/// The well-known names' shared copies, found without hashing.
+static KNOWN: LazyLock<Vec<Arc<str>>> = LazyLock::new(|| WELL_KNOWN.iter().map(|known| global(known).0).collect());
+
+thread_local! {
+    /// Each thread's copy of the names it met, so the common case takes no lock. It holds
+    /// the process-wide allocations, so pointers compare equal across threads.
+    static SEEN: RefCell<FxHashSet<Arc<str>>> = RefCell::new(FxHashSet::default());
+}
+
 /// The shared copy of a name.
 pub fn name(text: &str) -> Arc<str> {
     if text.len() > MAX_NAME_BYTES {
         return text.into();
     }
+    let known = match text {
+        "_id" => 0,
+        "todos" => 1,
+        "text" => 2,
+        "done" => 3,
+        "created" => 4,
+        "updated" => 5,
+        "author" => 6,
+        _ => usize::MAX,
+    };
+    if let Some(shared) = KNOWN.get(known) {
+        return shared.clone();
+    }
+    let seen = SEEN.with(|seen| seen.borrow().get(text).cloned());
+    if let Some(shared) = seen {
+        return shared;
+    }
+    let (shared, held) = global(text);
+    if held {
+        SEEN.with(|seen| seen.borrow_mut().insert(shared.clone()));
+    }
+    shared
+}
+
+/// The process-wide copy, and whether the table holds it (it is full otherwise).
+fn global(text: &str) -> (Arc<str>, bool) {
     // A poisoned lock only means another thread panicked mid-insert; the set is still valid.
     let mut names = NAMES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(shared) = names.get(text) {
-        return shared.clone();
+        return (shared.clone(), true);
     }
     let shared: Arc<str> = text.into();
-    if names.len() < MAX_NAMES {
+    let held = names.len() < MAX_NAMES;
+    if held {
         names.insert(shared.clone());
     }
-    shared
+    (shared, held)
 }
 
 /// A name decoded into its shared copy.
