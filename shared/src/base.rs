@@ -196,16 +196,19 @@ pub struct WriterInfo {
     pub quarantined: bool,
 }
 
+/// An integrated entry. Its operation is decoded when it is applied (while the bytes are
+/// in cache, and without keeping every decoded operation of the history in memory).
 #[derive(Debug)]
-struct Node<O> {
+struct Node {
     entry: Entry,
-    op: Option<O>,
     scope: Scope,
 }
 
 /// What an operation touches (see [`Apply::op_key`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Scope {
+    /// Not known yet: the operation was never decoded.
+    Unknown,
     /// Nothing: the payload did not decode.
     Nothing,
     /// One keyed part of the view.
@@ -215,10 +218,10 @@ enum Scope {
 }
 
 #[derive(Debug)]
-struct WriterLog<O> {
+struct WriterLog {
     id: WriterId,
     key: VerifyingKey,
-    nodes: Vec<Node<O>>,
+    nodes: Vec<Node>,
     /// For each other writer, one past the highest seq this writer's entries referenced.
     frontier: BTreeMap<WriterId, u64>,
     fork: Option<Box<ForkEvidence>>,
@@ -247,7 +250,7 @@ enum Readiness {
 #[derive(Debug)]
 pub struct Base<V: Apply> {
     view: V,
-    writers: Vec<WriterLog<V::Op>>,
+    writers: Vec<WriterLog>,
     by_id: HashMap<WriterId, u32>,
     order: Vec<Slot>,
     undo: Vec<Option<V::Undo>>,
@@ -417,7 +420,7 @@ impl<V: Apply> Base<V> {
         let last = mine.nodes.last().map(|node| &node.entry);
         let mut clock = last.map_or(0, Entry::clock);
         let mut heads = Vec::new();
-        let mut others: Vec<&WriterLog<V::Op>> =
+        let mut others: Vec<&WriterLog> =
             self.writers.iter().filter(|log| log.id != me && !log.nodes.is_empty()).collect();
         others.sort_by_key(|log| log.id);
         for log in others {
@@ -456,6 +459,12 @@ impl<V: Apply> Base<V> {
         self.view.begin_update();
         let tail = self.order.split_off(position);
         let mut tail_undo = self.undo.split_off(position);
+        // Deciding what a reorg redoes needs the new operations' scopes, so they are decoded
+        // first; with nothing after them (catching up), each is decoded as it is applied.
+        let mut decoded: Vec<Option<V::Op>> = Vec::new();
+        if !tail.is_empty() {
+            decoded = staged.iter().map(|slot| self.decode(slot)).collect();
+        }
         let redo = self.tail_to_redo(&staged, &tail);
         let mut stats = UpdateStats::default();
         for (index, undo) in tail_undo.iter_mut().enumerate().rev() {
@@ -468,22 +477,23 @@ impl<V: Apply> Base<V> {
         }
         self.order.reserve(tail.len() + staged.len());
         self.undo.reserve(tail.len() + staged.len());
+        let mut decoded = decoded.into_iter();
         let mut left = tail.into_iter().zip(redo.into_iter().zip(tail_undo)).peekable();
         let mut right = staged.into_iter().peekable();
         loop {
-            let (slot, kept) = match (left.peek(), right.peek()) {
+            let (slot, kept, predecoded) = match (left.peek(), right.peek()) {
                 (Some((a, _)), Some(b)) if a <= b => match left.next() {
-                    Some((slot, (false, undo))) => (slot, Some(undo)),
-                    Some((slot, (true, _))) => (slot, None),
+                    Some((slot, (false, undo))) => (slot, Some(undo), None),
+                    Some((slot, (true, _))) => (slot, None, None),
                     None => break,
                 },
                 (Some(_), None) => match left.next() {
-                    Some((slot, (false, undo))) => (slot, Some(undo)),
-                    Some((slot, (true, _))) => (slot, None),
+                    Some((slot, (false, undo))) => (slot, Some(undo), None),
+                    Some((slot, (true, _))) => (slot, None, None),
                     None => break,
                 },
                 (_, Some(_)) => match right.next() {
-                    Some(slot) => (slot, None),
+                    Some(slot) => (slot, None, decoded.next()),
                     None => break,
                 },
                 (None, None) => break,
@@ -492,9 +502,12 @@ impl<V: Apply> Base<V> {
                 Some(undo) => undo,
                 None => {
                     stats.applied += 1;
-                    let node = &self.writers[slot.writer_index as usize].nodes[slot.key.seq as usize];
+                    let op = match predecoded {
+                        Some(op) => op,
+                        None => self.decode(&slot),
+                    };
                     let ctx = ApplyContext { writer: slot.key.writer, seq: slot.key.seq, clock: slot.key.clock };
-                    node.op.as_ref().map(|op| self.view.apply(op, &ctx))
+                    op.map(|op| self.view.apply(&op, &ctx))
                 }
             };
             self.undo.push(undo);
@@ -504,14 +517,31 @@ impl<V: Apply> Base<V> {
         stats
     }
 
+    /// Decodes the operation of an integrated entry and records what it touches.
+    fn decode(&mut self, slot: &Slot) -> Option<V::Op> {
+        let ctx = ApplyContext { writer: slot.key.writer, seq: slot.key.seq, clock: slot.key.clock };
+        let node = &self.writers[slot.writer_index as usize].nodes[slot.key.seq as usize];
+        let op = self.view.decode_op(&node.entry.body().payload, &ctx);
+        let scope = match &op {
+            None => Scope::Nothing,
+            Some(op) => self.view.op_key(op).map_or(Scope::Everything, Scope::Key),
+        };
+        self.writers[slot.writer_index as usize].nodes[slot.key.seq as usize].scope = scope;
+        op
+    }
+
     /// Which tail operations a reorg must undo and reapply: those sharing a key with the new
     /// entries, or all of them when any operation involved is not keyed.
     fn tail_to_redo(&self, staged: &[Slot], tail: &[Slot]) -> Vec<bool> {
+        if tail.is_empty() {
+            return Vec::new();
+        }
         let scope = |slot: &Slot| self.writers[slot.writer_index as usize].nodes[slot.key.seq as usize].scope;
         let mut keys = rustc_hash::FxHashSet::default();
         for slot in staged {
             match scope(slot) {
                 Scope::Nothing => {}
+                Scope::Unknown => return vec![true; tail.len()],
                 Scope::Key(key) => {
                     keys.insert(key);
                 }
@@ -522,6 +552,7 @@ impl<V: Apply> Base<V> {
         for slot in tail {
             match scope(slot) {
                 Scope::Nothing => redo.push(false),
+                Scope::Unknown => return vec![true; tail.len()],
                 Scope::Key(key) => redo.push(keys.contains(&key)),
                 Scope::Everything => return vec![true; tail.len()],
             }
@@ -692,15 +723,8 @@ impl<V: Apply> Base<V> {
             *reached = (*reached).max(head.seq + 1);
         }
         let key = Position { clock: entry.clock(), writer, seq: entry.seq() };
-        let ctx = ApplyContext { writer, seq: key.seq, clock: key.clock };
-        let op = self.view.decode_op(&entry.body().payload, &ctx);
-        let scope = match &op {
-            None => Scope::Nothing,
-            Some(op) => self.view.op_key(op).map_or(Scope::Everything, Scope::Key),
-        };
-        let log = &mut self.writers[index as usize];
         self.integrated.push(entry.clone());
-        log.nodes.push(Node { entry, op, scope });
+        log.nodes.push(Node { entry, scope: Scope::Unknown });
         self.staged.push(Slot { key, writer_index: index });
         Ok(())
     }
