@@ -162,6 +162,11 @@ pub struct Db {
     touched: Option<Touched>,
     /// [`ID_FIELD`] as a shared name.
     id_name: Arc<str>,
+    /// The collection the last operation named, by shared name (operations come in runs on
+    /// one collection, so this usually saves hashing its name).
+    last_collection: Option<(Arc<str>, u32)>,
+    /// Reused room for index values before an edit.
+    before: Vec<Option<Value>>,
 }
 
 impl Default for Db {
@@ -176,6 +181,8 @@ impl Default for Db {
             next_subscription: 0,
             touched: None,
             id_name: name::name(ID_FIELD),
+            last_collection: None,
+            before: Vec::new(),
         }
     }
 }
@@ -302,6 +309,18 @@ impl Db {
         self.by_name.get(name).map(|&index| &self.collections[index as usize])
     }
 
+    /// The index of an existing collection named by an operation.
+    fn existing_collection(&mut self, name: &Arc<str>) -> Option<u32> {
+        if let Some((last, index)) = &self.last_collection
+            && Arc::ptr_eq(last, name)
+        {
+            return Some(*index);
+        }
+        let index = *self.by_name.get(&**name)?;
+        self.last_collection = Some((name.clone(), index));
+        Some(index)
+    }
+
     fn collection_index(&mut self, name: &str) -> u32 {
         if let Some(&index) = self.by_name.get(name) {
             return index;
@@ -340,11 +359,11 @@ impl Db {
         if let Some(touched) = &mut self.touched {
             touched.entry((coll_index, id.clone())).or_insert_with(|| Some(slot.clone()));
         }
-        let before: Vec<Option<Value>> =
-            coll.indexes.values().map(|index| get_path_shared(slot, &index.path).cloned()).collect();
+        let mut before = std::mem::take(&mut self.before);
+        before.extend(coll.indexes.values().map(|index| get_path_shared(slot, &index.path).cloned()));
         let doc = Arc::make_mut(slot);
         let result = edit(doc);
-        for (index, before) in coll.indexes.values_mut().zip(before) {
+        for (index, before) in coll.indexes.values_mut().zip(before.drain(..)) {
             let after = get_path_shared(doc, &index.path);
             if before.as_ref() == after {
                 continue;
@@ -356,6 +375,7 @@ impl Db {
                 index.insert(value, &id);
             }
         }
+        self.before = before;
         Some((id, result))
     }
 
@@ -484,7 +504,10 @@ impl Apply for Db {
         DbUndo(match op {
             DbOp::Insert { collection, doc } => {
                 let Some(Value::Str(id)) = doc.get_shared(&self.id_name) else { return DbUndo(Undo::Nothing) };
-                let coll_index = self.collection_index(collection);
+                let coll_index = match self.existing_collection(collection) {
+                    Some(index) => index,
+                    None => self.collection_index(collection),
+                };
                 match self.collections[coll_index as usize].docs.entry(id.clone()) {
                     std::collections::hash_map::Entry::Occupied(_) => return DbUndo(Undo::Nothing),
                     std::collections::hash_map::Entry::Vacant(slot) => slot.insert(doc.clone()),
@@ -493,7 +516,7 @@ impl Apply for Db {
                 Undo::Restore(coll_index, id.clone(), None)
             }
             DbOp::Update { collection, id, update } => {
-                let Some(&coll_index) = self.by_name.get(&**collection) else { return DbUndo(Undo::Nothing) };
+                let Some(coll_index) = self.existing_collection(collection) else { return DbUndo(Undo::Nothing) };
                 let edited = self.edit(coll_index, id, |doc| {
                     let saved = update.save_fields(doc);
                     update.apply_to(doc);
@@ -505,7 +528,7 @@ impl Apply for Db {
                 }
             }
             DbOp::Delete { collection, id } => {
-                let Some(&coll_index) = self.by_name.get(&**collection) else { return DbUndo(Undo::Nothing) };
+                let Some(coll_index) = self.existing_collection(collection) else { return DbUndo(Undo::Nothing) };
                 let Some(id) =
                     self.collections[coll_index as usize].docs.get_key_value(id.as_str()).map(|(k, _)| k.clone())
                 else {
