@@ -9,8 +9,8 @@ mod peer;
 mod store;
 mod tui;
 mod web;
-#[cfg(feature = "window")]
 mod window;
+mod window_protocol;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -311,22 +311,12 @@ fn up(data: Option<PathBuf>, topic: Topic, args: PeerArgs, window: bool) -> anyh
     runtime.block_on(peer::run(local, node_key, config, handle, inbox))
 }
 
-#[cfg(feature = "window")]
 fn open_window(
     topic: String,
     prepare: impl FnOnce() -> anyhow::Result<PreparedPeer> + Send + 'static,
     root: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     window::run(topic, prepare, root)
-}
-
-#[cfg(not(feature = "window"))]
-fn open_window(
-    _topic: String,
-    _prepare: impl FnOnce() -> anyhow::Result<PreparedPeer> + Send + 'static,
-    _root: Option<PathBuf>,
-) -> anyhow::Result<()> {
-    anyhow::bail!("this build has no window support (feature `window`); use `hellopears up --web` and a browser")
 }
 
 /// The terminal UI: on the peer already running on the data dir, or on one it runs itself.

@@ -106,24 +106,10 @@ async fn file(State(site): State<Site>, uri: Uri, headers: HeaderMap) -> Respons
     };
     let mut response = bytes.into_response();
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type(&full)));
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(crate::window_protocol::content_type(&full)));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     if gzipped {
         headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
     }
     response
-}
-
-/// The content type of a web app file.
-pub(crate) fn content_type(path: &Path) -> &'static str {
-    match path.extension().and_then(|e| e.to_str()) {
-        Some("html") => "text/html; charset=utf-8",
-        Some("js") => "text/javascript; charset=utf-8",
-        Some("wasm") => "application/wasm",
-        Some("css") => "text/css; charset=utf-8",
-        Some("json" | "webmanifest") => "application/json",
-        Some("svg") => "image/svg+xml",
-        Some("png") => "image/png",
-        _ => "application/octet-stream",
-    }
 }

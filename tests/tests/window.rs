@@ -123,6 +123,13 @@ fn the_window_syncs_with_a_desktop_peer_both_ways() {
     );
     let title = eval(w_path, "document.querySelector('[data-testid=topic-name]').textContent");
     assert_eq!(title, "todo");
+    // The peer's process never loads GTK or WebKit: the window lives in its host process.
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", w.pid())).expect("the peer's memory map");
+    assert!(!maps.is_empty(), "the peer's memory map is readable");
+    assert!(
+        !maps.contains("libwebkit2gtk") && !maps.contains("libgtk-3"),
+        "the peer process maps no GTK or WebKit library"
+    );
 
     // From the other peer to the window.
     ok(p_path, &["add", "from the desktop peer"]);

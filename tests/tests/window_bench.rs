@@ -83,7 +83,7 @@ fn window_with_10k_todos() {
             lines.push(format!("{name} {:.1} MB", kib as f64 / 1024.0));
         }
         println!(
-            "window round {round}: hellopears itself: {:.1} MB anonymous (heap), {:.1} MB mapped files (libraries)",
+            "window round {round}: hellopears itself (the peer; the window is its hellopears-window child): {:.1} MB anonymous (heap), {:.1} MB mapped files",
             status_kib(window.pid(), "RssAnon") as f64 / 1024.0,
             status_kib(window.pid(), "RssFile") as f64 / 1024.0,
         );
