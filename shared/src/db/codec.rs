@@ -15,7 +15,7 @@ use std::sync::Arc;
 use smol_str::SmolStr;
 
 use super::DbOp;
-use super::name::name;
+use super::name::{Name, name};
 use super::query::Update;
 use super::value::{Document, Value};
 
@@ -157,7 +157,7 @@ impl<'a> Reader<'a> {
         Some(Document::from_fields(fields))
     }
 
-    fn named_values(&mut self) -> Option<Vec<(Arc<str>, Value)>> {
+    fn named_values(&mut self) -> Option<Vec<(Name, Value)>> {
         let count = self.len()?;
         let mut pairs = Vec::with_capacity(count);
         for _ in 0..count {

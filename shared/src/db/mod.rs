@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 pub use smol_str::SmolStr;
 
 pub use codec::MAX_DEPTH;
+pub use name::Name;
 pub use query::{Cond, Direction, Filter, Query, QueryError, Update};
 use value::get_path_shared;
 pub use value::{Document, Value, get_path};
@@ -36,8 +37,7 @@ pub enum DbOp {
     /// Insert a document; it must carry a string `_id`. Ignored if the id exists.
     Insert {
         /// Collection name.
-        #[serde(deserialize_with = "name::shared_name")]
-        collection: Arc<str>,
+        collection: Name,
         /// The document.
         #[serde(deserialize_with = "value::shared_document")]
         doc: Arc<Document>,
@@ -45,8 +45,7 @@ pub enum DbOp {
     /// Update one document by id. Ignored if it does not exist.
     Update {
         /// Collection name.
-        #[serde(deserialize_with = "name::shared_name")]
-        collection: Arc<str>,
+        collection: Name,
         /// Document id.
         id: SmolStr,
         /// What to change (boxed: keeps every operation small in memory).
@@ -55,8 +54,7 @@ pub enum DbOp {
     /// Delete one document by id. Ignored if it does not exist.
     Delete {
         /// Collection name.
-        #[serde(deserialize_with = "name::shared_name")]
-        collection: Arc<str>,
+        collection: Name,
         /// Document id.
         id: SmolStr,
     },
@@ -87,7 +85,7 @@ enum Undo {
     Restore(u32, SmolStr, Option<Arc<Document>>),
     /// Put these top-level fields back (`None`: remove the field). Undoes updates, which
     /// change documents in place, without keeping a copy of the whole document.
-    Fields(u32, SmolStr, Vec<(Arc<str>, Option<Value>)>),
+    Fields(u32, SmolStr, Vec<(Name, Option<Value>)>),
 }
 
 /// What happened to a document in one update of the view.
@@ -155,16 +153,16 @@ pub struct Db {
     collections: Vec<Collection>,
     by_name: FxHashMap<String, u32>,
     index_specs: BTreeMap<String, BTreeSet<String>>,
-    author_field: Option<Arc<str>>,
+    author_field: Option<Name>,
     authors: FxHashMap<crate::keys::WriterId, Value>,
     subscribers: HashMap<SubscriptionId, Subscriber>,
     next_subscription: u64,
     touched: Option<Touched>,
     /// [`ID_FIELD`] as a shared name.
-    id_name: Arc<str>,
+    id_name: Name,
     /// The collection the last operation named, by shared name (operations come in runs on
     /// one collection, so this usually saves hashing its name).
-    last_collection: Option<(Arc<str>, u32)>,
+    last_collection: Option<(Name, u32)>,
     /// Reused room for index values before an edit.
     before: Vec<Option<Value>>,
 }
@@ -310,9 +308,9 @@ impl Db {
     }
 
     /// The index of an existing collection named by an operation.
-    fn existing_collection(&mut self, name: &Arc<str>) -> Option<u32> {
+    fn existing_collection(&mut self, name: &Name) -> Option<u32> {
         if let Some((last, index)) = &self.last_collection
-            && Arc::ptr_eq(last, name)
+            && last.same(name)
         {
             return Some(*index);
         }
@@ -411,7 +409,7 @@ fn finish(mut docs: Vec<Arc<Document>>, query: &Query) -> Vec<Arc<Document>> {
 #[derive(Debug)]
 struct Index {
     /// The indexed path, as a shared name.
-    path: Arc<str>,
+    path: Name,
     entries: BTreeMap<Value, FxHashSet<SmolStr>>,
 }
 

@@ -1,121 +1,208 @@
 //! Shared names. Field names, update paths and collection names repeat in every document
-//! and operation; decoding gives each distinct name one shared allocation, so documents
-//! hold pointers into a few hot cache lines instead of thousands of copies, and decoding
-//! an operation allocates only for what is new in it.
+//! and operation; each distinct name is stored once for the life of the process, so
+//! documents hold pointers into a few hot cache lines instead of thousands of copies,
+//! decoding an operation allocates only for what is new in it, and copying or dropping a
+//! name is free (no reference count to touch).
 //!
 //! Lookups of a shared name in a document compare pointers before content, so the hot
 //! paths (applying updates, maintaining indexes) do no string comparisons at all.
 //!
-//! The table is process-wide and bounded (a peer sending endless new names only stops them
-//! being shared; nothing grows without limit). Sharing never changes a value: names still
-//! compare by content.
+//! The table is process-wide and bounded: at most 4,096 names of at most 64 bytes (256 KiB
+//! at worst) are ever stored; beyond that, names are ordinary shared strings (a peer sending
+//! endless new names only stops them being interned). Sharing never changes a value: names
+//! still compare, order and hash by content.
 
+use std::borrow::Borrow;
 use std::cell::RefCell;
+use std::cmp::Ordering;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::ops::Deref;
 use std::sync::{Arc, LazyLock, Mutex};
 
 use rustc_hash::FxHashSet;
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Names held at most.
 const MAX_NAMES: usize = 4096;
-/// Longer names are never shared.
+/// Longer names are never interned.
 const MAX_NAME_BYTES: usize = 64;
 
-/// Names shared from the start, so a flood of junk names can never keep these unshared.
+/// Names interned from the start, so a flood of junk names can never keep these out.
 const WELL_KNOWN: [&str; 7] = ["_id", "todos", "text", "done", "created", "updated", "author"];
 
-static NAMES: LazyLock<Mutex<FxHashSet<Arc<str>>>> =
-    LazyLock::new(|| Mutex::new(WELL_KNOWN.iter().map(|&known| Arc::from(known)).collect()));
-
-/// The well-known names' shared copies, found without hashing.
-static KNOWN: LazyLock<Vec<Arc<str>>> = LazyLock::new(|| WELL_KNOWN.iter().map(|known| global(known).0).collect());
+static NAMES: LazyLock<Mutex<FxHashSet<&'static str>>> = LazyLock::new(|| Mutex::new(WELL_KNOWN.into_iter().collect()));
 
 thread_local! {
     /// Each thread's copy of the names it met, so the common case takes no lock. It holds
-    /// the process-wide allocations, so pointers compare equal across threads.
-    static SEEN: RefCell<FxHashSet<Arc<str>>> = RefCell::new(FxHashSet::default());
+    /// the process-wide strings, so pointers compare equal across threads.
+    static SEEN: RefCell<FxHashSet<&'static str>> = RefCell::new(FxHashSet::default());
 }
 
-/// The shared copy of a name.
-pub fn name(text: &str) -> Arc<str> {
+/// A field name, path or collection name: interned (a pointer to the one stored copy) or,
+/// past the table's bounds, a shared string.
+#[derive(Clone)]
+pub struct Name(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    Interned(&'static str),
+    Shared(Arc<str>),
+}
+
+/// The interned copy of a name (see the module docs).
+pub fn name(text: &str) -> Name {
     if text.len() > MAX_NAME_BYTES {
-        return text.into();
+        return Name(Repr::Shared(text.into()));
     }
     let known = match text {
-        "_id" => 0,
-        "todos" => 1,
-        "text" => 2,
-        "done" => 3,
-        "created" => 4,
-        "updated" => 5,
-        "author" => 6,
-        _ => usize::MAX,
+        "_id" => Some(WELL_KNOWN[0]),
+        "todos" => Some(WELL_KNOWN[1]),
+        "text" => Some(WELL_KNOWN[2]),
+        "done" => Some(WELL_KNOWN[3]),
+        "created" => Some(WELL_KNOWN[4]),
+        "updated" => Some(WELL_KNOWN[5]),
+        "author" => Some(WELL_KNOWN[6]),
+        _ => None,
     };
-    if let Some(shared) = KNOWN.get(known) {
-        return shared.clone();
+    if let Some(known) = known {
+        return Name(Repr::Interned(known));
     }
-    let seen = SEEN.with(|seen| seen.borrow().get(text).cloned());
-    if let Some(shared) = seen {
-        return shared;
+    if let Some(seen) = SEEN.with(|seen| seen.borrow().get(text).copied()) {
+        return Name(Repr::Interned(seen));
     }
-    let (shared, held) = global(text);
-    if held {
-        SEEN.with(|seen| seen.borrow_mut().insert(shared.clone()));
+    match global(text) {
+        Some(interned) => {
+            SEEN.with(|seen| seen.borrow_mut().insert(interned));
+            Name(Repr::Interned(interned))
+        }
+        None => Name(Repr::Shared(text.into())),
     }
-    shared
 }
 
-/// The process-wide copy, and whether the table holds it (it is full otherwise).
-fn global(text: &str) -> (Arc<str>, bool) {
+/// The process-wide copy, stored on first use while the table has room.
+fn global(text: &str) -> Option<&'static str> {
     // A poisoned lock only means another thread panicked mid-insert; the set is still valid.
     let mut names = NAMES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some(shared) = names.get(text) {
-        return (shared.clone(), true);
+    if let Some(interned) = names.get(text) {
+        return Some(interned);
     }
-    let shared: Arc<str> = text.into();
-    let held = names.len() < MAX_NAMES;
-    if held {
-        names.insert(shared.clone());
+    if names.len() >= MAX_NAMES {
+        return None;
     }
-    (shared, held)
+    // Bounded by MAX_NAMES * MAX_NAME_BYTES for the life of the process.
+    let interned: &'static str = Box::leak(text.to_owned().into_boxed_str());
+    names.insert(interned);
+    Some(interned)
 }
 
-/// A name decoded into its shared copy.
-pub(crate) struct Name(pub(crate) Arc<str>);
+impl Name {
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            Repr::Interned(text) => text,
+            Repr::Shared(text) => text,
+        }
+    }
+
+    /// Whether both are the same interned name (a pointer comparison; false does not mean
+    /// the texts differ).
+    pub fn same(&self, other: &Name) -> bool {
+        match (&self.0, &other.0) {
+            (Repr::Interned(a), Repr::Interned(b)) => std::ptr::eq(*a, *b),
+            _ => false,
+        }
+    }
+}
+
+impl Deref for Name {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for Name {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl Borrow<str> for Name {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq for Name {
+    fn eq(&self, other: &Self) -> bool {
+        self.same(other) || self.as_str() == other.as_str()
+    }
+}
+impl Eq for Name {}
+
+impl PartialOrd for Name {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Name {
+    fn cmp(&self, other: &Self) -> Ordering {
+        if self.same(other) { Ordering::Equal } else { self.as_str().cmp(other.as_str()) }
+    }
+}
+
+impl Hash for Name {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl fmt::Debug for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<&str> for Name {
+    fn from(text: &str) -> Self {
+        name(text)
+    }
+}
+
+impl From<String> for Name {
+    fn from(text: String) -> Self {
+        name(&text)
+    }
+}
+
+impl Serialize for Name {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
 
 impl<'de> Deserialize<'de> for Name {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct Visit;
         impl serde::de::Visitor<'_> for Visit {
             type Value = Name;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a name")
             }
             fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Name, E> {
-                Ok(Name(name(text)))
+                Ok(name(text))
             }
         }
         deserializer.deserialize_str(Visit)
     }
-}
-
-/// serde `deserialize_with` for a shared name.
-pub(crate) fn shared_name<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Arc<str>, D::Error> {
-    Name::deserialize(deserializer).map(|n| n.0)
-}
-
-/// serde `deserialize_with` for a list of (shared name, value) pairs.
-pub(crate) fn shared_name_pairs<'de, D: Deserializer<'de>, V: Deserialize<'de>>(
-    deserializer: D,
-) -> Result<Vec<(Arc<str>, V)>, D::Error> {
-    let pairs: Vec<(Name, V)> = Vec::deserialize(deserializer)?;
-    Ok(pairs.into_iter().map(|(n, v)| (n.0, v)).collect())
-}
-
-/// serde `deserialize_with` for a list of shared names.
-pub(crate) fn shared_names<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Arc<str>>, D::Error> {
-    let names: Vec<Name> = Vec::deserialize(deserializer)?;
-    Ok(names.into_iter().map(|n| n.0).collect())
 }
 
 #[cfg(test)]
@@ -133,10 +220,11 @@ mod tests {
         }
         assert!(held() <= MAX_NAMES);
         for known in WELL_KNOWN {
-            assert!(Arc::ptr_eq(&name(known), &name(&String::from(known))), "{known}");
+            assert!(name(known).same(&name(&String::from(known))), "{known}");
         }
         let long = "x".repeat(MAX_NAME_BYTES + 1);
-        assert!(!Arc::ptr_eq(&name(&long), &name(&long)));
+        assert!(!name(&long).same(&name(&long)));
+        assert_eq!(name(&long), name(&long));
         assert_eq!(&*name(&long), long.as_str());
     }
 }

@@ -2,11 +2,9 @@
 
 use std::cmp::Ordering;
 
-use std::sync::Arc;
-
 use serde::{Deserialize, Serialize};
 
-use super::name::{name, shared_name_pairs, shared_names};
+use super::name::{Name, name};
 
 use super::value::{Document, Value, get_path, get_path_shared, set_path_shared, top_level_name, unset_path_shared};
 
@@ -146,14 +144,11 @@ fn parse_cond(op: &str, operand: &serde_json::Value) -> Result<Cond, QueryError>
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Update {
     /// `$set`: (path, value).
-    #[serde(deserialize_with = "shared_name_pairs")]
-    pub set: Vec<(Arc<str>, Value)>,
+    pub set: Vec<(Name, Value)>,
     /// `$unset`: paths.
-    #[serde(deserialize_with = "shared_names")]
-    pub unset: Vec<Arc<str>>,
+    pub unset: Vec<Name>,
     /// `$inc`: (path, amount). A missing field is set to the amount.
-    #[serde(deserialize_with = "shared_name_pairs")]
-    pub inc: Vec<(Arc<str>, Value)>,
+    pub inc: Vec<(Name, Value)>,
 }
 
 impl Update {
@@ -218,13 +213,13 @@ impl Update {
 
     /// Saves the current value of every top-level field this update may change (once each,
     /// never `_id`; `None` for an absent field): what undoes it.
-    pub(crate) fn save_fields(&self, doc: &Document) -> Vec<(Arc<str>, Option<Value>)> {
+    pub(crate) fn save_fields(&self, doc: &Document) -> Vec<(Name, Option<Value>)> {
         let paths = self.set.iter().map(|(p, _)| p).chain(self.unset.iter()).chain(self.inc.iter().map(|(p, _)| p));
-        let mut saved: Vec<(Arc<str>, Option<Value>)> =
+        let mut saved: Vec<(Name, Option<Value>)> =
             Vec::with_capacity(self.set.len() + self.unset.len() + self.inc.len());
         for path in paths {
             let top = top_level_name(path);
-            if &*top == "_id" || saved.iter().any(|(name, _)| Arc::ptr_eq(name, &top) || *name == top) {
+            if &*top == "_id" || saved.iter().any(|(name, _)| *name == top) {
                 continue;
             }
             let value = doc.get_shared(&top).cloned();

@@ -6,13 +6,15 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use smol_str::SmolStr;
 
+use super::name::Name;
+
 /// A document: field names to values, kept sorted by name. `_id` holds the document id.
 ///
 /// A sorted vector rather than a tree: documents are small, so one allocation holds all
 /// of it, cloning is one copy, lookups are a binary search over a few cache lines. It
 /// encodes, compares and iterates exactly like a `BTreeMap` of the same fields.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Document(Vec<(Arc<str>, Value)>);
+pub struct Document(Vec<(Name, Value)>);
 
 impl Document {
     /// An empty document.
@@ -31,25 +33,25 @@ impl Document {
 
     /// Like `find`, trying pointer equality first: names decoded or set through
     /// [`name`](super::name::name) are shared, so this usually compares no strings.
-    fn find_shared(&self, key: &Arc<str>) -> Result<usize, usize> {
-        match self.0.iter().position(|(name, _)| Arc::ptr_eq(name, key)) {
+    fn find_shared(&self, key: &Name) -> Result<usize, usize> {
+        match self.0.iter().position(|(name, _)| name.same(key)) {
             Some(index) => Ok(index),
             None => self.find(key),
         }
     }
 
     /// The value of a field named by a shared name (see [`name`](super::name::name)).
-    pub fn get_shared(&self, key: &Arc<str>) -> Option<&Value> {
+    pub fn get_shared(&self, key: &Name) -> Option<&Value> {
         self.find_shared(key).ok().map(|index| &self.0[index].1)
     }
 
     /// A field's value and its name as the document holds it, by shared name.
-    pub fn get_key_value_shared(&self, key: &Arc<str>) -> Option<(&Arc<str>, &Value)> {
+    pub fn get_key_value_shared(&self, key: &Name) -> Option<(&Name, &Value)> {
         self.find_shared(key).ok().map(|index| (&self.0[index].0, &self.0[index].1))
     }
 
     /// Removes a field named by a shared name; returns its value.
-    pub fn remove_shared(&mut self, key: &Arc<str>) -> Option<Value> {
+    pub fn remove_shared(&mut self, key: &Name) -> Option<Value> {
         self.find_shared(key).ok().map(|index| self.0.remove(index).1)
     }
 
@@ -59,7 +61,7 @@ impl Document {
     }
 
     /// A field's shared name and value.
-    pub fn get_key_value(&self, key: &str) -> Option<(&Arc<str>, &Value)> {
+    pub fn get_key_value(&self, key: &str) -> Option<(&Name, &Value)> {
         self.find(key).ok().map(|index| (&self.0[index].0, &self.0[index].1))
     }
 
@@ -74,7 +76,7 @@ impl Document {
     }
 
     /// Sets a field; returns its previous value.
-    pub fn insert(&mut self, key: Arc<str>, value: Value) -> Option<Value> {
+    pub fn insert(&mut self, key: Name, value: Value) -> Option<Value> {
         match self.find_shared(&key) {
             Ok(index) => Some(std::mem::replace(&mut self.0[index].1, value)),
             Err(index) => {
@@ -102,12 +104,12 @@ impl Document {
     }
 
     /// Fields in name order.
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&Arc<str>, &Value)> {
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&Name, &Value)> {
         self.0.iter().map(|(name, value)| (name, value))
     }
 
     /// Field names in order.
-    pub fn keys(&self) -> impl ExactSizeIterator<Item = &Arc<str>> {
+    pub fn keys(&self) -> impl ExactSizeIterator<Item = &Name> {
         self.0.iter().map(|(name, _)| name)
     }
 
@@ -123,11 +125,11 @@ impl Document {
 
     /// Builds a document from fields in any order; a repeated name keeps its last value
     /// (as inserting them one by one would).
-    pub(crate) fn from_fields(mut fields: Vec<(Arc<str>, Value)>) -> Self {
+    pub(crate) fn from_fields(mut fields: Vec<(Name, Value)>) -> Self {
         if !fields.windows(2).all(|pair| pair[0].0 < pair[1].0) {
             // Stable, so among equal names the last one given comes last.
             fields.sort_by(|a, b| a.0.cmp(&b.0));
-            let mut unique: Vec<(Arc<str>, Value)> = Vec::with_capacity(fields.len());
+            let mut unique: Vec<(Name, Value)> = Vec::with_capacity(fields.len());
             for field in fields {
                 match unique.last_mut() {
                     Some(last) if last.0 == field.0 => *last = field,
@@ -140,15 +142,15 @@ impl Document {
     }
 }
 
-impl FromIterator<(Arc<str>, Value)> for Document {
-    fn from_iter<I: IntoIterator<Item = (Arc<str>, Value)>>(fields: I) -> Self {
+impl FromIterator<(Name, Value)> for Document {
+    fn from_iter<I: IntoIterator<Item = (Name, Value)>>(fields: I) -> Self {
         Self::from_fields(fields.into_iter().collect())
     }
 }
 
 impl<'a> IntoIterator for &'a Document {
-    type Item = (&'a Arc<str>, &'a Value);
-    type IntoIter = std::iter::Map<std::slice::Iter<'a, (Arc<str>, Value)>, fn(&'a (Arc<str>, Value)) -> Self::Item>;
+    type Item = (&'a Name, &'a Value);
+    type IntoIter = std::iter::Map<std::slice::Iter<'a, (Name, Value)>, fn(&'a (Name, Value)) -> Self::Item>;
     fn into_iter(self) -> Self::IntoIter {
         self.0.iter().map(|(name, value)| (name, value))
     }
@@ -314,7 +316,7 @@ pub(crate) fn document<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Res
         }
         fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Document, A::Error> {
             let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(0).min(64));
-            while let Some((super::name::Name(key), value)) = map.next_entry::<super::name::Name, Value>()? {
+            while let Some((key, value)) = map.next_entry::<Name, Value>()? {
                 fields.push((key, value));
             }
             Ok(Document::from_fields(fields))
@@ -382,12 +384,12 @@ fn is_dotted(path: &str) -> bool {
 }
 
 /// [`get_path`] for a path held as a shared name: a plain field is found by pointer.
-pub fn get_path_shared<'a>(doc: &'a Document, path: &Arc<str>) -> Option<&'a Value> {
+pub fn get_path_shared<'a>(doc: &'a Document, path: &Name) -> Option<&'a Value> {
     if is_dotted(path) { get_path(doc, path) } else { doc.get_shared(path) }
 }
 
 /// [`set_path`] for a path held as a shared name.
-pub fn set_path_shared(doc: &mut Document, path: &Arc<str>, value: Value) -> bool {
+pub fn set_path_shared(doc: &mut Document, path: &Name, value: Value) -> bool {
     if is_dotted(path) {
         return set_path(doc, path, value);
     }
@@ -396,12 +398,12 @@ pub fn set_path_shared(doc: &mut Document, path: &Arc<str>, value: Value) -> boo
 }
 
 /// [`unset_path`] for a path held as a shared name.
-pub fn unset_path_shared(doc: &mut Document, path: &Arc<str>) -> bool {
+pub fn unset_path_shared(doc: &mut Document, path: &Name) -> bool {
     if is_dotted(path) { unset_path(doc, path) } else { doc.remove_shared(path).is_some() }
 }
 
 /// The top-level field a path starts in, as a shared name.
-pub(crate) fn top_level_name(path: &Arc<str>) -> Arc<str> {
+pub(crate) fn top_level_name(path: &Name) -> Name {
     match path.split_once('.') {
         None => path.clone(),
         Some((first, _)) => super::name::name(first),
