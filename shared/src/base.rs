@@ -41,8 +41,10 @@ pub trait Apply {
     /// Decodes an entry payload (once, when the entry is integrated); `None` makes the entry
     /// a no-op (for example an operation from a newer version), so the writer's log stays intact.
     fn decode_op(&mut self, payload: &[u8], ctx: &ApplyContext) -> Option<Self::Op>;
-    /// Applies one operation and returns how to undo it. Must be deterministic.
-    fn apply(&mut self, op: &Self::Op, ctx: &ApplyContext) -> Self::Undo;
+    /// Applies one operation and returns how to undo it. Must be deterministic. The
+    /// operation is decoded for this call (again if a reorg reapplies it), so it is the
+    /// view's to keep.
+    fn apply(&mut self, op: Self::Op, ctx: &ApplyContext) -> Self::Undo;
     /// Undoes the most recently applied operation not yet undone.
     fn undo(&mut self, undo: Self::Undo);
     /// The part of the view an operation reads and writes, when it is confined to one part.
@@ -196,12 +198,17 @@ pub struct WriterInfo {
     pub quarantined: bool,
 }
 
-/// An integrated entry. Its operation is decoded when it is applied (while the bytes are
-/// in cache, and without keeping every decoded operation of the history in memory).
+/// An integrated entry. Its operation is decoded when it is applied (without keeping every
+/// decoded operation of the history in memory), from a copy of its payload in its writer's
+/// payload arena (see [`WriterLog::payloads`]).
 #[derive(Debug)]
 struct Node {
     entry: Entry,
     scope: Scope,
+    /// Where its payload starts in the arena.
+    payload_at: usize,
+    /// Its payload's length.
+    payload_len: u32,
 }
 
 /// What an operation touches (see [`Apply::op_key`]).
@@ -222,6 +229,10 @@ struct WriterLog {
     id: WriterId,
     key: VerifyingKey,
     nodes: Vec<Node>,
+    /// The payloads of `nodes`, back to back, in integration order. Catching up integrates
+    /// entries in (nearly) the order they are applied, so applying reads these sequentially
+    /// instead of chasing each entry's own allocations around memory.
+    payloads: Vec<u8>,
     /// For each other writer, one past the highest seq this writer's entries referenced.
     frontier: BTreeMap<WriterId, u64>,
     fork: Option<Box<ForkEvidence>>,
@@ -507,7 +518,7 @@ impl<V: Apply> Base<V> {
                         None => self.decode(&slot),
                     };
                     let ctx = ApplyContext { writer: slot.key.writer, seq: slot.key.seq, clock: slot.key.clock };
-                    op.map(|op| self.view.apply(&op, &ctx))
+                    op.map(|op| self.view.apply(op, &ctx))
                 }
             };
             self.undo.push(undo);
@@ -520,8 +531,10 @@ impl<V: Apply> Base<V> {
     /// Decodes the operation of an integrated entry and records what it touches.
     fn decode(&mut self, slot: &Slot) -> Option<V::Op> {
         let ctx = ApplyContext { writer: slot.key.writer, seq: slot.key.seq, clock: slot.key.clock };
-        let node = &self.writers[slot.writer_index as usize].nodes[slot.key.seq as usize];
-        let op = self.view.decode_op(&node.entry.body().payload, &ctx);
+        let log = &self.writers[slot.writer_index as usize];
+        let node = &log.nodes[slot.key.seq as usize];
+        let payload = log.payloads.get(node.payload_at..node.payload_at + node.payload_len as usize).unwrap_or(&[]);
+        let op = self.view.decode_op(payload, &ctx);
         let scope = match &op {
             None => Scope::Nothing,
             Some(op) => self.view.op_key(op).map_or(Scope::Everything, Scope::Key),
@@ -673,7 +686,14 @@ impl<V: Apply> Base<V> {
         }
         let key = writer.verifying_key().map_err(|_| IngestError::InvalidWriterKey(writer))?;
         let index = self.writers.len() as u32;
-        self.writers.push(WriterLog { id: writer, key, nodes: Vec::new(), frontier: BTreeMap::new(), fork: None });
+        self.writers.push(WriterLog {
+            id: writer,
+            key,
+            nodes: Vec::new(),
+            payloads: Vec::new(),
+            frontier: BTreeMap::new(),
+            fork: None,
+        });
         self.by_id.insert(writer, index);
         self.events.push_back(BaseEvent::WriterAdded(writer));
         Ok(index)
@@ -724,7 +744,12 @@ impl<V: Apply> Base<V> {
         }
         let key = Position { clock: entry.clock(), writer, seq: entry.seq() };
         self.integrated.push(entry.clone());
-        log.nodes.push(Node { entry, scope: Scope::Unknown });
+        let payload = &entry.body().payload;
+        let payload_at = log.payloads.len();
+        // Entries are at most MAX_ENTRY_BYTES long, so the length fits.
+        let payload_len = payload.len() as u32;
+        log.payloads.extend_from_slice(payload);
+        log.nodes.push(Node { entry, scope: Scope::Unknown, payload_at, payload_len });
         self.staged.push(Slot { key, writer_index: index });
         Ok(())
     }

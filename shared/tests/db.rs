@@ -26,7 +26,7 @@ fn doc(json: serde_json::Value) -> Document {
 }
 
 fn insert(db: &mut Db, json: serde_json::Value) {
-    db.apply(&DbOp::Insert { collection: "c".into(), doc: doc(json).into() }, &ctx());
+    db.apply(DbOp::Insert { collection: "c".into(), doc: doc(json).into() }, &ctx());
 }
 
 fn ids(docs: &[Arc<Document>]) -> Vec<String> {
@@ -94,7 +94,7 @@ fn update_operators() {
         &json!({"$set": {"s": "new", "deep.x": 1}, "$unset": {"tags": ""}, "$inc": {"n": 2, "m": 5}}),
     )
     .expect("update");
-    db.apply(&DbOp::Update { collection: "c".into(), id: "a".into(), update: Box::new(update) }, &ctx());
+    db.apply(DbOp::Update { collection: "c".into(), id: "a".into(), update: Box::new(update) }, &ctx());
     let a = db.get("c", "a").expect("a");
     assert_eq!(a.get("s"), Some(&Value::from("new")));
     assert_eq!(hellopears_core::db::get_path(&a, "deep.x"), Some(&Value::Int(1)));
@@ -103,7 +103,7 @@ fn update_operators() {
     assert_eq!(a.get("m"), Some(&Value::Int(5)));
     // $inc of a float, and of a non-number (skipped).
     let inc = Update::default().and_inc("n", 0.5).and_inc("s", 1);
-    db.apply(&DbOp::Update { collection: "c".into(), id: "b".into(), update: Box::new(inc) }, &ctx());
+    db.apply(DbOp::Update { collection: "c".into(), id: "b".into(), update: Box::new(inc) }, &ctx());
     let b = db.get("c", "b").expect("b");
     assert_eq!(b.get("n"), Some(&Value::Float(3.0)));
     assert_eq!(b.get("s"), Some(&Value::from("y")));
@@ -119,12 +119,12 @@ fn insert_and_delete_semantics_and_undo() {
     let before = db.encode();
     // A duplicate id is ignored; a document without a string id is ignored.
     let undo_dup =
-        db.apply(&DbOp::Insert { collection: "c".into(), doc: doc(json!({"_id": "a", "n": 9})).into() }, &ctx());
-    let undo_noid = db.apply(&DbOp::Insert { collection: "c".into(), doc: doc(json!({"n": 9})).into() }, &ctx());
+        db.apply(DbOp::Insert { collection: "c".into(), doc: doc(json!({"_id": "a", "n": 9})).into() }, &ctx());
+    let undo_noid = db.apply(DbOp::Insert { collection: "c".into(), doc: doc(json!({"n": 9})).into() }, &ctx());
     assert_eq!(db.get("c", "a").and_then(|d| d.get("n").cloned()), Some(Value::Int(1)));
-    let undo_del = db.apply(&DbOp::Delete { collection: "c".into(), id: "b".into() }, &ctx());
+    let undo_del = db.apply(DbOp::Delete { collection: "c".into(), id: "b".into() }, &ctx());
     assert!(db.get("c", "b").is_none());
-    let undo_missing = db.apply(&DbOp::Delete { collection: "c".into(), id: "zz".into() }, &ctx());
+    let undo_missing = db.apply(DbOp::Delete { collection: "c".into(), id: "zz".into() }, &ctx());
     for undo in [undo_missing, undo_del, undo_noid, undo_dup] {
         db.undo(undo);
     }
@@ -149,7 +149,7 @@ fn updates_change_documents_in_place_and_undo_restores_them_exactly() {
     for update in &updates {
         let update = Update::from_json(update).expect("update");
         undos
-            .push(db.apply(&DbOp::Update { collection: "c".into(), id: "a".into(), update: Box::new(update) }, &ctx()));
+            .push(db.apply(DbOp::Update { collection: "c".into(), id: "a".into(), update: Box::new(update) }, &ctx()));
     }
     assert_ne!(db.encode(), before);
     assert!(db.find("c", &Query::new(Filter::eq("n", 1))).is_empty());
@@ -181,7 +181,7 @@ fn indexes_are_used_when_they_fit() {
     assert_eq!(db.explain("c", &exists), Plan::FullScan);
     // Indexes follow updates and undo.
     let undo = db.apply(
-        &DbOp::Update { collection: "c".into(), id: "c".into(), update: Box::new(Update::set("n", 10)) },
+        DbOp::Update { collection: "c".into(), id: "c".into(), update: Box::new(Update::set("n", 10)) },
         &ctx(),
     );
     assert!(db.find("c", &eq).is_empty());
@@ -197,7 +197,7 @@ fn change_notifications() {
     db.begin_update();
     insert(&mut db, json!({"_id": "a", "n": 1}));
     insert(&mut db, json!({"_id": "b", "n": 1}));
-    db.apply(&DbOp::Update { collection: "c".into(), id: "a".into(), update: Box::new(Update::set("n", 2)) }, &ctx());
+    db.apply(DbOp::Update { collection: "c".into(), id: "a".into(), update: Box::new(Update::set("n", 2)) }, &ctx());
     db.end_update();
     let changes = db.poll_changes(all).expect("not lagged");
     assert_eq!(
@@ -206,9 +206,9 @@ fn change_notifications() {
     );
     assert!(db.poll_changes(other).expect("not lagged").is_empty());
     db.begin_update();
-    db.apply(&DbOp::Delete { collection: "c".into(), id: "a".into() }, &ctx());
+    db.apply(DbOp::Delete { collection: "c".into(), id: "a".into() }, &ctx());
     let undo = db
-        .apply(&DbOp::Update { collection: "c".into(), id: "b".into(), update: Box::new(Update::set("n", 5)) }, &ctx());
+        .apply(DbOp::Update { collection: "c".into(), id: "b".into(), update: Box::new(Update::set("n", 5)) }, &ctx());
     db.undo(undo);
     db.end_update();
     let changes = db.poll_changes(all).expect("not lagged");
@@ -306,8 +306,8 @@ proptest! {
             if let Some(x) = x { d.insert("x".into(), x.clone()); }
             if let Some(y) = y { d.insert("y".into(), y.clone()); }
             let op = DbOp::Insert { collection: "c".into(), doc: d.into() };
-            plain.apply(&op, &ctx());
-            indexed.apply(&op, &ctx());
+            plain.apply(op.clone(), &ctx());
+            indexed.apply(op, &ctx());
         }
         let mut filter = Filter::all();
         for (path, cond) in conds { filter = filter.and(path, cond); }

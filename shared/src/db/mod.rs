@@ -498,24 +498,25 @@ impl Apply for Db {
         Some(hasher.finish())
     }
 
-    fn apply(&mut self, op: &DbOp, _ctx: &ApplyContext) -> DbUndo {
+    fn apply(&mut self, op: DbOp, _ctx: &ApplyContext) -> DbUndo {
         DbUndo(match op {
             DbOp::Insert { collection, doc } => {
                 let Some(Value::Str(id)) = doc.get_shared(&self.id_name) else { return DbUndo(Undo::Nothing) };
-                let coll_index = match self.existing_collection(collection) {
+                let id = id.clone();
+                let coll_index = match self.existing_collection(&collection) {
                     Some(index) => index,
-                    None => self.collection_index(collection),
+                    None => self.collection_index(&collection),
                 };
-                match self.collections[coll_index as usize].docs.entry(id.clone()) {
-                    std::collections::hash_map::Entry::Occupied(_) => return DbUndo(Undo::Nothing),
-                    std::collections::hash_map::Entry::Vacant(slot) => slot.insert(doc.clone()),
-                };
-                self.changed(coll_index, id, None, Some(doc));
-                Undo::Restore(coll_index, id.clone(), None)
+                if self.collections[coll_index as usize].docs.contains_key(&id) {
+                    return DbUndo(Undo::Nothing);
+                }
+                self.changed(coll_index, &id, None, Some(&doc));
+                self.collections[coll_index as usize].docs.insert(id.clone(), doc);
+                Undo::Restore(coll_index, id, None)
             }
             DbOp::Update { collection, id, update } => {
-                let Some(coll_index) = self.existing_collection(collection) else { return DbUndo(Undo::Nothing) };
-                let edited = self.edit(coll_index, id, |doc| {
+                let Some(coll_index) = self.existing_collection(&collection) else { return DbUndo(Undo::Nothing) };
+                let edited = self.edit(coll_index, &id, |doc| {
                     let saved = update.save_fields(doc);
                     update.apply_to(doc);
                     saved
@@ -526,7 +527,7 @@ impl Apply for Db {
                 }
             }
             DbOp::Delete { collection, id } => {
-                let Some(coll_index) = self.existing_collection(collection) else { return DbUndo(Undo::Nothing) };
+                let Some(coll_index) = self.existing_collection(&collection) else { return DbUndo(Undo::Nothing) };
                 let Some(id) =
                     self.collections[coll_index as usize].docs.get_key_value(id.as_str()).map(|(k, _)| k.clone())
                 else {
