@@ -148,8 +148,7 @@ fn updates_change_documents_in_place_and_undo_restores_them_exactly() {
     let mut undos = Vec::new();
     for update in &updates {
         let update = Update::from_json(update).expect("update");
-        undos
-            .push(db.apply(DbOp::Update { collection: "c".into(), id: "a".into(), update: Box::new(update) }, &ctx()));
+        undos.push(db.apply(DbOp::Update { collection: "c".into(), id: "a".into(), update: Box::new(update) }, &ctx()));
     }
     assert_ne!(db.encode(), before);
     assert!(db.find("c", &Query::new(Filter::eq("n", 1))).is_empty());
@@ -180,10 +179,8 @@ fn indexes_are_used_when_they_fit() {
     let exists = Query::new(Filter::all().and("n", Cond::Exists(true)));
     assert_eq!(db.explain("c", &exists), Plan::FullScan);
     // Indexes follow updates and undo.
-    let undo = db.apply(
-        DbOp::Update { collection: "c".into(), id: "c".into(), update: Box::new(Update::set("n", 10)) },
-        &ctx(),
-    );
+    let undo = db
+        .apply(DbOp::Update { collection: "c".into(), id: "c".into(), update: Box::new(Update::set("n", 10)) }, &ctx());
     assert!(db.find("c", &eq).is_empty());
     db.undo(undo);
     assert_eq!(ids(&db.find("c", &eq)), ["c"]);
