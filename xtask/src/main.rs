@@ -250,14 +250,23 @@ fn test() -> anyhow::Result<()> {
     ]);
     step("cargo clippy (web, wasm32)", clippy_web)?;
     wasm()?;
-    // The IndexedDB backend and the components, in headless Chromium.
+    // The IndexedDB backend and the components, in headless Chromium. The test runner gives
+    // Chromium no profile directory, so it makes one under TMPDIR (about 90 MB) and, as the
+    // runner stops it without ending the session, leaves it there: point TMPDIR at a scratch
+    // directory removed afterwards.
+    let scratch = target_dir().join("tmp").join("chromium");
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch)?;
     let mut wasm_tests = cargo();
     wasm_tests
         .args(["test", "-p", "hellopears-web", "--target", WASM_TARGET])
         .env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER", "wasm-bindgen-test-runner")
         .env("WASM_BINDGEN_TEST_WEBDRIVER_JSON", root().join("web").join("webdriver.json"))
-        .env("WASM_BINDGEN_TEST_TIMEOUT", "120");
-    step("wasm tests in headless Chromium", wasm_tests)?;
+        .env("WASM_BINDGEN_TEST_TIMEOUT", "120")
+        .env("TMPDIR", &scratch);
+    let wasm_tested = step("wasm tests in headless Chromium", wasm_tests);
+    let _ = std::fs::remove_dir_all(&scratch);
+    wasm_tested?;
     let dist = web()?;
     // The end-to-end tests start the real binary: build it first (cargo test builds the
     // binaries of a package only for that package's own tests).
