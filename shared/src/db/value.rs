@@ -45,11 +45,6 @@ impl Document {
         self.find_shared(key).ok().map(|index| &self.0[index].1)
     }
 
-    /// A field's value and its name as the document holds it, by shared name.
-    pub fn get_key_value_shared(&self, key: &Name) -> Option<(&Name, &Value)> {
-        self.find_shared(key).ok().map(|index| (&self.0[index].0, &self.0[index].1))
-    }
-
     /// Removes a field named by a shared name; returns its value.
     pub fn remove_shared(&mut self, key: &Name) -> Option<Value> {
         self.find_shared(key).ok().map(|index| self.0.remove(index).1)
