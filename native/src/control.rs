@@ -1,19 +1,36 @@
 //! The control socket: a Unix socket in the data dir through which CLI commands reach a
 //! running peer (the store is locked by it). One JSON request line, one JSON reply line.
+//! The launcher starts it next to the peer, with a [`PeerHandle`]; the peer knows nothing
+//! of it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, oneshot};
 
 use crate::commands::{Reply, Request};
+use crate::peer::PeerHandle;
 
 /// The socket's file name in the data dir.
 pub const SOCKET: &str = "control.sock";
 
-/// Serves the control socket at `path`, passing requests to the peer's task.
-pub(crate) fn serve(path: &Path, peer: mpsc::Sender<crate::peer::Inbound>) -> anyhow::Result<()> {
+/// The longest request line accepted.
+const MAX_REQUEST_BYTES: u64 = 1 << 20;
+
+/// Removes the socket file when the peer stops.
+#[derive(Debug)]
+pub struct Served {
+    path: PathBuf,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Serves the control socket at `path`, passing requests to the peer behind `peer`.
+pub fn serve(path: &Path, peer: PeerHandle) -> anyhow::Result<Served> {
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path)?;
     tokio::spawn(async move {
@@ -26,19 +43,15 @@ pub(crate) fn serve(path: &Path, peer: mpsc::Sender<crate::peer::Inbound>) -> an
             });
         }
     });
-    Ok(())
+    Ok(Served { path: path.to_owned() })
 }
 
-async fn answer(stream: UnixStream, peer: mpsc::Sender<crate::peer::Inbound>) -> anyhow::Result<()> {
+async fn answer(stream: UnixStream, peer: PeerHandle) -> anyhow::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
-    BufReader::new(read).read_line(&mut line).await?;
+    tokio::io::AsyncReadExt::take(BufReader::new(read), MAX_REQUEST_BYTES).read_line(&mut line).await?;
     let reply: Reply = match serde_json::from_str::<Request>(&line) {
-        Ok(request) => {
-            let (tx, rx) = oneshot::channel();
-            peer.send(crate::peer::Inbound::Command(request, tx)).await.map_err(|_| anyhow::anyhow!("peer stopped"))?;
-            rx.await.map_err(|_| anyhow::anyhow!("peer stopped"))?
-        }
+        Ok(request) => peer.request(request).await,
         Err(error) => Err(format!("bad control request: {error}")),
     };
     let mut out = serde_json::to_string(&reply)?;

@@ -1,21 +1,21 @@
-//! A replica opened on local storage, for commands run without a live peer.
+//! Opening a list's storage and its node, and the keys kept in the data dir.
 
-use std::path::PathBuf;
+use std::path::Path;
+use std::time::Duration;
 
 use anyhow::Context;
 use futures::executor::block_on;
-use hellopears_core::keys::Keypair;
-use hellopears_core::replica::Replica;
-use hellopears_core::storage::{MemoryStorage, Storage, WriteBatch};
+use hellopears_core::node::{self, Node};
+use hellopears_core::storage::{LoadedState, MemoryStorage, Storage, WriteBatch};
 use hellopears_core::topic::Topic;
 
 use crate::store::SledStorage;
 
-/// The meta key holding this device's writer secret for a topic.
-const WRITER_SECRET: &str = "writer-secret";
+/// How long opening a store waits for another process that holds it.
+pub const STORE_PATIENCE: Duration = Duration::from_secs(5);
 
-/// Where a replica lives.
-#[derive(Debug)]
+/// Where a list lives.
+#[derive(Debug, Clone)]
 pub enum Backend {
     /// sled in a data dir.
     Sled(SledStorage),
@@ -23,61 +23,56 @@ pub enum Backend {
     Memory(MemoryStorage),
 }
 
-/// A replica and the storage it persists to.
-#[derive(Debug)]
-pub struct Local {
-    /// The replica.
-    pub replica: Replica,
-    backend: Backend,
-}
-
-impl Local {
-    /// Opens the replica of `topic`: from `data` (sled), or in memory.
-    pub fn open(data: Option<PathBuf>, topic: Topic) -> anyhow::Result<Self> {
-        let backend = match data {
-            Some(dir) => Backend::Sled(SledStorage::open(&dir, &topic)?),
+impl Backend {
+    /// Opens the store of `topic`: in `data` (sled, waiting briefly while another process
+    /// holds it), or in memory.
+    pub fn open(data: Option<&Path>, topic: &Topic) -> anyhow::Result<Self> {
+        Ok(match data {
+            Some(dir) => Backend::Sled(SledStorage::open_waiting(dir, topic, STORE_PATIENCE)?),
             None => Backend::Memory(MemoryStorage::new()),
-        };
-        let state = match &backend {
+        })
+    }
+
+    /// Reads everything back.
+    pub fn load(&self) -> anyhow::Result<LoadedState> {
+        Ok(match self {
             Backend::Sled(store) => block_on(store.load())?,
             Backend::Memory(store) => block_on(store.load())?,
-        };
-        let (keypair, new_key) = match state.meta.get(WRITER_SECRET) {
-            Some(secret) => (Keypair::from_secret_slice(secret).context("stored writer key is corrupt")?, false),
-            None => {
-                let mut secret = [0u8; 32];
-                getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("no randomness for a new key: {e}"))?;
-                (Keypair::from_secret(secret), true)
-            }
-        };
-        let (replica, errors) = Replica::open(topic, keypair.clone(), state);
-        for error in &errors {
-            tracing::warn!(%error, "skipped a stored item");
-        }
-        let local = Self { replica, backend };
-        if new_key {
-            let batch = WriteBatch {
-                meta: vec![(WRITER_SECRET.into(), Some(keypair.secret().to_vec()))],
-                ..WriteBatch::default()
-            };
-            local.write(&batch)?;
-        }
-        Ok(local)
+        })
     }
 
-    /// Persists what the replica changed.
-    pub fn save(&mut self) -> anyhow::Result<()> {
-        let batch = self.replica.take_unsaved();
-        self.write(&batch)
+    /// Writes a batch on this thread (blocking).
+    pub fn write_blocking(&self, batch: &WriteBatch) -> Result<(), String> {
+        match self {
+            Backend::Sled(store) => block_on(store.write(batch)).map_err(|e| e.to_string()),
+            Backend::Memory(store) => block_on(store.write(batch)).map_err(|e| e.to_string()),
+        }
     }
 
-    fn write(&self, batch: &WriteBatch) -> anyhow::Result<()> {
-        match &self.backend {
-            Backend::Sled(store) => block_on(store.write(batch))?,
-            Backend::Memory(store) => block_on(store.write(batch))?,
-        }
-        Ok(())
+    /// Writes a batch on a blocking thread, off the async event loop.
+    pub async fn write(&self, batch: WriteBatch) -> Result<(), String> {
+        let backend = self.clone();
+        tokio::task::spawn_blocking(move || backend.write_blocking(&batch))
+            .await
+            .unwrap_or_else(|error| Err(format!("the storage task failed: {error}")))
     }
+}
+
+/// Opens the node of a list on its storage: a new writer key is made from fresh randomness
+/// if none is stored (and saved by the node's first write).
+pub fn open_node<P: Ord + Clone + std::fmt::Debug>(
+    backend: &Backend,
+    topic: Topic,
+    config: node::Config,
+) -> anyhow::Result<Node<P>> {
+    let state = backend.load()?;
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("no randomness for a new key: {e}"))?;
+    let (node, errors) = Node::open(topic, state, secret, config)?;
+    for error in &errors {
+        tracing::warn!(%error, "skipped a stored item");
+    }
+    Ok(node)
 }
 
 /// This device's libp2p identity, persisted in the data dir so the peer id is stable.

@@ -3,10 +3,13 @@
 
 mod commands;
 mod control;
+mod discovery;
+mod links;
 mod local;
 mod net;
 mod peer;
 mod store;
+mod streams;
 mod tui;
 mod web;
 mod window;
@@ -14,15 +17,15 @@ mod window_protocol;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{ArgAction, CommandFactory, Parser, Subcommand};
 use hellopears_core::sim::{Sim, SimConfig};
 use hellopears_core::todo;
 use hellopears_core::topic::Topic;
+use hellopears_core::ui::Command as UiCommand;
 
-use crate::commands::Request;
-use crate::local::Local;
+use crate::commands::{Action, Format, Request};
+use crate::local::Backend;
 
 /// HelloPears: a peer-to-peer, local-first todo list.
 #[derive(Debug, Parser)]
@@ -233,10 +236,6 @@ fn data_dir(cli: &Cli) -> anyhow::Result<Option<PathBuf>> {
     Ok(Some(dirs.data_dir().to_path_buf()))
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
 fn run(cli: Cli) -> anyhow::Result<()> {
     let topic = Topic::from_name(&cli.topic);
     let interactive = cli.command.is_none() && std::io::IsTerminal::is_terminal(&std::io::stdout());
@@ -258,30 +257,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Simulate { peers, ops, drop, seed }) => return simulate(*peers as usize, *ops, *drop, *seed),
         _ => {}
     }
-    let request = match cli.command {
+    let fmt = |json: bool| if json { Format::Json } else { Format::Text };
+    let action = match cli.command {
         Some(Command::Up(args)) => return up(data, topic, args, false),
         Some(Command::Window(args)) => return up(data, topic, args, true),
-        None => Request::List(false),
-        Some(Command::List { json }) => Request::List(json),
-        Some(Command::Add { text }) => Request::Add(text),
-        Some(Command::Seed { count }) => Request::Seed(count),
-        Some(Command::Done { id }) => Request::SetDone(id, true),
-        Some(Command::Undone { id }) => Request::SetDone(id, false),
-        Some(Command::Edit { id, text }) => Request::Edit(id, text),
-        Some(Command::Rm { id }) => Request::Remove(id),
-        Some(Command::Status { json }) => Request::Status(json),
-        Some(Command::Eval { script }) => Request::Eval(script),
+        None => Action::List(Format::Text),
+        Some(Command::List { json }) => Action::List(fmt(json)),
+        Some(Command::Add { text }) => Action::Command(UiCommand::Add(text)),
+        Some(Command::Seed { count }) => Action::Command(UiCommand::Seed(count)),
+        Some(Command::Done { id }) => Action::Command(UiCommand::SetDone(id, true)),
+        Some(Command::Undone { id }) => Action::Command(UiCommand::SetDone(id, false)),
+        Some(Command::Edit { id, text }) => Action::Command(UiCommand::Edit(id, text)),
+        Some(Command::Rm { id }) => Action::Command(UiCommand::Remove(id)),
+        Some(Command::Status { json }) => Action::Status(fmt(json)),
+        Some(Command::Eval { script }) => Action::Eval(script),
         Some(Command::Topic { .. } | Command::Simulate { .. }) => return Ok(()),
     };
-    // A peer running on this data dir holds the store: go through it.
-    let reply = match data.as_deref().and_then(|dir| control::request(dir, &request)) {
-        Some(reply) => reply,
-        None => {
-            let mut local = Local::open(data, topic)?;
-            commands::execute(&mut local, &request, now_ms(), None)
-        }
-    };
-    match reply {
+    let request = Request { topic: topic.name().to_owned(), action };
+    match reach(data.as_deref(), topic, &request) {
         Ok(out) => {
             print!("{out}");
             Ok(())
@@ -290,41 +283,97 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn up(data: Option<PathBuf>, topic: Topic, args: PeerArgs, window: bool) -> anyhow::Result<()> {
-    let PeerArgs { listen, bootstrap, no_mdns, no_dht, no_pex, external_address, web, web_root } = args;
-    let discovery = peer::Discovery { mdns: !no_mdns, dht: !no_dht, pex: !no_pex };
-    let root = web::find_root(web_root);
-    let web = web.map(|addr| (addr, root.clone()));
-    let name = topic.name().to_owned();
-    let prepare = move || {
-        let (local, node_key, mut config) = prepare_peer(data, topic, listen, bootstrap, discovery, false)?;
-        config.external = external_address;
-        config.web = web;
-        Ok((local, node_key, config))
-    };
-    if window {
-        return open_window(name, prepare, root);
+/// Runs a request on the peer holding the data dir, or, when none runs, on the store
+/// itself. A peer that is starting holds the store before its control socket is up: both
+/// are tried again for a few seconds.
+fn reach(data: Option<&std::path::Path>, topic: Topic, request: &Request) -> commands::Reply {
+    let Some(dir) = data else { return commands::execute_offline(None, topic, request) };
+    let deadline = std::time::Instant::now() + local::STORE_PATIENCE;
+    loop {
+        if let Some(reply) = control::request(dir, request) {
+            return reply;
+        }
+        match store::SledStorage::open(dir, &topic) {
+            Ok(store) => {
+                drop(store);
+                return commands::execute_offline(Some(dir), topic, request);
+            }
+            Err(store::StoreError::Locked(_)) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(error) => return Err(error.to_string()),
+        }
     }
-    let (local, node_key, config) = prepare()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let (handle, inbox) = peer::channel();
-    runtime.block_on(peer::run(local, node_key, config, handle, inbox))
 }
 
-fn open_window(
-    topic: String,
-    prepare: impl FnOnce() -> anyhow::Result<PreparedPeer> + Send + 'static,
-    root: Option<PathBuf>,
-) -> anyhow::Result<()> {
-    window::run(topic, prepare, root)
+fn up(data: Option<PathBuf>, topic: Topic, args: PeerArgs, window: bool) -> anyhow::Result<()> {
+    let PeerArgs { listen, bootstrap, no_mdns, no_dht, no_pex, external_address, web, web_root } = args;
+    let discovery = peer::Discovering { mdns: !no_mdns, dht: !no_dht, pex: !no_pex };
+    let root = web::find_root(web_root);
+    let site = web.map(|addr| Site { addr, root: root.clone() });
+    let name = topic.name().to_owned();
+    let prepare = move || {
+        let mut prepared = prepare_peer(data, topic, listen, bootstrap, discovery, false)?;
+        prepared.config.external = external_address;
+        prepared.site = site;
+        Ok(prepared)
+    };
+    if window {
+        return window::run(name, prepare, root);
+    }
+    let prepared = prepare()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let (handle, inbox) = peer::channel();
+    runtime.block_on(serve(prepared, handle, inbox))
+}
+
+/// Where `--web` serves the web app.
+#[derive(Debug, Clone)]
+pub struct Site {
+    /// The address to bind.
+    pub addr: std::net::SocketAddr,
+    /// The built web app.
+    pub root: Option<PathBuf>,
+}
+
+/// Everything a peer needs to run, opened before the runtime starts.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The list's node.
+    pub node: hellopears_core::Node<libp2p::PeerId>,
+    /// Its storage.
+    pub backend: Backend,
+    /// The libp2p identity.
+    pub node_key: libp2p::identity::Keypair,
+    /// How the peer runs.
+    pub config: peer::PeerConfig,
+    /// The control socket's path (none in memory).
+    pub socket: Option<PathBuf>,
+    /// The web app's server, if any.
+    pub site: Option<Site>,
+}
+
+/// Runs a prepared peer with its control socket and web server until it stops.
+async fn serve(prepared: Prepared, handle: peer::PeerHandle, inbox: peer::PeerInbox) -> anyhow::Result<()> {
+    let Prepared { node, backend, node_key, config, socket, site } = prepared;
+    let _served = socket.as_deref().map(|path| control::serve(path, handle.clone())).transpose()?;
+    if let Some(Site { addr, root }) = site {
+        let topic = node.replica().topic().clone();
+        let bound = web::serve(addr, topic.name().to_owned(), config.webrtc_addrs.clone(), root).await?;
+        if !config.quiet {
+            println!("web app on http://{bound}/{}", hellopears_core::ui::share_fragment(&topic));
+        }
+    }
+    peer::run(node, backend, node_key, config, inbox).await
 }
 
 /// The terminal UI: on the peer already running on the data dir, or on one it runs itself.
 fn interactive_ui(data: Option<PathBuf>, topic: Topic) -> anyhow::Result<()> {
+    let request = Request { topic: topic.name().to_owned(), action: Action::Snapshot };
     if let Some(dir) = &data
-        && control::request(dir, &Request::Status(true)).is_some()
+        && control::request(dir, &request).is_some()
     {
-        return tui::run(&tui::Backend::Remote(dir.clone()));
+        return tui::run(tui::Backend::Remote(dir.clone(), topic.name().to_owned()));
     }
     let bootstrap = std::env::var("HELLOPEARS_BOOTSTRAP")
         .unwrap_or_default()
@@ -332,27 +381,28 @@ fn interactive_ui(data: Option<PathBuf>, topic: Topic) -> anyhow::Result<()> {
         .filter(|addr| !addr.trim().is_empty())
         .map(|addr| addr.trim().parse())
         .collect::<Result<Vec<libp2p::Multiaddr>, _>>()?;
-    let discovery = peer::Discovery { mdns: true, dht: true, pex: true };
-    let (local, node_key, config) = prepare_peer(data, topic, Vec::new(), bootstrap, discovery, true)?;
+    let discovery = peer::Discovering { mdns: true, dht: true, pex: true };
+    let name = topic.name().to_owned();
+    let mut prepared = prepare_peer(data, topic, Vec::new(), bootstrap, discovery, true)?;
+    let (view_tx, view_rx) = tokio::sync::watch::channel(hellopears_core::ui::Snapshot::default());
+    prepared.config.view = Some(view_tx);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let (handle, inbox) = peer::channel();
-    let running = runtime.spawn(peer::run(local, node_key, config, handle.clone(), inbox));
-    let result = tui::run(&tui::Backend::InProcess(handle.clone(), runtime.handle().clone()));
+    let running = runtime.spawn(serve(prepared, handle.clone(), inbox));
+    let result = tui::run(tui::Backend::InProcess(handle.clone(), view_rx, runtime.handle().clone(), name));
     runtime.block_on(handle.shutdown());
     runtime.block_on(running)??;
     result
 }
-
-type PreparedPeer = (Local, libp2p::identity::Keypair, peer::PeerConfig);
 
 fn prepare_peer(
     data: Option<PathBuf>,
     topic: Topic,
     mut listen: Vec<libp2p::Multiaddr>,
     bootstrap: Vec<libp2p::Multiaddr>,
-    discovery: peer::Discovery,
+    discovery: peer::Discovering,
     quiet: bool,
-) -> anyhow::Result<PreparedPeer> {
+) -> anyhow::Result<Prepared> {
     let port_file = data.as_ref().map(|dir| dir.join("webrtc.port"));
     if listen.is_empty() {
         // The WebRTC-direct port is remembered, so tabs find this peer again after a restart.
@@ -367,26 +417,28 @@ fn prepare_peer(
             format!("/ip4/0.0.0.0/udp/{port}/webrtc-direct").parse()?,
         ];
     }
-    let local = Local::open(data.clone(), topic)?;
+    let backend = Backend::open(data.as_deref(), &topic)?;
+    let node =
+        local::open_node(&backend, topic, hellopears_core::node::Config { pex: discovery.pex, ..Default::default() })?;
     let node_key = match &data {
         Some(dir) => local::node_key(dir)?,
         None => libp2p::identity::Keypair::generate_ed25519(),
     };
     let webrtc_certificate = local::webrtc_certificate(data.as_deref())?;
-    let control_socket = data.as_ref().map(|dir| dir.join(control::SOCKET));
     let config = peer::PeerConfig {
         listen,
         bootstrap,
         discovery,
-        control_socket,
         quiet,
         external: Vec::new(),
         webrtc_certificate,
         webrtc_port_file: port_file,
-        web: None,
-        window: None,
+        webrtc_addrs: Default::default(),
+        view: None,
+        eval: None,
     };
-    Ok((local, node_key, config))
+    let socket = data.as_ref().map(|dir| dir.join(control::SOCKET));
+    Ok(Prepared { node, backend, node_key, config, socket, site: None })
 }
 
 fn print_topic(topic: &Topic, json: bool) -> anyhow::Result<()> {
@@ -409,15 +461,15 @@ fn simulate(peers: usize, ops: u32, drop: f64, seed: u64) -> anyhow::Result<()> 
     sim.connect_all();
     for n in 0..ops {
         let peer = n as usize % peers;
-        sim.with_peer(peer, |replica, now| -> anyhow::Result<()> {
-            let todos = replica.todos().list();
-            match todos.get(n as usize % todos.len().max(1)) {
-                Some(todo) if n % 3 == 0 => replica.todos().toggle(&todo.id, now).map(|_| ())?,
-                Some(todo) if n % 7 == 0 => replica.todos().remove(&todo.id)?,
-                _ => replica.todos().add(&format!("todo {n} from peer {peer}"), now).map(|_| ())?,
-            }
-            Ok(())
-        })?;
+        let todos = todo::list(sim.replica(peer).db());
+        let command = match todos.get(n as usize % todos.len().max(1)) {
+            Some(todo) if n % 3 == 0 => UiCommand::Toggle(todo.id.clone()),
+            Some(todo) if n % 7 == 0 => UiCommand::Remove(todo.id.clone()),
+            _ => UiCommand::Add(format!("todo {n} from peer {peer}")),
+        };
+        if let Some(Err(error)) = sim.command(peer, command) {
+            anyhow::bail!("a write failed: {error}");
+        }
         sim.run_for(20);
     }
     let converged = sim.run_until_converged(300_000);

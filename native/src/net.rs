@@ -6,12 +6,8 @@ use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{StreamProtocol, autonat, dcutr, identify, identity, kad, mdns, noise, ping, relay, tcp, upnp, yamux};
 
-/// The sync protocol's stream protocol id.
-pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/hellopears/sync/1");
 /// Our own Kademlia protocol name: a DHT of HelloPears peers, not the public IPFS one.
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/hellopears/kad/1");
-/// Identify's protocol version string.
-pub const IDENTIFY_PROTOCOL: &str = "/hellopears/id/1";
 
 /// Everything the swarm runs.
 #[derive(NetworkBehaviour)]
@@ -96,7 +92,10 @@ pub fn build_swarm(
             let mut kad = kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
             kad.set_mode(Some(kad::Mode::Server));
             Ok(Behaviour {
-                identify: identify::Behaviour::new(identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())),
+                identify: identify::Behaviour::new(identify::Config::new(
+                    hellopears_core::sync::IDENTIFY_PROTOCOL.into(),
+                    key.public(),
+                )),
                 ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(15))),
                 mdns: Toggle::from(mdns),
                 kad: Toggle::from(dht_on.then_some(kad)),

@@ -98,6 +98,21 @@ impl SledStorage {
         })
     }
 
+    /// Opens the store like [`SledStorage::open`], waiting up to `patience` while another
+    /// process holds it (a command that holds the store for milliseconds must not make a
+    /// peer that is starting fail).
+    pub fn open_waiting(dir: &Path, topic: &Topic, patience: std::time::Duration) -> Result<Self, StoreError> {
+        let deadline = std::time::Instant::now() + patience;
+        loop {
+            match Self::open(dir, topic) {
+                Err(StoreError::Locked(_)) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(25));
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Makes everything written so far durable.
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
@@ -234,15 +249,31 @@ mod tests {
     /// Opens a store just closed in this process: sled's flusher thread lets go of the lock
     /// file a moment after the handle is dropped.
     fn reopen(dir: &std::path::Path, topic: &Topic) -> SledStorage {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            match SledStorage::open(dir, topic) {
-                Err(StoreError::Locked(_)) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                other => return other.expect("reopen"),
-            }
-        }
+        SledStorage::open_waiting(dir, topic, std::time::Duration::from_secs(10)).expect("reopen")
+    }
+
+    #[test]
+    fn the_sled_backend_keeps_the_storage_contract() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let topic = Topic::from_name("todo");
+        block_on(hellopears_core::storage::testing::conformance(|| {
+            let store = reopen(dir.path(), &topic);
+            async move { store }
+        }));
+    }
+
+    #[test]
+    fn a_store_held_for_a_moment_by_another_opener_is_waited_for() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let topic = Topic::from_name("todo");
+        let first = SledStorage::open(dir.path(), &topic).expect("open");
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            drop(first);
+        });
+        let second = SledStorage::open_waiting(dir.path(), &topic, std::time::Duration::from_secs(10));
+        release.join().expect("join");
+        assert!(second.is_ok(), "{second:?}");
     }
 
     #[test]

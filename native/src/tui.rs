@@ -2,13 +2,16 @@
 //! pane, and a status line saying whether we are alone, connected or syncing.
 //!
 //! Keys: ↑/↓ select, `a` add, space toggle, `e` edit, `d` delete, `q` quit; Enter saves an
-//! input, Esc cancels it. The UI only sends [`Request`]s: to a peer it runs itself, or to
-//! the peer already running on the data dir, over its control socket.
+//! input, Esc cancels it. The UI shows the core's [`Snapshot`] (pushed by a peer it runs
+//! itself, or fetched from the peer already running on the data dir) and only sends
+//! [`Command`]s.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use hellopears_core::todo::Todo;
+use tokio::sync::watch;
+
+use hellopears_core::ui::{Command, Snapshot, TodoView};
 use ratatui::Frame;
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEvent, KeyEventKind};
 use ratatui::layout::{Constraint, Layout};
@@ -16,7 +19,7 @@ use ratatui::style::{Modifier, Style};
 use ratatui::text::Line;
 use ratatui::widgets::{Block, List, ListItem, ListState, Paragraph};
 
-use crate::commands::{Reply, Request};
+use crate::commands::{Action, Reply, Request};
 use crate::peer::PeerHandle;
 
 /// What the keyboard is doing.
@@ -38,10 +41,10 @@ pub enum Mode {
 /// The UI state, independent of the terminal (so it can be tested).
 #[derive(Debug)]
 pub struct App {
-    /// The todos, as the replica lists them.
-    pub todos: Vec<Todo>,
-    /// The replica's status (the `status --json` document).
-    pub status: serde_json::Value,
+    /// The todos, oldest first.
+    pub todos: Vec<TodoView>,
+    /// What the peer shows: topic, peers, sync status.
+    pub snapshot: Snapshot,
     /// The selected row.
     pub selected: usize,
     /// Keyboard mode.
@@ -56,7 +59,7 @@ impl Default for App {
     fn default() -> Self {
         Self {
             todos: Vec::new(),
-            status: serde_json::Value::Null,
+            snapshot: Snapshot::default(),
             selected: 0,
             mode: Mode::Browse,
             message: None,
@@ -66,23 +69,16 @@ impl Default for App {
 }
 
 impl App {
-    /// Takes a fresh list (`list --json` output).
-    pub fn set_list(&mut self, json: &str) {
-        if let Ok(todos) = serde_json::from_str::<Vec<Todo>>(json) {
-            self.todos = todos;
-            self.selected = self.selected.min(self.todos.len().saturating_sub(1));
-        }
-    }
-
-    /// Takes a fresh status (`status --json` output).
-    pub fn set_status(&mut self, json: &str) {
-        if let Ok(status) = serde_json::from_str(json) {
-            self.status = status;
-        }
+    /// Takes what the peer shows now.
+    pub fn set_snapshot(&mut self, snapshot: Snapshot) {
+        // Oldest first, so the row a new todo lands on does not move the selection.
+        self.todos = snapshot.todos.iter().rev().cloned().collect();
+        self.selected = self.selected.min(self.todos.len().saturating_sub(1));
+        self.snapshot = snapshot;
     }
 
     /// Handles a key; returns the command it asks for, if any.
-    pub fn handle_key(&mut self, key: KeyEvent) -> Option<Request> {
+    pub fn handle_key(&mut self, key: KeyEvent) -> Option<Command> {
         if key.kind != KeyEventKind::Press {
             return None;
         }
@@ -95,7 +91,7 @@ impl App {
             (Mode::Browse, KeyCode::Up | KeyCode::Char('k')) => self.selected = self.selected.saturating_sub(1),
             (Mode::Browse, KeyCode::Char('a')) => self.mode = Mode::Adding(String::new()),
             (Mode::Browse, KeyCode::Char(' ') | KeyCode::Char('x')) => {
-                return selected.map(|todo| Request::SetDone(todo.id, !todo.done));
+                return selected.map(|todo| Command::SetDone(todo.id, !todo.done));
             }
             (Mode::Browse, KeyCode::Char('e')) => {
                 if let Some(todo) = selected {
@@ -103,7 +99,7 @@ impl App {
                 }
             }
             (Mode::Browse, KeyCode::Char('d') | KeyCode::Delete) => {
-                return selected.map(|todo| Request::Remove(todo.id));
+                return selected.map(|todo| Command::Remove(todo.id));
             }
             (Mode::Adding(text) | Mode::Editing { text, .. }, KeyCode::Char(c)) => text.push(c),
             (Mode::Adding(text) | Mode::Editing { text, .. }, KeyCode::Backspace) => {
@@ -113,10 +109,10 @@ impl App {
             (Mode::Adding(text), KeyCode::Enter) => {
                 let text = std::mem::take(text);
                 self.mode = Mode::Browse;
-                return Some(Request::Add(text));
+                return Some(Command::Add(text));
             }
             (Mode::Editing { id, text }, KeyCode::Enter) => {
-                let request = Request::Edit(std::mem::take(id), std::mem::take(text));
+                let request = Command::Edit(std::mem::take(id), std::mem::take(text));
                 self.mode = Mode::Browse;
                 return Some(request);
             }
@@ -125,17 +121,10 @@ impl App {
         None
     }
 
-    /// The status line: alone, connected, or syncing.
+    /// The status line: the topic, the count, and the sync state in the words every UI uses.
     pub fn status_line(&self) -> String {
-        let peers = self.status["peers"].as_array().map_or(0, Vec::len);
-        let missing = self.status["missing"].as_u64().unwrap_or(0);
-        let topic = self.status["topic"].as_str().unwrap_or("?");
-        let state = match (peers, missing) {
-            (0, _) => "alone, waiting for peers".to_owned(),
-            (n, 0) => format!("connected to {n} peer{}, in sync", if n == 1 { "" } else { "s" }),
-            (n, m) => format!("syncing with {n} peer{}: {m} entries to fetch", if n == 1 { "" } else { "s" }),
-        };
-        format!(" topic {topic} · {} todos · {state}", self.todos.len())
+        let topic = if self.snapshot.topic.is_empty() { "?" } else { &self.snapshot.topic };
+        format!(" topic {topic} · {} todos · {}", self.todos.len(), self.snapshot.status.line())
     }
 
     /// Draws the whole screen.
@@ -154,14 +143,13 @@ impl App {
             .highlight_style(Style::default().add_modifier(Modifier::REVERSED));
         let mut state = ListState::default().with_selected((!self.todos.is_empty()).then_some(self.selected));
         frame.render_stateful_widget(list, list_area, &mut state);
-        let peers: Vec<Line> = self.status["peers"]
-            .as_array()
-            .into_iter()
-            .flatten()
+        let peers: Vec<Line> = self
+            .snapshot
+            .peers
+            .iter()
             .map(|peer| {
-                let id = peer["peer"].as_str().unwrap_or("?");
-                let short = &id[id.len().saturating_sub(8)..];
-                Line::from(format!("…{short} {}", peer["kind"].as_str().unwrap_or("?")))
+                let tail: String = peer.id.chars().rev().take(8).collect::<Vec<_>>().into_iter().rev().collect();
+                Line::from(format!("…{tail} {}", peer.connection))
             })
             .collect();
         frame.render_widget(Paragraph::new(peers).block(Block::bordered().title(" peers ")), peers_area);
@@ -178,53 +166,69 @@ impl App {
     }
 }
 
-/// Where the UI sends its commands.
+/// Where the UI gets its state and sends its commands.
 pub enum Backend {
-    /// A peer this process runs.
-    InProcess(PeerHandle, tokio::runtime::Handle),
-    /// A peer running on the data dir, over its control socket.
-    Remote(PathBuf),
+    /// A peer this process runs (for this topic): snapshots are pushed on a channel.
+    InProcess(PeerHandle, watch::Receiver<Snapshot>, tokio::runtime::Handle, String),
+    /// A peer running on the data dir (for this topic), over its control socket.
+    Remote(PathBuf, String),
 }
 
 impl Backend {
-    fn request(&self, request: Request) -> Reply {
+    fn command(&self, command: Command) -> Reply {
         match self {
-            Backend::InProcess(handle, runtime) => runtime.block_on(handle.request(request)),
-            Backend::Remote(dir) => {
+            Backend::InProcess(handle, _, runtime, topic) => {
+                runtime.block_on(handle.request(Request { topic: topic.clone(), action: Action::Command(command) }))
+            }
+            Backend::Remote(dir, topic) => {
+                let request = Request { topic: topic.clone(), action: Action::Command(command) };
                 crate::control::request(dir, &request).unwrap_or_else(|| Err("the peer stopped".into()))
+            }
+        }
+    }
+
+    /// The newest state, if it changed (in process) or was fetched (remote).
+    fn snapshot(&mut self) -> Option<Snapshot> {
+        match self {
+            Backend::InProcess(_, view, _, _) => {
+                view.has_changed().unwrap_or(false).then(|| view.borrow_and_update().clone())
+            }
+            Backend::Remote(dir, topic) => {
+                let request = Request { topic: topic.clone(), action: Action::Snapshot };
+                let json = crate::control::request(dir, &request)?.ok()?;
+                serde_json::from_str(&json).ok()
             }
         }
     }
 }
 
 /// Runs the UI until the user quits.
-pub fn run(backend: &Backend) -> anyhow::Result<()> {
+pub fn run(mut backend: Backend) -> anyhow::Result<()> {
     let mut terminal = ratatui::try_init()?;
-    let result = event_loop(&mut terminal, backend);
+    let result = event_loop(&mut terminal, &mut backend);
     ratatui::restore();
     result
 }
 
-fn event_loop(terminal: &mut ratatui::DefaultTerminal, backend: &Backend) -> anyhow::Result<()> {
+fn event_loop(terminal: &mut ratatui::DefaultTerminal, backend: &mut Backend) -> anyhow::Result<()> {
     let mut app = App::default();
-    let mut refreshed: Option<Instant> = None;
+    let mut fetched: Option<Instant> = None;
+    let remote = matches!(backend, Backend::Remote(..));
     while !app.quit {
-        if refreshed.is_none_or(|at| at.elapsed() >= Duration::from_millis(300)) {
-            if let Ok(list) = backend.request(Request::List(true)) {
-                app.set_list(&list);
+        // In process, a snapshot is pushed on every change; a remote peer is asked.
+        if !remote || fetched.is_none_or(|at| at.elapsed() >= Duration::from_millis(300)) {
+            if let Some(snapshot) = backend.snapshot() {
+                app.set_snapshot(snapshot);
             }
-            if let Ok(status) = backend.request(Request::Status(true)) {
-                app.set_status(&status);
-            }
-            refreshed = Some(Instant::now());
+            fetched = Some(Instant::now());
         }
         terminal.draw(|frame| app.render(frame))?;
-        if event::poll(Duration::from_millis(100))?
+        if event::poll(Duration::from_millis(50))?
             && let Event::Key(key) = event::read()?
-            && let Some(request) = app.handle_key(key)
+            && let Some(command) = app.handle_key(key)
         {
-            app.message = backend.request(request).err();
-            refreshed = None;
+            app.message = backend.command(command).err();
+            fetched = None;
         }
     }
     Ok(())
@@ -232,6 +236,7 @@ fn event_loop(terminal: &mut ratatui::DefaultTerminal, backend: &Backend) -> any
 
 #[cfg(test)]
 mod tests {
+    use hellopears_core::ui::{PeerView, SyncStatus};
     use ratatui::Terminal;
     use ratatui::backend::TestBackend;
     use ratatui::crossterm::event::KeyModifiers;
@@ -249,33 +254,44 @@ mod tests {
         buffer.content().iter().map(|cell| cell.symbol()).collect::<String>()
     }
 
+    fn todo(id: &str, text: &str, done: bool, created: i64) -> TodoView {
+        TodoView { id: id.into(), text: text.into(), done, created, author: "w".into() }
+    }
+
+    fn snapshot(peers: Vec<PeerView>, status: SyncStatus) -> Snapshot {
+        Snapshot {
+            topic: "todo".into(),
+            writer: "w".into(),
+            // Newest first, as every UI gets them.
+            todos: vec![todo("bbb", "bread", true, 2), todo("aaa", "buy milk", false, 1)],
+            peers,
+            status,
+        }
+    }
+
     fn app_with_two_todos() -> App {
         let mut app = App::default();
-        app.set_list(
-            r#"[{"_id":"aaa","text":"buy milk","done":false,"created":1,"updated":1,"author":"w"},
-                {"_id":"bbb","text":"bread","done":true,"created":2,"updated":2,"author":"w"}]"#,
-        );
-        app.set_status(r#"{"topic":"todo","peers":[],"missing":0}"#);
+        app.set_snapshot(snapshot(Vec::new(), SyncStatus::Alone));
         app
     }
 
     #[test]
     fn keys_become_requests() {
         let mut app = app_with_two_todos();
-        assert!(matches!(app.handle_key(key(KeyCode::Char(' '))), Some(Request::SetDone(id, true)) if id == "aaa"));
+        assert!(matches!(app.handle_key(key(KeyCode::Char(' '))), Some(Command::SetDone(id, true)) if id == "aaa"));
         app.handle_key(key(KeyCode::Down));
-        assert!(matches!(app.handle_key(key(KeyCode::Char('x'))), Some(Request::SetDone(id, false)) if id == "bbb"));
-        assert!(matches!(app.handle_key(key(KeyCode::Char('d'))), Some(Request::Remove(id)) if id == "bbb"));
+        assert!(matches!(app.handle_key(key(KeyCode::Char('x'))), Some(Command::SetDone(id, false)) if id == "bbb"));
+        assert!(matches!(app.handle_key(key(KeyCode::Char('d'))), Some(Command::Remove(id)) if id == "bbb"));
         app.handle_key(key(KeyCode::Char('a')));
         for c in "tea".chars() {
             assert!(app.handle_key(key(KeyCode::Char(c))).is_none());
         }
-        assert!(matches!(app.handle_key(key(KeyCode::Enter)), Some(Request::Add(text)) if text == "tea"));
+        assert!(matches!(app.handle_key(key(KeyCode::Enter)), Some(Command::Add(text)) if text == "tea"));
         app.handle_key(key(KeyCode::Char('e')));
         app.handle_key(key(KeyCode::Backspace));
         app.handle_key(key(KeyCode::Char('!')));
         assert!(
-            matches!(app.handle_key(key(KeyCode::Enter)), Some(Request::Edit(id, text)) if id == "bbb" && text == "brea!")
+            matches!(app.handle_key(key(KeyCode::Enter)), Some(Command::Edit(id, text)) if id == "bbb" && text == "brea!")
         );
         app.handle_key(key(KeyCode::Char('a')));
         app.handle_key(key(KeyCode::Esc));
@@ -290,11 +306,12 @@ mod tests {
         let alone = screen(&app);
         assert!(alone.contains("[ ] buy milk") && alone.contains("[x] bread"), "{alone}");
         assert!(alone.contains("alone, waiting for peers"), "{alone}");
-        app.set_status(r#"{"topic":"todo","peers":[{"peer":"12D3KooWabcdefgh","kind":"direct"}],"missing":40}"#);
+        let peer = PeerView { id: "12D3KooWabcdefgh".into(), connection: "direct".into(), last_sync: 0 };
+        app.set_snapshot(snapshot(vec![peer.clone()], SyncStatus::Syncing { held: 2, total: 42 }));
         let syncing = screen(&app);
         assert!(syncing.contains("…abcdefgh direct"), "{syncing}");
-        assert!(syncing.contains("syncing with 1 peer: 40 entries to fetch"), "{syncing}");
-        app.set_status(r#"{"topic":"todo","peers":[{"peer":"12D3KooWabcdefgh","kind":"direct"}],"missing":0}"#);
-        assert!(screen(&app).contains("connected to 1 peer, in sync"));
+        assert!(syncing.contains("syncing: 2 of 42 entries"), "{syncing}");
+        app.set_snapshot(snapshot(vec![peer], SyncStatus::Synced { peers: 1 }));
+        assert!(screen(&app).contains("synced with 1 peer"));
     }
 }

@@ -70,9 +70,9 @@ async fn config(State(site): State<Site>, headers: HeaderMap) -> Response {
         let same_host = addr.contains(&format!("/{host}/")) || (loopback && addr.starts_with("/ip4/127.0.0.1/"));
         !same_host
     });
-    let body = serde_json::json!({ "topic": site.topic, "peers": addrs });
-    ([(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")], body.to_string())
-        .into_response()
+    let body = hellopears_core::ui::PageConfig { topic: site.topic, peers: addrs };
+    let body = serde_json::to_string(&body).unwrap_or_default();
+    ([(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")], body).into_response()
 }
 
 async fn file(State(site): State<Site>, uri: Uri, headers: HeaderMap) -> Response {

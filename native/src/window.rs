@@ -10,14 +10,14 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use hellopears_web::model::{Command, Snapshot, WindowMessage};
+use hellopears_core::ui::{Snapshot, WindowMessage};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::commands::{Reply, Request as PeerRequest};
-use crate::local::Local;
-use crate::peer::{self, PeerConfig, PeerHandle, WindowLink};
+use crate::Prepared;
+use crate::commands::{Action, Reply, Request};
+use crate::peer::{self, PeerHandle};
 use crate::window_protocol::{HostIn, HostOut};
 
 /// The window host's executable name.
@@ -29,9 +29,6 @@ fn no_window(reason: &str) -> anyhow::Error {
         "cannot open a window: {reason}; use the terminal UI (`hellopears` in a terminal) or `hellopears up --web` and a browser"
     )
 }
-
-/// What a peer needs to run: its replica, node key and configuration.
-pub type Prepared = (Local, libp2p::identity::Keypair, PeerConfig);
 
 /// Opens the window and runs the peer until the window is closed. `prepare` opens the
 /// store; it runs while the window host starts GTK and the web view, off the path to the
@@ -53,7 +50,7 @@ pub fn run(
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async move {
-        let fragment = hellopears_web::share_fragment(&hellopears_core::topic::Topic::from_name(&topic));
+        let fragment = hellopears_core::ui::share_fragment(&hellopears_core::topic::Topic::from_name(&topic));
         let mut child = tokio::process::Command::new(&host)
             .arg("--root")
             .arg(&root)
@@ -76,12 +73,12 @@ pub fn run(
         let (done_tx, done_rx) = oneshot::channel();
         {
             let handle = handle.clone();
-            let link = WindowLink { view: view_tx, eval: eval_tx };
             tokio::spawn(async move {
                 let result = match tokio::task::spawn_blocking(prepare).await {
-                    Ok(Ok((local, node_key, mut config))) => {
-                        config.window = Some(link);
-                        peer::run(local, node_key, config, handle, inbox).await
+                    Ok(Ok(mut prepared)) => {
+                        prepared.config.view = Some(view_tx);
+                        prepared.config.eval = Some(eval_tx);
+                        crate::serve(prepared, handle, inbox).await
                     }
                     Ok(Err(error)) => Err(error),
                     Err(error) => Err(anyhow::anyhow!("opening the store failed: {error}")),
@@ -89,7 +86,8 @@ pub fn run(
                 let _ = done_tx.send(result);
             });
         }
-        let relay = Relay { host: stdin, handle: handle.clone(), view: view_rx, pending: HashMap::new(), next_id: 0 };
+        let relay =
+            Relay { host: stdin, handle: handle.clone(), topic, view: view_rx, pending: HashMap::new(), next_id: 0 };
         let outcome = relay.run(BufReader::new(stdout).lines(), eval_rx, done_rx).await;
         finish(child, handle, outcome).await
     })
@@ -112,6 +110,7 @@ enum Outcome {
 struct Relay {
     host: ChildStdin,
     handle: PeerHandle,
+    topic: String,
     view: watch::Receiver<Snapshot>,
     /// Scripts sent to the page, by id, with where their result goes.
     pending: HashMap<u64, oneshot::Sender<Reply>>,
@@ -139,8 +138,8 @@ impl Relay {
                     if changed.is_err() {
                         return Outcome::Stopping(done);
                     }
-                    let json = serde_json::to_string(&*self.view.borrow_and_update()).unwrap_or_default();
-                    self.send(&HostIn::Push(json)).await;
+                    let snapshot = Box::new(self.view.borrow_and_update().clone());
+                    self.send(&HostIn::Push(snapshot)).await;
                 }
                 Some((script, reply)) = evals.recv() => {
                     let id = self.next_id;
@@ -163,26 +162,23 @@ impl Relay {
                     let _ = reply.send(Ok(result));
                 }
             }
-            HostOut::Page(json) => match serde_json::from_str::<WindowMessage>(&json) {
-                Ok(WindowMessage::Ready) => {
-                    // Before the store is open there is nothing to show: the first real
-                    // snapshot is pushed when it comes.
-                    let snapshot = self.view.borrow().clone();
-                    if !snapshot.topic.is_empty() {
-                        let json = serde_json::to_string(&snapshot).unwrap_or_default();
-                        self.send(&HostIn::Push(json)).await;
+            HostOut::Page(WindowMessage::Ready) => {
+                // Before the store is open there is nothing to show: the first real
+                // snapshot is pushed when it comes.
+                let snapshot = self.view.borrow().clone();
+                if !snapshot.topic.is_empty() {
+                    self.send(&HostIn::Push(Box::new(snapshot))).await;
+                }
+            }
+            HostOut::Page(WindowMessage::Command(command)) => {
+                let (peer, topic) = (self.handle.clone(), self.topic.clone());
+                tokio::spawn(async move {
+                    let request = Request { topic, action: Action::Command(command) };
+                    if let Err(error) = peer.request(request).await {
+                        tracing::warn!(%error, "a command from the window failed");
                     }
-                }
-                Ok(WindowMessage::Command(command)) => {
-                    let peer = self.handle.clone();
-                    tokio::spawn(async move {
-                        if let Err(error) = peer.request(to_request(command)).await {
-                            tracing::warn!(%error, "a command from the window failed");
-                        }
-                    });
-                }
-                Err(error) => tracing::warn!(%error, "ignoring a malformed message from the window"),
-            },
+                });
+            }
         }
     }
 
@@ -224,14 +220,4 @@ async fn finish(mut child: Child, handle: PeerHandle, outcome: Outcome) -> anyho
         let _ = child.kill().await;
     }
     result
-}
-
-fn to_request(command: Command) -> PeerRequest {
-    match command {
-        Command::Add(text) => PeerRequest::Add(text),
-        Command::Toggle(id) => PeerRequest::Toggle(id),
-        Command::Edit(id, text) => PeerRequest::Edit(id, text),
-        Command::Remove(id) => PeerRequest::Remove(id),
-        Command::ClearCompleted => PeerRequest::ClearCompleted,
-    }
 }

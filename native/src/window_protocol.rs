@@ -6,13 +6,14 @@
 
 use std::path::Path;
 
+use hellopears_core::ui::{Snapshot, WindowMessage};
 use serde::{Deserialize, Serialize};
 
 /// From the peer to the host.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum HostIn {
-    /// Show this state (a `Snapshot` as JSON).
-    Push(String),
+    /// Show this state.
+    Push(Box<Snapshot>),
     /// Run a script in the page; the result comes back as [`HostOut::Evaluated`].
     Eval {
         /// Matches the answer to the request.
@@ -31,8 +32,8 @@ pub enum HostOut {
     Started,
     /// There is no window, and why (one line).
     Failed(String),
-    /// A message the page posted (a `WindowMessage` as JSON).
-    Page(String),
+    /// A message the page posted.
+    Page(WindowMessage),
     /// The result of [`HostIn::Eval`] (JSON).
     Evaluated {
         /// The request's id.

@@ -8,7 +8,9 @@
 //!   (the seed's hyperbeedeebee); [`todo`]: the typed todo API over it.
 //! - [`sync`]: the replication protocol as a sans-IO state machine per connection.
 //! - [`storage`]: the persistence trait and its in-memory backend.
-//! - [`replica`]: one topic's replica, tying these together for drivers.
+//! - [`replica`]: one topic's replica: the base over the view, and its local writer.
+//! - [`node`]: the replication engine every driver runs: one replica, many remotes, persist
+//!   before announce. [`ui`]: what every UI shows and the one command vocabulary.
 //!
 //! This crate does no IO, spawns nothing, and reads no clock or randomness it is not
 //! handed; it builds for native targets and `wasm32-unknown-unknown` alike.
@@ -18,15 +20,17 @@ pub mod base;
 pub mod db;
 pub mod keys;
 pub mod log;
+pub mod node;
 pub mod replica;
 pub mod storage;
 pub mod sync;
 pub mod todo;
 pub mod topic;
+pub mod ui;
 
 #[cfg(feature = "test-utils")]
 pub mod fuzzing;
-#[cfg(feature = "test-utils")]
+#[cfg(feature = "sim")]
 pub mod sim;
 #[cfg(feature = "test-utils")]
 pub mod workload;
@@ -35,6 +39,7 @@ pub use base::{Apply, Base};
 pub use db::Db;
 pub use keys::{Hash, Keypair, WriterId};
 pub use log::Entry;
+pub use node::Node;
 pub use replica::Replica;
 pub use sync::{Message, Session, SessionConfig};
 pub use todo::Todo;

@@ -1,12 +1,14 @@
 //! A replica of one topic: the base over the document DB, the local writer, and the
-//! bookkeeping drivers need (what to persist, what to push to peers).
+//! bookkeeping a [`Node`](crate::node::Node) needs (what to persist, what to push to peers).
+//!
+//! The replica knows nothing of the app on top: the view it is handed decides the
+//! collections and indexes (the todo app builds its replicas in [`crate::todo`]).
 
 use crate::base::{Base, BaseEvent, IngestError, Ingested, UpdateStats};
 use crate::db::{Db, DbOp};
 use crate::keys::{Keypair, WriterId};
 use crate::log::{DecodeError, Entry, ForkEvidence, ForkEvidenceError};
 use crate::storage::{LoadedState, WriteBatch};
-use crate::todo::{self, Todos};
 use crate::topic::Topic;
 
 /// A problem found while opening stored state. The rest of the state is still loaded.
@@ -53,14 +55,12 @@ pub struct Replica {
 }
 
 impl Replica {
-    /// An empty replica for a topic, writing as `keypair`.
-    pub fn new(topic: Topic, keypair: Keypair) -> Self {
-        let mut db = Db::new().with_author_field(todo::AUTHOR_FIELD);
-        todo::create_indexes(&mut db);
+    /// An empty replica for a topic over `view`, writing as `keypair`.
+    pub fn with_view(topic: Topic, keypair: Keypair, view: Db) -> Self {
         Self {
             topic,
             keypair,
-            base: Base::new(db),
+            base: Base::new(view),
             unsaved: WriteBatch::default(),
             fresh: Vec::new(),
             fresh_forks: Vec::new(),
@@ -70,8 +70,8 @@ impl Replica {
 
     /// Opens a replica from stored state. Corrupt or invalid stored items are reported and
     /// skipped; everything else is loaded.
-    pub fn open(topic: Topic, keypair: Keypair, state: LoadedState) -> (Self, Vec<OpenError>) {
-        let mut replica = Self::new(topic, keypair);
+    pub fn open_with_view(topic: Topic, keypair: Keypair, view: Db, state: LoadedState) -> (Self, Vec<OpenError>) {
+        let mut replica = Self::with_view(topic, keypair, view);
         let mut errors = Vec::new();
         let mut entries = Vec::with_capacity(state.entries.len());
         for bytes in &state.entries {
@@ -126,14 +126,9 @@ impl Replica {
         self.base.view_mut()
     }
 
-    /// The typed todo API.
-    pub fn todos(&mut self) -> Todos<'_> {
-        Todos::new(self)
-    }
-
     /// Writes one operation as the local writer and applies it to the view.
     pub fn write(&mut self, op: &DbOp) -> Result<Entry, IngestError> {
-        let entry = self.base.append_local(&self.keypair.clone(), op.encode())?;
+        let entry = self.base.append_local(&self.keypair, op.encode())?;
         self.base.update();
         self.drain_base();
         Ok(entry)

@@ -1,19 +1,27 @@
-//! A seeded, in-memory multi-peer simulator: N replicas exchanging encoded protocol
-//! messages with random delays, drops, duplicates and reorders, and partitions that heal.
-//! The same seed always gives the same run.
+//! A seeded, in-memory multi-peer simulator: N [`Node`]s (the engine the desktop peer and
+//! the browser tab run) exchanging encoded protocol messages with random delays, drops,
+//! duplicates and reorders, partitions that heal, lost streams, failing storage writes and
+//! crashes. The simulator only carries out the nodes' outputs; it has no replication logic
+//! of its own. The same seed always gives the same run.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::keys::{Hash, Keypair};
+use crate::node::{self, CommandId, Input, Node, Open, Output};
 use crate::replica::Replica;
-use crate::sync::{Message, Session, SessionConfig};
+use crate::storage::{MemoryStorage, Storage};
+use crate::sync::Message;
 use crate::topic::Topic;
+use crate::ui::{Command, Outcome};
 
-/// Network behaviour of a simulation.
+/// Network and storage behaviour of a simulation.
 #[derive(Clone, Debug)]
 pub struct SimConfig {
     /// Probability that a message is lost.
@@ -24,15 +32,28 @@ pub struct SimConfig {
     pub min_delay_ms: u64,
     /// Largest delivery delay in ms (random delays reorder messages).
     pub max_delay_ms: u64,
-    /// How often every session ticks.
+    /// How often every node ticks.
     pub tick_ms: u64,
     /// The run stops delivering after this many messages (a storm is a bug to report).
     pub max_messages: u64,
+    /// Probability that a storage write fails (nothing of it is stored).
+    pub fail_writes: f64,
+    /// Probability, per remote and tick, that a node's outbound stream is lost.
+    pub lose_streams: f64,
 }
 
 impl Default for SimConfig {
     fn default() -> Self {
-        Self { drop: 0.0, duplicate: 0.0, min_delay_ms: 1, max_delay_ms: 50, tick_ms: 500, max_messages: 5_000_000 }
+        Self {
+            drop: 0.0,
+            duplicate: 0.0,
+            min_delay_ms: 1,
+            max_delay_ms: 50,
+            tick_ms: 500,
+            max_messages: 5_000_000,
+            fail_writes: 0.0,
+            lose_streams: 0.0,
+        }
     }
 }
 
@@ -45,14 +66,19 @@ pub struct SimStats {
     pub lost: u64,
     /// Extra copies delivered.
     pub duplicated: u64,
-    /// Protocol errors seen (non-fatal ones are expected with reordering).
-    pub errors: u64,
+    /// Storage writes that failed.
+    pub failed_writes: u64,
+    /// Streams lost.
+    pub lost_streams: u64,
 }
 
 #[derive(Debug)]
 struct SimPeer {
-    replica: Replica,
-    sessions: BTreeMap<usize, Session>,
+    node: Node<usize>,
+    storage: MemoryStorage,
+    secret: [u8; 32],
+    replies: BTreeMap<CommandId, Result<Outcome, String>>,
+    next_command: CommandId,
 }
 
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -72,21 +98,37 @@ pub struct Sim {
     serial: u64,
     rng: ChaCha8Rng,
     config: SimConfig,
+    topic: Topic,
     peers: Vec<SimPeer>,
+    links: Vec<(usize, usize)>,
     queue: BinaryHeap<Reverse<InFlight>>,
     group: Vec<usize>,
     stats: SimStats,
     sent_by_kind: BTreeMap<&'static str, u64>,
 }
 
+/// Runs a future that never waits (the in-memory backend's).
+fn ready<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    let mut context = Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut context) {
+            return output;
+        }
+    }
+}
+
 impl Sim {
-    /// `peers` empty replicas on one topic, with keys and randomness derived from `seed`.
+    /// `peers` empty nodes on one topic, with keys and randomness derived from `seed`.
     pub fn new(peers: usize, seed: u64, config: SimConfig) -> Self {
         let topic = Topic::from_name("sim");
         let peers = (0..peers)
-            .map(|i| SimPeer {
-                replica: Replica::new(topic.clone(), Keypair::derive_for_tests(seed, i as u64)),
-                sessions: BTreeMap::new(),
+            .map(|i| {
+                let secret = Keypair::derive_for_tests(seed, i as u64).secret();
+                let storage = MemoryStorage::new();
+                let (node, _) = Node::open(topic.clone(), Default::default(), secret, node::Config::default())
+                    .unwrap_or_else(|_| unreachable!("no stored key to be corrupt"));
+                SimPeer { node, storage, secret, replies: BTreeMap::new(), next_command: 0 }
             })
             .collect::<Vec<_>>();
         let group = vec![0; peers.len()];
@@ -96,7 +138,9 @@ impl Sim {
             serial: 0,
             rng: ChaCha8Rng::seed_from_u64(seed),
             config,
+            topic,
             peers,
+            links: Vec::new(),
             queue: BinaryHeap::new(),
             group,
             stats: SimStats::default(),
@@ -131,33 +175,68 @@ impl Sim {
 
     /// One peer's replica.
     pub fn replica(&self, peer: usize) -> &Replica {
-        &self.peers[peer].replica
+        self.peers[peer].node.replica()
     }
 
-    /// Runs a local action on a peer (a write), then pushes what it produced.
-    pub fn with_peer<T>(&mut self, peer: usize, action: impl FnOnce(&mut Replica, i64) -> T) -> T {
-        let now = self.now as i64;
-        let result = action(&mut self.peers[peer].replica, now);
-        self.after_change(peer);
-        result
+    /// One peer's node.
+    pub fn node(&self, peer: usize) -> &Node<usize> {
+        &self.peers[peer].node
     }
 
-    /// Opens a session between two peers.
+    /// One peer's storage (what survives a crash).
+    pub fn storage(&self, peer: usize) -> &MemoryStorage {
+        &self.peers[peer].storage
+    }
+
+    /// Runs a user's command on a peer. Returns its reply, or `None` while its changes are
+    /// not yet durable (a failed write; the reply comes once a retry succeeds).
+    pub fn command(&mut self, peer: usize, command: Command) -> Option<Result<Outcome, String>> {
+        let id = self.peers[peer].next_command;
+        self.peers[peer].next_command += 1;
+        self.input(peer, Input::Command(id, command));
+        self.peers[peer].replies.remove(&id)
+    }
+
+    /// Replies that arrived late (after a retried write), by command id.
+    pub fn take_replies(&mut self, peer: usize) -> BTreeMap<CommandId, Result<Outcome, String>> {
+        std::mem::take(&mut self.peers[peer].replies)
+    }
+
+    /// Connects two peers.
     pub fn connect(&mut self, a: usize, b: usize) {
-        for (me, other) in [(a, b), (b, a)] {
-            let mut session = Session::new(SessionConfig::default());
-            let out = session.start(&self.peers[me].replica, self.now);
-            self.peers[me].sessions.insert(other, session);
-            self.send(me, other, out);
-        }
+        self.links.push((a, b));
+        self.input(a, Input::Connected { remote: b, open: Open::Now });
+        self.input(b, Input::Connected { remote: a, open: Open::Now });
     }
 
-    /// Opens sessions between every pair.
+    /// Connects every pair.
     pub fn connect_all(&mut self) {
         for a in 0..self.peers.len() {
             for b in a + 1..self.peers.len() {
                 self.connect(a, b);
             }
+        }
+    }
+
+    /// Crashes a peer and starts it again from what its storage holds: everything not yet
+    /// durable is gone, its connections close and open again.
+    pub fn crash_and_restart(&mut self, peer: usize) {
+        let links: Vec<(usize, usize)> = self.links.iter().copied().filter(|(a, b)| *a == peer || *b == peer).collect();
+        self.links.retain(|(a, b)| *a != peer && *b != peer);
+        for (a, b) in &links {
+            let other = if *a == peer { *b } else { *a };
+            self.input(other, Input::Disconnected(peer));
+        }
+        self.queue.retain(|Reverse(m)| m.from != peer && m.to != peer);
+        let state = ready(self.peers[peer].storage.load()).unwrap_or_default();
+        let secret = self.peers[peer].secret;
+        let (node, errors) = Node::open(self.topic.clone(), state, secret, node::Config::default())
+            .unwrap_or_else(|error| panic!("peer {peer} cannot reopen: {error}"));
+        assert!(errors.is_empty(), "peer {peer} reopened with errors: {errors:?}");
+        self.peers[peer].node = node;
+        self.peers[peer].replies.clear();
+        for (a, b) in links {
+            self.connect(a, b);
         }
     }
 
@@ -178,8 +257,8 @@ impl Sim {
         self.now = self.now.max(until);
     }
 
-    /// Runs until every replica has the same order and view, or `max_ms` pass.
-    /// Returns whether they converged.
+    /// Runs until every replica has the same order and view and everything is durable, or
+    /// `max_ms` pass. Returns whether they converged.
     pub fn run_until_converged(&mut self, max_ms: u64) -> bool {
         let until = self.now + max_ms;
         loop {
@@ -195,25 +274,26 @@ impl Sim {
         }
     }
 
-    /// Whether every replica holds the same linear order and byte-identical view.
+    /// Whether every replica holds the same linear order and byte-identical view, durably.
     pub fn converged(&self) -> bool {
-        let digests: Vec<(Hash, Hash)> = self.peers.iter().map(|p| self.digests_of(&p.replica)).collect();
-        digests.windows(2).all(|pair| pair[0] == pair[1])
+        let digests: Vec<(Hash, Hash)> = (0..self.peers.len()).map(|p| self.digests(p)).collect();
+        digests.windows(2).all(|pair| pair[0] == pair[1]) && self.peers.iter().all(|p| p.node.is_durable())
     }
 
     /// A one-line-per-peer summary, for failure messages.
     pub fn describe(&self) -> String {
         let mut out = format!("messages sent by kind: {:?}\n", self.sent_by_kind);
         for (i, peer) in self.peers.iter().enumerate() {
-            let base = peer.replica.base();
-            let missing: Vec<u64> = peer.sessions.values().map(|s| s.missing(&peer.replica)).collect();
-            let introduced = peer.sessions.values().filter(|s| s.is_introduced()).count();
+            let base = peer.node.replica().base();
             out.push_str(&format!(
-                "peer {i}: {} entries, {} pending, {} writers, introduced {introduced}/{}, missing per session {missing:?}\n",
+                "peer {i}: {} entries, {} pending, {} writers, {} remotes, {} introduced, missing {}, durable {}\n",
                 base.total_entries(),
                 base.pending_count(),
                 base.writers().len(),
-                peer.sessions.len(),
+                peer.node.remote_count(),
+                peer.node.peers().count(),
+                peer.node.missing(),
+                peer.node.is_durable(),
             ));
         }
         out
@@ -221,11 +301,57 @@ impl Sim {
 
     /// (order digest, view digest) of a peer.
     pub fn digests(&self, peer: usize) -> (Hash, Hash) {
-        self.digests_of(&self.peers[peer].replica)
+        let replica = self.peers[peer].node.replica();
+        (replica.base().order_digest(), replica.db().digest())
     }
 
-    fn digests_of(&self, replica: &Replica) -> (Hash, Hash) {
-        (replica.base().order_digest(), replica.db().digest())
+    /// Feeds one input to a peer's node and carries out everything that follows.
+    fn input(&mut self, peer: usize, input: Input<usize>) {
+        let mut work = vec![input];
+        while let Some(input) = work.pop() {
+            let outputs = self.peers[peer].node.handle(input, self.now);
+            for output in outputs {
+                if let Some(next) = self.execute(peer, output) {
+                    work.push(next);
+                }
+            }
+        }
+    }
+
+    /// Carries out one output; returns the input it leads to at once, if any.
+    fn execute(&mut self, peer: usize, output: Output<usize>) -> Option<Input<usize>> {
+        match output {
+            Output::Persist(id, batch) => {
+                if self.rng.random_bool(self.config.fail_writes.clamp(0.0, 1.0)) {
+                    self.stats.failed_writes += 1;
+                    return Some(Input::Persisted(id, Err("injected write failure".into())));
+                }
+                let result = ready(self.peers[peer].storage.write(&batch)).map_err(|e| e.to_string());
+                Some(Input::Persisted(id, result))
+            }
+            Output::OpenStream(remote) => Some(Input::StreamOpened(remote)),
+            Output::Send(to, bytes) => {
+                self.send(peer, to, bytes);
+                None
+            }
+            Output::Disconnect(remote, reason) => {
+                // Honest peers never break the protocol; a peer given up for lost streams
+                // is dialed again, as a driver does.
+                assert!(
+                    !reason.contains("refused") && !reason.contains("violation"),
+                    "peer {peer} dropped {remote}: {reason}"
+                );
+                self.links.retain(|&(a, b)| !((a, b) == (peer, remote) || (a, b) == (remote, peer)));
+                self.input(remote, Input::Disconnected(peer));
+                self.connect(peer, remote);
+                None
+            }
+            Output::Reply(id, result) => {
+                self.peers[peer].replies.insert(id, result);
+                None
+            }
+            Output::Dial(_) | Output::Notice(_) | Output::Changed => None,
+        }
     }
 
     /// Delivers the next message or runs the next tick, if due by `until`; false when none is.
@@ -261,92 +387,97 @@ impl Sim {
             return;
         }
         self.stats.delivered += 1;
-        let (to, from) = (message.to, message.from);
-        let peer = &mut self.peers[to];
-        let Some(session) = peer.sessions.get_mut(&from) else { return };
-        let out = match session.handle_bytes(&mut peer.replica, &message.bytes, self.now) {
-            Ok(out) => out,
-            Err(error) => {
-                self.stats.errors += 1;
-                if std::env::var_os("SIM_TRACE").is_some() {
-                    eprintln!("t={} {from}->{to}: {error}", self.now);
-                }
-                assert!(!error.is_fatal(), "honest peers sent a fatal protocol error: {error}");
-                Vec::new()
-            }
-        };
-        self.send(to, from, out);
-        self.peers[to].replica.update();
-        self.after_change(to);
+        if std::env::var_os("SIM_TRACE").is_some() {
+            let decoded = Message::decode(&message.bytes).map(|m| kind(&m));
+            eprintln!("t={} {}->{}: {decoded:?}", self.now, message.from, message.to);
+        }
+        self.input(message.to, Input::Frame(message.from, message.bytes));
     }
 
     fn tick_all(&mut self) {
         for me in 0..self.peers.len() {
-            let others: Vec<usize> = self.peers[me].sessions.keys().copied().collect();
-            for other in others {
-                let peer = &mut self.peers[me];
-                let Some(session) = peer.sessions.get_mut(&other) else { continue };
-                let out = session.tick(&peer.replica, self.now);
-                self.send(me, other, out);
+            let remotes: Vec<usize> =
+                self.links.iter().filter_map(|&(a, b)| (a == me).then_some(b).or((b == me).then_some(a))).collect();
+            for remote in remotes {
+                if self.rng.random_bool(self.config.lose_streams.clamp(0.0, 1.0)) {
+                    self.stats.lost_streams += 1;
+                    self.input(me, Input::StreamLost(remote));
+                }
             }
+            self.input(me, Input::Tick);
         }
     }
 
-    /// Pushes a peer's fresh entries and fork evidence to all its sessions.
-    fn after_change(&mut self, me: usize) {
-        let peer = &mut self.peers[me];
-        let fresh = peer.replica.take_fresh();
-        let forks = peer.replica.take_fresh_forks();
-        peer.replica.take_unsaved();
-        if fresh.is_empty() && forks.is_empty() {
+    fn send(&mut self, from: usize, to: usize, bytes: Vec<u8>) {
+        if let Ok(message) = Message::decode(&bytes) {
+            *self.sent_by_kind.entry(kind(&message)).or_default() += 1;
+            self.check_durable(from, &message);
+        }
+        if self.rng.random_bool(self.config.drop.clamp(0.0, 1.0)) {
+            self.stats.lost += 1;
             return;
         }
-        let others: Vec<usize> = peer.sessions.keys().copied().collect();
-        for other in others {
-            let Some(session) = self.peers[me].sessions.get_mut(&other) else { continue };
-            let mut out = session.push(&fresh);
-            for evidence in &forks {
-                out.extend(session.push_fork(evidence));
-            }
-            self.send(me, other, out);
+        let copies = if self.rng.random_bool(self.config.duplicate.clamp(0.0, 1.0)) {
+            self.stats.duplicated += 1;
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let delay = self
+                .rng
+                .random_range(self.config.min_delay_ms..=self.config.max_delay_ms.max(self.config.min_delay_ms));
+            self.serial += 1;
+            self.queue.push(Reverse(InFlight {
+                at: self.now + delay,
+                serial: self.serial,
+                from,
+                to,
+                bytes: bytes.clone(),
+            }));
         }
     }
+}
 
-    fn send(&mut self, from: usize, to: usize, messages: Vec<Message>) {
-        for message in messages {
-            let kind = match &message {
-                Message::Hello { .. } => "hello",
-                Message::Have { .. } => "have",
-                Message::Want { .. } => "want",
-                Message::Entries { .. } => "entries",
-                Message::Fork { .. } => "fork",
-                Message::Peers { .. } => "peers",
-            };
-            *self.sent_by_kind.entry(kind).or_default() += 1;
-            let bytes = message.encode();
-            if self.rng.random_bool(self.config.drop.clamp(0.0, 1.0)) {
-                self.stats.lost += 1;
-                continue;
+impl Sim {
+    /// Persist before announce: every entry a peer sends, and its own log length in a
+    /// `Have`, is already in its storage.
+    fn check_durable(&self, peer: usize, message: &Message) {
+        let storage = &self.peers[peer].storage;
+        match message {
+            Message::Entries { entries } => {
+                for bytes in entries {
+                    let Ok(entry) = crate::log::Entry::decode(bytes) else { continue };
+                    assert!(
+                        storage.contains(&entry.writer(), entry.seq()),
+                        "peer {peer} sent entry {}/{} before it was durable",
+                        entry.writer().short(),
+                        entry.seq()
+                    );
+                }
             }
-            let copies = if self.rng.random_bool(self.config.duplicate.clamp(0.0, 1.0)) {
-                self.stats.duplicated += 1;
-                2
-            } else {
-                1
-            };
-            for _ in 0..copies {
-                let delay = self
-                    .rng
-                    .random_range(self.config.min_delay_ms..=self.config.max_delay_ms.max(self.config.min_delay_ms));
-                self.serial += 1;
-                self.queue.push(Reverse(InFlight {
-                    at: self.now + delay,
-                    serial: self.serial,
-                    from,
-                    to,
-                    bytes: bytes.clone(),
-                }));
+            Message::Have { writers } => {
+                let me = self.peers[peer].node.replica().writer_id();
+                for have in writers.iter().filter(|have| have.writer == me && have.len > 0) {
+                    assert!(
+                        storage.contains(&me, have.len - 1),
+                        "peer {peer} announced {} own entries before they were durable",
+                        have.len
+                    );
+                }
             }
+            _ => {}
         }
+    }
+}
+
+fn kind(message: &Message) -> &'static str {
+    match message {
+        Message::Hello { .. } => "hello",
+        Message::Have { .. } => "have",
+        Message::Want { .. } => "want",
+        Message::Entries { .. } => "entries",
+        Message::Fork { .. } => "fork",
+        Message::Peers { .. } => "peers",
     }
 }

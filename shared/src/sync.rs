@@ -22,6 +22,11 @@ use crate::log::{DecodeError, Entry, ForkEvidence, ForkEvidenceError, causal_sor
 use crate::replica::Replica;
 use crate::topic::DiscoveryKey;
 
+/// The libp2p protocol id of sync streams (desktop peers and browser tabs alike).
+pub const PROTOCOL_ID: &str = "/hellopears/sync/1";
+/// The identify protocol version string HelloPears peers announce.
+pub const IDENTIFY_PROTOCOL: &str = "/hellopears/id/1";
+
 /// The protocol version, the first byte of every message.
 pub const PROTOCOL_VERSION: u8 = 1;
 /// The largest encoded message accepted or produced.
@@ -487,6 +492,11 @@ impl Session {
 /// encoded message. Sans-IO: drivers feed the bytes they read and write what `encode` gives.
 pub mod frame {
     use super::{MAX_MESSAGE_BYTES, SyncError};
+
+    /// The most bytes written to a stream at once, each write flushed: WebRTC sends a write
+    /// as SCTP messages of at most 16 KiB, and libp2p-webrtc can merge a small unflushed
+    /// write with a large one into a message over that limit.
+    pub const WRITE_CHUNK: usize = 16 * 1024 - 64;
 
     /// One message as it goes on the stream.
     pub fn encode(message: &[u8]) -> Vec<u8> {

@@ -5,8 +5,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::base::IngestError;
 use crate::db::{Db, DbOp, Direction, Document, Filter, Query, Update, Value};
-use crate::keys::Hash;
-use crate::replica::Replica;
+use crate::keys::{Hash, Keypair};
+use crate::replica::{OpenError, Replica};
+use crate::storage::LoadedState;
+use crate::topic::Topic;
 
 /// The collection todos live in.
 pub const COLLECTION: &str = "todos";
@@ -71,10 +73,32 @@ pub enum TodoError {
     Write(#[from] IngestError),
 }
 
-/// Declares the indexes the todo list uses: `done`, for the active/done filters and
-/// clearing completed todos. (Sorting by `created` happens on the result set.)
-pub(crate) fn create_indexes(db: &mut Db) {
+/// The todo app's view: documents stamped with their author, and the index the list uses
+/// (`done`, for the active/done filters and clearing completed todos; sorting by `created`
+/// happens on the result set). The app's field names are shared from the start.
+pub fn view() -> Db {
+    crate::db::name::preload(&[COLLECTION, "_id", "text", "done", "created", "updated", AUTHOR_FIELD]);
+    let mut db = Db::new().with_author_field(AUTHOR_FIELD);
     db.create_index(COLLECTION, "done");
+    db
+}
+
+/// Replicas of the todo app.
+impl Replica {
+    /// An empty todo replica for a topic, writing as `keypair`.
+    pub fn new(topic: Topic, keypair: Keypair) -> Self {
+        Self::with_view(topic, keypair, view())
+    }
+
+    /// Opens a todo replica from stored state (see [`Replica::open_with_view`]).
+    pub fn open(topic: Topic, keypair: Keypair, state: LoadedState) -> (Self, Vec<OpenError>) {
+        Self::open_with_view(topic, keypair, view(), state)
+    }
+
+    /// The typed todo API.
+    pub fn todos(&mut self) -> Todos<'_> {
+        Todos::new(self)
+    }
 }
 
 /// The todo API over a replica.

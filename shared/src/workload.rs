@@ -27,9 +27,7 @@ pub struct Workload {
 
 /// A fresh base configured like a replica's (author stamping, todo indexes).
 pub fn todo_base() -> Base<Db> {
-    let mut db = Db::new().with_author_field(crate::todo::AUTHOR_FIELD);
-    crate::todo::create_indexes(&mut db);
-    Base::new(db)
+    Base::new(crate::todo::view())
 }
 
 impl Workload {

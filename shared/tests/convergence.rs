@@ -1,6 +1,7 @@
 //! Convergence of replicas under random delivery: the property that matters most.
 
 use hellopears_core::sim::{Sim, SimConfig};
+use hellopears_core::ui::Command;
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 use rand::Rng;
@@ -15,11 +16,13 @@ struct Scenario {
     duplicate: f64,
     max_delay_ms: u64,
     partitions: bool,
+    /// Probability that a storage write fails, and of a lost stream per tick.
+    faults: f64,
 }
 
 fn scenario() -> impl Strategy<Value = Scenario> {
-    (2usize..=8, any::<u64>(), 1usize..40, 0.0f64..0.3, 0.0f64..0.3, 1u64..300, any::<bool>()).prop_map(
-        |(peers, seed, ops, drop, duplicate, max_delay_ms, partitions)| Scenario {
+    (2usize..=8, any::<u64>(), 1usize..40, 0.0f64..0.3, 0.0f64..0.3, 1u64..300, any::<bool>(), 0.0f64..0.2).prop_map(
+        |(peers, seed, ops, drop, duplicate, max_delay_ms, partitions, faults)| Scenario {
             peers,
             seed,
             ops,
@@ -27,12 +30,14 @@ fn scenario() -> impl Strategy<Value = Scenario> {
             duplicate,
             max_delay_ms,
             partitions,
+            faults,
         },
     )
 }
 
 /// Runs a scenario: random writes (including concurrent edits of the same todos) on random
-/// peers, random delivery, optional partitions; then heals and checks convergence.
+/// peers' nodes (the engine the desktop and the tab run), random delivery, failing writes,
+/// lost streams, optional partitions; then heals and checks convergence.
 fn run(scenario: &Scenario) -> Result<(), TestCaseError> {
     let config = SimConfig {
         drop: scenario.drop,
@@ -41,6 +46,8 @@ fn run(scenario: &Scenario) -> Result<(), TestCaseError> {
         max_delay_ms: scenario.max_delay_ms,
         tick_ms: 500,
         max_messages: 2_000_000,
+        fail_writes: scenario.faults,
+        lose_streams: scenario.faults / 4.0,
     };
     let mut sim = Sim::new(scenario.peers, scenario.seed, config);
     sim.connect_all();
@@ -48,18 +55,18 @@ fn run(scenario: &Scenario) -> Result<(), TestCaseError> {
         let peer = sim.rng().random_range(0..scenario.peers);
         let action = sim.rng().random_range(0..10u8);
         let pick = sim.rng().random_range(0..1000usize);
-        sim.with_peer(peer, |replica, now| {
-            let todos = replica.todos().list();
-            let target = (!todos.is_empty()).then(|| todos[pick % todos.len()].id.clone());
-            match (action, target) {
-                (0..=3, _) | (_, None) => replica.todos().add(&format!("todo {pick}"), now).map(|_| ()),
-                (4..=5, Some(id)) => replica.todos().toggle(&id, now).map(|_| ()),
-                (6..=7, Some(id)) => replica.todos().edit(&id, &format!("edited {pick}"), now),
-                (8, Some(id)) => replica.todos().remove(&id),
-                (_, Some(_)) => replica.todos().clear_completed().map(|_| ()),
-            }
-        })
-        .map_err(|e| TestCaseError::fail(format!("local write failed: {e}")))?;
+        let todos = hellopears_core::todo::list(sim.replica(peer).db());
+        let target = (!todos.is_empty()).then(|| todos[pick % todos.len()].id.clone());
+        let command = match (action, target) {
+            (0..=3, _) | (_, None) => Command::Add(format!("todo {pick}")),
+            (4..=5, Some(id)) => Command::Toggle(id),
+            (6..=7, Some(id)) => Command::Edit(id, format!("edited {pick}")),
+            (8, Some(id)) => Command::Remove(id),
+            (_, Some(_)) => Command::ClearCompleted,
+        };
+        if let Some(Err(error)) = sim.command(peer, command) {
+            return Err(TestCaseError::fail(format!("local write failed: {error}")));
+        }
         if scenario.partitions && sim.rng().random_bool(0.1) {
             let groups = (0..scenario.peers).map(|_| sim.rng().random_range(0..2usize)).collect();
             sim.partition(groups);
@@ -117,11 +124,57 @@ proptest! {
 #[test]
 fn regressions() {
     let fixed = [
-        Scenario { peers: 2, seed: 1, ops: 10, drop: 0.0, duplicate: 0.0, max_delay_ms: 10, partitions: false },
-        Scenario { peers: 8, seed: 7, ops: 39, drop: 0.29, duplicate: 0.29, max_delay_ms: 299, partitions: true },
-        Scenario { peers: 5, seed: 42, ops: 30, drop: 0.2, duplicate: 0.0, max_delay_ms: 150, partitions: true },
+        Scenario {
+            peers: 2,
+            seed: 1,
+            ops: 10,
+            drop: 0.0,
+            duplicate: 0.0,
+            max_delay_ms: 10,
+            partitions: false,
+            faults: 0.0,
+        },
+        Scenario {
+            peers: 8,
+            seed: 7,
+            ops: 39,
+            drop: 0.29,
+            duplicate: 0.29,
+            max_delay_ms: 299,
+            partitions: true,
+            faults: 0.0,
+        },
+        Scenario {
+            peers: 5,
+            seed: 42,
+            ops: 30,
+            drop: 0.2,
+            duplicate: 0.0,
+            max_delay_ms: 150,
+            partitions: true,
+            faults: 0.0,
+        },
         // Once stormed: re-requesting a range whose entries waited for another writer's.
-        Scenario { peers: 8, seed: 284, ops: 24, drop: 0.11, duplicate: 0.26, max_delay_ms: 8, partitions: true },
+        Scenario {
+            peers: 8,
+            seed: 284,
+            ops: 24,
+            drop: 0.11,
+            duplicate: 0.26,
+            max_delay_ms: 8,
+            partitions: true,
+            faults: 0.0,
+        },
+        Scenario {
+            peers: 4,
+            seed: 11,
+            ops: 30,
+            drop: 0.1,
+            duplicate: 0.1,
+            max_delay_ms: 80,
+            partitions: true,
+            faults: 0.2,
+        },
     ];
     for scenario in &fixed {
         run(scenario).unwrap_or_else(|e| panic!("{scenario:?}: {e}"));

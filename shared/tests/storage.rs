@@ -3,6 +3,7 @@
 use futures::executor::block_on;
 use hellopears_core::keys::Keypair;
 use hellopears_core::replica::{OpenError, Replica};
+use hellopears_core::storage::testing::{FailingStorage, conformance};
 use hellopears_core::storage::{MemoryStorage, Storage, WriteBatch};
 use hellopears_core::topic::Topic;
 
@@ -84,4 +85,30 @@ fn corrupt_stored_entries_are_reported_and_the_rest_loads() {
     // Our own log is whole; the other log keeps its entries before the corrupt one.
     assert_eq!(reopened.base().len(&replica.writer_id()), 5);
     assert!(reopened.base().len(&other.writer_id()) < 5);
+}
+
+#[test]
+fn the_memory_backend_keeps_the_storage_contract() {
+    let storage = MemoryStorage::new();
+    block_on(conformance(|| {
+        let storage = storage.clone();
+        async move { storage }
+    }));
+}
+
+#[test]
+fn a_failing_backend_stores_nothing_of_a_failed_batch_and_recovers() {
+    let storage = FailingStorage::new(MemoryStorage::new());
+    let topic = Topic::from_name("todo");
+    let mut replica = Replica::new(topic, Keypair::derive_for_tests(3, 0));
+    replica.todos().add("one", 1).expect("add");
+    storage.fail_after(1);
+    block_on(storage.write(&replica.take_unsaved())).expect("first write succeeds");
+    replica.todos().add("two", 2).expect("add");
+    let batch = replica.take_unsaved();
+    assert!(block_on(storage.write(&batch)).is_err(), "the countdown ran out");
+    assert_eq!(storage.inner().entry_count(), 1, "nothing of the failed batch is stored");
+    storage.heal();
+    block_on(storage.write(&batch)).expect("healed");
+    assert_eq!(storage.inner().entry_count(), 2);
 }

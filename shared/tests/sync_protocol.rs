@@ -2,147 +2,114 @@
 
 use hellopears_core::keys::Keypair;
 use hellopears_core::log::Entry;
+use hellopears_core::node::{self, Input, Node, Open, Output};
 use hellopears_core::replica::Replica;
+use hellopears_core::storage::LoadedState;
 use hellopears_core::sync::{
     MAX_MESSAGE_BYTES, Message, PROTOCOL_VERSION, Session, SessionConfig, SyncError, WriterLen,
 };
 use hellopears_core::topic::Topic;
+use hellopears_core::ui::Command;
 
 fn replica(topic: &str, index: u64) -> Replica {
     Replica::new(Topic::from_name(topic), Keypair::derive_for_tests(100, index))
 }
 
-/// Two replicas with a session each, exchanging messages until both are quiet.
+/// Two nodes (the engine every driver runs) on one topic, delivering each other's outputs
+/// in memory until both are quiet.
 struct Pair {
-    a: Replica,
-    b: Replica,
-    sa: Session,
-    sb: Session,
+    a: Node<u8>,
+    b: Node<u8>,
     now: u64,
 }
 
+fn node(topic: &str, index: u64) -> Node<u8> {
+    let secret = Keypair::derive_for_tests(100, index).secret();
+    Node::open(Topic::from_name(topic), LoadedState::default(), secret, node::Config::default()).expect("open").0
+}
+
 impl Pair {
-    fn new(a: Replica, b: Replica) -> Self {
-        Self { a, b, sa: Session::new(SessionConfig::default()), sb: Session::new(SessionConfig::default()), now: 0 }
+    /// Connects two nodes (the remote of `a` is 1, of `b` is 0).
+    fn connect(a: Node<u8>, b: Node<u8>) -> Self {
+        let mut pair = Self { a, b, now: 0 };
+        let to_a = pair.a.handle(Input::Connected { remote: 1, open: Open::Now }, 0);
+        let to_b = pair.b.handle(Input::Connected { remote: 0, open: Open::Now }, 0);
+        pair.drive(to_a, to_b);
+        pair
     }
 
-    /// Runs the exchange; returns the number of messages delivered.
-    fn run(&mut self) -> usize {
-        let mut to_b: Vec<Message> = self.sa.start(&self.a, self.now);
-        let mut to_a: Vec<Message> = self.sb.start(&self.b, self.now);
-        self.drive(&mut to_a, &mut to_b)
+    /// A command on `a`, then the exchange it causes; returns the frames delivered.
+    fn command_a(&mut self, command: Command) -> usize {
+        let out = self.a.handle(Input::Command(0, command), self.now);
+        self.drive(out, Vec::new())
     }
 
-    fn drive(&mut self, to_a: &mut Vec<Message>, to_b: &mut Vec<Message>) -> usize {
+    /// Carries out both nodes' outputs until neither has any; returns the frames delivered.
+    fn drive(&mut self, mut from_a: Vec<Output<u8>>, mut from_b: Vec<Output<u8>>) -> usize {
         let mut delivered = 0;
-        while !to_a.is_empty() || !to_b.is_empty() {
+        while !from_a.is_empty() || !from_b.is_empty() {
             self.now += 1;
-            for message in std::mem::take(to_b) {
-                delivered += 1;
-                let out = self.sb.handle_bytes(&mut self.b, &message.encode(), self.now).expect("honest message");
-                to_a.extend(out);
+            let (mut next_a, mut next_b) = (Vec::new(), Vec::new());
+            for output in std::mem::take(&mut from_a) {
+                match output {
+                    Output::Persist(id, _) => next_a.extend(self.a.handle(Input::Persisted(id, Ok(())), self.now)),
+                    Output::OpenStream(remote) => next_a.extend(self.a.handle(Input::StreamOpened(remote), self.now)),
+                    Output::Send(1, frame) => {
+                        delivered += 1;
+                        next_b.extend(self.b.handle(Input::Frame(0, frame), self.now));
+                    }
+                    Output::Disconnect(_, reason) => panic!("honest message refused: {reason}"),
+                    _ => {}
+                }
             }
-            self.b.update();
-            let fresh = self.b.take_fresh();
-            to_a.extend(self.sb.push(&fresh));
-            for message in std::mem::take(to_a) {
-                delivered += 1;
-                let out = self.sa.handle_bytes(&mut self.a, &message.encode(), self.now).expect("honest message");
-                to_b.extend(out);
+            for output in std::mem::take(&mut from_b) {
+                match output {
+                    Output::Persist(id, _) => next_b.extend(self.b.handle(Input::Persisted(id, Ok(())), self.now)),
+                    Output::OpenStream(remote) => next_b.extend(self.b.handle(Input::StreamOpened(remote), self.now)),
+                    Output::Send(0, frame) => {
+                        delivered += 1;
+                        next_a.extend(self.a.handle(Input::Frame(1, frame), self.now));
+                    }
+                    Output::Disconnect(_, reason) => panic!("honest message refused: {reason}"),
+                    _ => {}
+                }
             }
-            self.a.update();
-            let fresh = self.a.take_fresh();
-            to_b.extend(self.sa.push(&fresh));
+            (from_a, from_b) = (next_a, next_b);
             assert!(delivered < 100_000, "message storm");
         }
         delivered
     }
 }
 
+/// A command on a node that is not connected, made durable at once.
+fn write(node: &mut Node<u8>, command: Command) {
+    let mut outputs = node.handle(Input::Command(0, command), 1);
+    while let Some(output) = outputs.pop() {
+        if let Output::Persist(id, _) = output {
+            outputs.extend(node.handle(Input::Persisted(id, Ok(())), 1));
+        }
+    }
+    assert!(node.is_durable());
+}
+
+fn todo_count(node: &Node<u8>) -> usize {
+    hellopears_core::todo::list(node.replica().db()).len()
+}
+
 #[test]
 fn two_replicas_sync_both_ways_and_push_new_entries() {
-    let mut a = replica("t", 1);
-    let mut b = replica("t", 2);
-    a.todos().add("from a", 1).expect("add");
-    b.todos().add("from b", 2).expect("add");
-    let mut pair = Pair::new(a, b);
-    pair.run();
-    assert_eq!(pair.a.todos().list().len(), 2);
-    assert_eq!(pair.a.db().encode(), pair.b.db().encode());
-    // A new local write is pushed at once, with no request round trip.
-    pair.a.todos().add("later", 3).expect("add");
-    let fresh = pair.a.take_fresh();
-    let mut to_b = pair.sa.push(&fresh);
-    assert_eq!(to_b.len(), 1);
-    assert!(matches!(to_b[0], Message::Entries { .. }));
-    let delivered = pair.drive(&mut Vec::new(), &mut to_b);
+    let mut a = node("t", 1);
+    let mut b = node("t", 2);
+    write(&mut a, Command::Add("from a".into()));
+    write(&mut b, Command::Add("from b".into()));
+    let mut pair = Pair::connect(a, b);
+    assert_eq!(todo_count(&pair.a), 2);
+    assert_eq!(pair.a.replica().db().encode(), pair.b.replica().db().encode());
+    // A new local write is pushed at once, with no request round trip: one frame.
+    let delivered = pair.command_a(Command::Add("later".into()));
     assert_eq!(delivered, 1);
-    assert_eq!(pair.b.todos().list().len(), 3);
-    assert_eq!(pair.a.base().order_digest(), pair.b.base().order_digest());
-}
-
-#[test]
-fn catch_up_of_a_large_log_goes_in_bounded_batches_with_progress() {
-    let mut a = replica("t", 3);
-    for i in 0..1000 {
-        a.todos().add(&format!("todo {i}"), i).expect("add");
-    }
-    let mut b = replica("t", 4);
-    let mut sa = Session::new(SessionConfig::default());
-    let mut sb = Session::new(SessionConfig::default());
-    let mut to_b = sa.start(&a, 0);
-    let mut to_a = sb.start(&b, 0);
-    let mut progress = Vec::new();
-    for round in 0..100 {
-        let mut next_to_a = Vec::new();
-        for message in to_b.drain(..) {
-            if let Message::Entries { entries } = &message {
-                assert!(entries.len() as u64 <= hellopears_core::sync::MAX_BATCH_ENTRIES);
-                assert!(message.encode().len() <= MAX_MESSAGE_BYTES);
-            }
-            next_to_a.extend(sb.handle(&mut b, message, round).expect("honest"));
-        }
-        b.update();
-        progress.push(sb.missing(&b));
-        for message in to_a.drain(..).chain(next_to_a) {
-            to_b.extend(sa.handle(&mut a, message, round).expect("honest"));
-        }
-        if to_b.is_empty() {
-            break;
-        }
-    }
-    assert_eq!(b.todos().list().len(), 1000);
-    assert_eq!(sb.missing(&b), 0);
-    // Progress was visible: the missing count went down in several steps.
-    let steps: Vec<u64> = progress.iter().copied().filter(|&m| m > 0).collect();
-    assert!(steps.len() >= 3, "progress steps: {progress:?}");
-    assert!(steps.windows(2).all(|w| w[0] >= w[1]), "progress went backwards: {progress:?}");
-}
-
-#[test]
-fn writers_learned_through_a_middle_peer_join_the_base() {
-    let mut a = replica("t", 5);
-    let b = replica("t", 6);
-    let mut c = replica("t", 7);
-    a.todos().add("a's", 1).expect("add");
-    c.todos().add("c's", 2).expect("add");
-    let mut ab = Pair::new(a, b);
-    ab.run();
-    let (a, b) = (ab.a, ab.b);
-    let mut bc = Pair::new(b, c);
-    bc.run();
-    let (_, c) = (bc.a, bc.b);
-    assert!(c.base().writers().iter().any(|w| w.id == a.writer_id()));
-    assert_eq!(c.todos_list_len(), 2);
-}
-
-trait ListLen {
-    fn todos_list_len(&self) -> usize;
-}
-impl ListLen for Replica {
-    fn todos_list_len(&self) -> usize {
-        hellopears_core::todo::list(self.db()).len()
-    }
+    assert_eq!(todo_count(&pair.b), 3);
+    assert_eq!(pair.a.replica().base().order_digest(), pair.b.replica().base().order_digest());
 }
 
 fn introduced_session(replica: &mut Replica) -> Session {

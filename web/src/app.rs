@@ -5,7 +5,7 @@ use futures::channel::mpsc;
 use leptos::prelude::*;
 use web_sys::KeyboardEvent;
 
-use crate::model::{Command, PeerView, SyncStatus, TodoView};
+use hellopears_core::ui::{Command, PeerView, SyncStatus, TodoView};
 
 /// The UI's state and its line to the backend. Copyable, so every component and closure
 /// can hold it.

@@ -8,7 +8,7 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 
 use crate::app::Ui;
-use crate::model::{Command, Snapshot, WINDOW_MARKER, WINDOW_PUSH, WindowMessage};
+use hellopears_core::ui::{Command, Snapshot, WINDOW_MARKER, WINDOW_PUSH, WindowMessage};
 
 /// Whether this page runs in a HelloPears native window.
 pub fn in_window() -> bool {

@@ -26,10 +26,11 @@ fn err<E: std::fmt::Debug>(what: &'static str) -> impl FnOnce(E) -> IdbError {
     move |error| IdbError { what, detail: format!("{error:?}") }
 }
 
-/// One topic's replica in IndexedDB.
-#[derive(Debug)]
+/// One topic's replica in IndexedDB. Clones share the open database, so writes can run in
+/// tasks of their own.
+#[derive(Clone, Debug)]
 pub struct IdbStorage {
-    db: Database,
+    db: std::rc::Rc<Database>,
 }
 
 /// The database name for a topic (by id, so names with odd characters are fine).
@@ -52,7 +53,7 @@ impl IdbStorage {
             })
             .await
             .map_err(err("opening the database"))?;
-        Ok(Self { db })
+        Ok(Self { db: std::rc::Rc::new(db) })
     }
 
     /// Deletes a database (tests, and "forget this topic").

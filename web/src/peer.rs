@@ -1,19 +1,20 @@
-//! The in-tab peer: the core's replica on IndexedDB, libp2p over WebRTC-direct to desktop
+//! The in-tab peer: the core's [`Node`] on IndexedDB, libp2p over WebRTC-direct to desktop
 //! peers, and the same sync protocol and framing as the desktop peer. One task owns the
-//! swarm, the replica and every session; stream IO runs in small tasks that pass frames
-//! over channels. The UI sees it only through [`Ui`].
+//! swarm and the node; it maps swarm, stream, storage and UI events to the node's inputs and
+//! carries out its outputs. Stream IO and IndexedDB writes run in small tasks that report
+//! back over channels. The UI sees it only through [`Ui`].
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::channel::mpsc;
 use futures::io::{AsyncReadExt, AsyncWriteExt};
-use futures::{FutureExt, StreamExt};
-use hellopears_core::keys::Keypair;
-use hellopears_core::replica::Replica;
-use hellopears_core::storage::{Storage, WriteBatch};
-use hellopears_core::sync::{Session, SessionConfig, frame};
+use futures::{FutureExt, SinkExt, StreamExt};
+use hellopears_core::node::{self, CommandId, Input, Node, Open, Output, PersistId};
+use hellopears_core::storage::{LoadedState, Storage, WriteBatch};
+use hellopears_core::sync::{IDENTIFY_PROTOCOL, PROTOCOL_ID, frame};
 use hellopears_core::topic::Topic;
+use hellopears_core::ui::{Command, PageConfig, SyncStatus};
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, identify, identity, ping};
@@ -21,18 +22,17 @@ use wasm_bindgen_futures::spawn_local;
 
 use crate::app::Ui;
 use crate::idb::{IdbStorage, database_name};
-use crate::model::{Command, PeerView, SyncStatus, TodoView};
 
-/// The sync protocol's stream id (the desktop peer's, `native/src/net.rs`).
-const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/hellopears/sync/1");
-const IDENTIFY_PROTOCOL: &str = "/hellopears/id/1";
-const WRITER_SECRET: &str = "writer-secret";
+const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new(PROTOCOL_ID);
 const NODE_KEY: &str = "node-key";
 const KNOWN_PEERS: &str = "known-peers";
 /// Desktop addresses remembered for redialing.
 const MAX_KNOWN: usize = 64;
-/// Frames waiting for a sync stream to open.
-const BACKLOG_LIMIT: usize = 1024;
+/// Writer slots: each open tab of a list in one browser writes with its own key, held by a
+/// Web Lock, so two tabs never append to one log (a fork).
+const WRITER_SLOTS: u32 = 16;
+/// How often the node ticks, and how often the UI is refreshed while catching up.
+const TICK_MS: u64 = 250;
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
@@ -41,26 +41,26 @@ struct Behaviour {
     stream: libp2p_stream::Behaviour,
 }
 
-enum Inbound {
+/// What the stream tasks and storage writes report to the tab's task.
+enum Event {
     Frame(PeerId, Vec<u8>),
     Closed(PeerId, String),
     Violation(PeerId, String),
-    Writer(PeerId, mpsc::Sender<Vec<u8>>),
-    WriterLost(PeerId),
-}
-
-struct PeerState {
-    session: Session,
-    writer: Option<mpsc::Sender<Vec<u8>>>,
-    backlog: Vec<Vec<u8>>,
-    addr: Multiaddr,
-    last_sync: u64,
+    Opened(PeerId, u64, mpsc::Sender<Vec<u8>>),
+    Lost(PeerId, u64),
+    Persisted(PersistId, Result<(), String>),
 }
 
 /// When to dial a known peer again.
 struct Redial {
     at: u64,
     backoff: u64,
+}
+
+/// Our outbound sync stream to a desktop peer.
+struct Writer {
+    epoch: u64,
+    frames: Option<mpsc::Sender<Vec<u8>>>,
 }
 
 fn now_ms() -> u64 {
@@ -90,14 +90,22 @@ pub fn spawn(topic: Topic, ui: Ui, commands: mpsc::UnboundedReceiver<Command>, g
     });
 }
 
-/// Everything the peer's task owns besides the swarm.
+/// Everything the tab's task owns.
 struct Tab {
-    replica: Replica,
+    swarm: libp2p::Swarm<Behaviour>,
+    me: PeerId,
+    node: Node<PeerId>,
     storage: IdbStorage,
     ui: Ui,
-    peers: HashMap<PeerId, PeerState>,
+    control: libp2p_stream::Control,
+    events: mpsc::Sender<Event>,
+    writers: HashMap<PeerId, Writer>,
+    addrs: HashMap<PeerId, Multiaddr>,
+    next_epoch: u64,
     known: Vec<Multiaddr>,
     redial: HashMap<PeerId, Redial>,
+    next_command: CommandId,
+    garbage: bool,
     dirty: bool,
     last_render: u64,
 }
@@ -109,189 +117,313 @@ async fn run(
     garbage: bool,
 ) -> Result<(), String> {
     let storage = IdbStorage::open(&database_name(&topic)).await.map_err(|e| e.to_string())?;
+    let slot = crate::locks::writer_slot(&database_name(&topic), WRITER_SLOTS).await;
     let state = storage.load().await.map_err(|e| e.to_string())?;
     mark("hellopears-loaded");
-    let mut first_save = WriteBatch::default();
-    let keypair = match state.meta.get(WRITER_SECRET).map(|s| Keypair::from_secret_slice(s)) {
-        Some(Ok(keypair)) => keypair,
-        stored => {
-            if stored.is_some() {
-                log("hellopears: the stored writer key is corrupt; keeping it and writing with a new one");
+    let (events, mut events_rx) = mpsc::channel::<Event>(1024);
+    let mut tab = Tab::open(topic, state, storage, ui, slot, events, garbage).await?;
+    mark("hellopears-opened");
+    ui.set_writer(tab.node.replica().writer_id().short());
+    // First paint from what is stored, before any network.
+    tab.render(true);
+    ui.set_status(SyncStatus::Alone);
+    mark_first_paint();
+    let mut incoming = tab.control.accept(SYNC_PROTOCOL).map_err(|_| "sync protocol registered twice")?.fuse();
+    // The serving peer's addresses (absent offline: then the remembered ones are dialed).
+    let mut config = Box::pin(fetch_config().fuse());
+    tab.dial_due();
+    tab.feed(Input::Tick);
+    let mut tick = Box::pin(interval(TICK_MS)).fuse();
+    loop {
+        futures::select! {
+            served = config => tab.on_config(served).await,
+            event = tab.swarm.select_next_some() => tab.on_swarm(event),
+            stream = incoming.next() => {
+                if let Some((remote, stream)) = stream {
+                    spawn_reader(remote, stream, tab.events.clone());
+                    tab.feed(Input::RemoteStream(remote));
+                }
             }
-            let mut secret = [0u8; 32];
-            getrandom::fill(&mut secret).map_err(|e| format!("no randomness for a key: {e}"))?;
-            let keypair = Keypair::from_secret(secret);
-            if stored.is_none() {
-                first_save.meta.push((WRITER_SECRET.into(), Some(keypair.secret().to_vec())));
+            event = events_rx.next() => match event {
+                Some(event) => tab.on_event(event).await,
+                None => return Err("the peer's channels closed".into()),
+            },
+            command = commands.next() => {
+                let Some(command) = command else { return Ok(()) };
+                tab.command(command);
             }
-            keypair
+            _ = tick.next() => {
+                tab.feed(Input::Tick);
+                tab.dial_due();
+                tab.dirty = true;
+            }
         }
-    };
-    let node_key = match state.meta.get(NODE_KEY).map(|b| identity::Keypair::from_protobuf_encoding(b)) {
-        Some(Ok(key)) => key,
-        _ => {
-            let key = identity::Keypair::generate_ed25519();
-            let bytes = key.to_protobuf_encoding().map_err(|e| e.to_string())?;
-            first_save.meta.push((NODE_KEY.into(), Some(bytes)));
-            key
+        tab.render(false);
+    }
+}
+
+impl Tab {
+    async fn open(
+        topic: Topic,
+        state: LoadedState,
+        storage: IdbStorage,
+        ui: Ui,
+        slot: u32,
+        events: mpsc::Sender<Event>,
+        garbage: bool,
+    ) -> Result<Self, String> {
+        let mut first_save = WriteBatch::default();
+        let node_key = match state.meta.get(NODE_KEY).map(|b| identity::Keypair::from_protobuf_encoding(b)) {
+            Some(Ok(key)) => key,
+            _ => {
+                let key = identity::Keypair::generate_ed25519();
+                let bytes = key.to_protobuf_encoding().map_err(|e| e.to_string())?;
+                first_save.meta.push((NODE_KEY.into(), Some(bytes)));
+                key
+            }
+        };
+        let known = known_peers(&state);
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret).map_err(|e| format!("no randomness for a key: {e}"))?;
+        let writer_key =
+            if slot == 0 { node::WRITER_SECRET.to_owned() } else { format!("{}-{slot}", node::WRITER_SECRET) };
+        let config = node::Config { writer_key, ..node::Config::default() };
+        // A corrupt stored writer key stops the tab with a clear error, as it stops a desktop peer.
+        let (node, errors) = Node::open(topic, state, secret, config).map_err(|e| e.to_string())?;
+        for error in &errors {
+            log(&format!("hellopears: skipped a stored item: {error}"));
         }
-    };
-    let known: Vec<Multiaddr> = state
+        storage.write(&first_save).await.map_err(|e| e.to_string())?;
+        let swarm = build_swarm(node_key).map_err(|e| format!("cannot start libp2p: {e}"))?;
+        let me = *swarm.local_peer_id();
+        log(&format!("hellopears: peer id {me}, writer {} (slot {slot})", node.replica().writer_id().short()));
+        let control = swarm.behaviour().stream.new_control();
+        Ok(Self {
+            swarm,
+            me,
+            node,
+            storage,
+            ui,
+            control,
+            events,
+            writers: HashMap::new(),
+            addrs: HashMap::new(),
+            next_epoch: 0,
+            known,
+            redial: HashMap::new(),
+            next_command: 0,
+            garbage,
+            dirty: true,
+            last_render: 0,
+        })
+    }
+
+    /// Hands an input to the node and carries out what it asks.
+    fn feed(&mut self, input: Input<PeerId>) {
+        for output in self.node.handle(input, now_ms()) {
+            self.execute(output);
+        }
+    }
+
+    fn execute(&mut self, output: Output<PeerId>) {
+        match output {
+            Output::Persist(id, batch) => {
+                let (storage, mut events) = (self.storage.clone(), self.events.clone());
+                spawn_local(async move {
+                    let result = storage.write(&batch).await.map_err(|e| e.to_string());
+                    let _ = events.send(Event::Persisted(id, result)).await;
+                });
+            }
+            Output::OpenStream(remote) => {
+                self.next_epoch += 1;
+                self.writers.insert(remote, Writer { epoch: self.next_epoch, frames: None });
+                open_writer(self.control.clone(), remote, self.next_epoch, self.events.clone());
+            }
+            Output::Send(remote, frame) => self.send(remote, frame),
+            Output::Disconnect(remote, reason) => {
+                log(&format!("hellopears: dropping {remote}: {reason}"));
+                self.writers.remove(&remote);
+                let _ = self.swarm.disconnect_peer_id(remote);
+            }
+            Output::Dial(record) => {
+                if let Some(addr) = dialable(self.me, &record)
+                    && self.learn(addr)
+                {
+                    self.save_known();
+                    self.dial_due();
+                }
+            }
+            Output::Reply(_, Err(error)) => log(&format!("hellopears: a command failed: {error}")),
+            Output::Reply(_, Ok(_)) => {}
+            Output::Notice(notice) => log(&format!("hellopears: {notice:?}")),
+            Output::Changed => self.dirty = true,
+        }
+    }
+
+    fn send(&mut self, remote: PeerId, frame: Vec<u8>) {
+        let Some(frames) = self.writers.get_mut(&remote).and_then(|w| w.frames.as_mut()) else { return };
+        // Gone or far behind: the periodic Have and request retries recover.
+        let frame = if self.garbage { vec![0xff; 64] } else { frame };
+        let _ = frames.try_send(frame);
+    }
+
+    fn command(&mut self, command: Command) {
+        let id = self.next_command;
+        self.next_command += 1;
+        self.feed(Input::Command(id, command));
+    }
+
+    async fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Frame(remote, frame) => self.feed(Input::Frame(remote, frame)),
+            Event::Closed(remote, reason) => log(&format!("hellopears: sync stream from {remote} ended: {reason}")),
+            Event::Violation(remote, reason) => self.feed(Input::Violation(remote, reason)),
+            Event::Opened(remote, epoch, frames) => {
+                let Some(writer) = self.writers.get_mut(&remote).filter(|w| w.epoch == epoch) else { return };
+                writer.frames = Some(frames);
+                self.feed(Input::StreamOpened(remote));
+            }
+            Event::Lost(remote, epoch) => {
+                if self.writers.get(&remote).is_some_and(|w| w.epoch == epoch) {
+                    self.writers.remove(&remote);
+                    log(&format!("hellopears: sync stream to {remote} lost; reopening"));
+                    self.feed(Input::StreamLost(remote));
+                }
+            }
+            Event::Persisted(id, result) => {
+                if let Err(error) = &result {
+                    log(&format!("hellopears: cannot save: {error}"));
+                }
+                self.feed(Input::Persisted(id, result));
+            }
+        }
+    }
+
+    async fn on_config(&mut self, served: Result<Vec<Multiaddr>, String>) {
+        match served {
+            Ok(addrs) => {
+                for addr in addrs {
+                    self.learn(addr);
+                }
+                self.save_known();
+                self.dial_due();
+            }
+            Err(error) => {
+                log(&format!("hellopears: no configuration from the server ({error}); dialing remembered peers"))
+            }
+        }
+    }
+
+    fn on_swarm(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::ConnectionEstablished { peer_id, endpoint, num_established, .. } => {
+                log(&format!("hellopears: connected to {peer_id} at {}", endpoint.get_remote_address()));
+                self.redial.remove(&peer_id);
+                if num_established.get() == 1 {
+                    self.addrs.insert(peer_id, endpoint.get_remote_address().clone());
+                    self.feed(Input::Connected { remote: peer_id, open: Open::Now });
+                }
+            }
+            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, cause, .. } => {
+                log(&format!("hellopears: disconnected from {peer_id} ({cause:?})"));
+                self.writers.remove(&peer_id);
+                self.addrs.remove(&peer_id);
+                self.feed(Input::Disconnected(peer_id));
+                self.schedule_redial(peer_id);
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id: Some(peer_id), error, .. } => {
+                log(&format!("hellopears: cannot reach {peer_id}: {error}"));
+                self.schedule_redial(peer_id);
+            }
+            _ => {}
+        }
+    }
+
+    /// Remembers a desktop address; true if it is new.
+    fn learn(&mut self, addr: Multiaddr) -> bool {
+        if self.known.contains(&addr) {
+            return false;
+        }
+        // Newest first; the oldest are forgotten.
+        self.known.insert(0, addr);
+        self.known.truncate(MAX_KNOWN);
+        true
+    }
+
+    /// Saves the remembered addresses, off the event loop.
+    fn save_known(&self) {
+        let list: Vec<String> = self.known.iter().map(|a| a.to_string()).collect();
+        let bytes = serde_json::to_vec(&list).unwrap_or_default();
+        let batch = WriteBatch { meta: vec![(KNOWN_PEERS.into(), Some(bytes))], ..WriteBatch::default() };
+        let storage = self.storage.clone();
+        spawn_local(async move {
+            if let Err(error) = storage.write(&batch).await {
+                log(&format!("hellopears: cannot remember peers: {error}"));
+            }
+        });
+    }
+
+    fn schedule_redial(&mut self, peer: PeerId) {
+        let entry = self.redial.entry(peer).or_insert(Redial { at: 0, backoff: 500 });
+        entry.backoff = (entry.backoff * 2).min(8_000);
+        entry.at = now_ms() + entry.backoff;
+    }
+
+    /// Dials every known peer we are not connected to and whose retry time has come.
+    fn dial_due(&mut self) {
+        use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+        let now = now_ms();
+        let mut by_peer: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
+        for addr in &self.known {
+            if let Some(peer) = peer_of(addr) {
+                by_peer.entry(peer).or_default().push(addr.clone());
+            }
+        }
+        for (peer, addrs) in by_peer {
+            if self.swarm.is_connected(&peer) || self.redial.get(&peer).is_some_and(|r| r.at > now) {
+                continue;
+            }
+            // Marked as in progress until it connects or fails.
+            let backoff = self.redial.get(&peer).map_or(500, |r| r.backoff);
+            self.redial.insert(peer, Redial { at: now + 10_000, backoff });
+            let opts =
+                DialOpts::peer_id(peer).condition(PeerCondition::DisconnectedAndNotDialing).addresses(addrs).build();
+            if let Err(error) = self.swarm.dial(opts) {
+                log(&format!("hellopears: cannot dial {peer}: {error}"));
+            }
+        }
+    }
+
+    /// Pushes the state to the UI: at once, or at most every 250 ms while catching up.
+    fn render(&mut self, force: bool) {
+        if !self.dirty && !force {
+            return;
+        }
+        let now = now_ms();
+        let syncing = matches!(self.node.status(), SyncStatus::Syncing { .. });
+        if !force && syncing && now.saturating_sub(self.last_render) < TICK_MS {
+            return;
+        }
+        self.dirty = false;
+        self.last_render = now;
+        let addrs = &self.addrs;
+        let snapshot =
+            self.node.snapshot(|peer| (peer.to_string(), addrs.get(peer).map_or_else(String::new, describe)));
+        self.ui.set_todos(snapshot.todos);
+        self.ui.set_peers(snapshot.peers);
+        self.ui.set_status(snapshot.status);
+    }
+}
+
+fn known_peers(state: &LoadedState) -> Vec<Multiaddr> {
+    state
         .meta
         .get(KNOWN_PEERS)
         .and_then(|bytes| serde_json::from_slice::<Vec<String>>(bytes).ok())
         .unwrap_or_default()
         .iter()
         .filter_map(|addr| addr.parse().ok())
-        .collect();
-    let (replica, errors) = Replica::open(topic, keypair, state);
-    mark("hellopears-opened");
-    for error in &errors {
-        log(&format!("hellopears: skipped a stored item: {error}"));
-    }
-    storage.write(&first_save).await.map_err(|e| e.to_string())?;
-    let mut tab =
-        Tab { replica, storage, ui, peers: HashMap::new(), known, redial: HashMap::new(), dirty: true, last_render: 0 };
-    ui.set_writer(tab.replica.writer_id().short());
-    // First paint from what is stored, before any network.
-    tab.render(true);
-    ui.set_status(SyncStatus::Alone);
-    mark_first_paint();
-
-    let mut swarm = build_swarm(node_key).map_err(|e| format!("cannot start libp2p: {e}"))?;
-    let me = *swarm.local_peer_id();
-    log(&format!("hellopears: peer id {me}, writer {}", tab.replica.writer_id().short()));
-    let mut control = swarm.behaviour().stream.new_control();
-    let mut incoming = control.accept(SYNC_PROTOCOL).map_err(|_| "sync protocol registered twice".to_owned())?.fuse();
-    let (tx, mut rx) = mpsc::channel::<Inbound>(1024);
-    // The serving peer's addresses (absent offline: then the remembered ones are dialed).
-    let mut config = Box::pin(fetch_config().fuse());
-    tab.dial_due(&mut swarm);
-    let mut tick = Box::pin(interval(100)).fuse();
-    let mut ticks: u64 = 0;
-    loop {
-        futures::select! {
-            served = config => {
-                match served {
-                    Ok(addrs) => {
-                        for addr in addrs {
-                            tab.learn(addr);
-                        }
-                        tab.save_known().await;
-                        tab.dial_due(&mut swarm);
-                    }
-                    Err(error) => log(&format!("hellopears: no configuration from the server ({error}); dialing remembered peers")),
-                }
-            }
-            event = swarm.select_next_some() => match event {
-                SwarmEvent::ConnectionEstablished { peer_id, endpoint, num_established, .. } => {
-                    log(&format!("hellopears: connected to {peer_id} at {}", endpoint.get_remote_address()));
-                    tab.redial.remove(&peer_id);
-                    if num_established.get() == 1 && !tab.peers.contains_key(&peer_id) {
-                        let mut state = PeerState {
-                            session: Session::new(SessionConfig::default()),
-                            writer: None,
-                            backlog: Vec::new(),
-                            addr: endpoint.get_remote_address().clone(),
-                            last_sync: 0,
-                        };
-                        for message in state.session.start(&tab.replica, now_ms()) {
-                            state.backlog.push(message.encode());
-                        }
-                        tab.peers.insert(peer_id, state);
-                        open_writer(control.clone(), peer_id, tx.clone());
-                        tab.dirty = true;
-                    }
-                }
-                SwarmEvent::ConnectionClosed { peer_id, num_established: 0, cause, .. } => {
-                    log(&format!("hellopears: disconnected from {peer_id} ({cause:?})"));
-                    tab.peers.remove(&peer_id);
-                    tab.schedule_redial(peer_id);
-                    tab.dirty = true;
-                }
-                SwarmEvent::OutgoingConnectionError { peer_id: Some(peer_id), error, .. } => {
-                    log(&format!("hellopears: cannot reach {peer_id}: {error}"));
-                    tab.schedule_redial(peer_id);
-                }
-                _ => {}
-            },
-            stream = incoming.next() => {
-                if let Some((peer_id, stream)) = stream {
-                    spawn_reader(peer_id, stream, tx.clone());
-                }
-            }
-            inbound = rx.next() => match inbound {
-                Some(Inbound::Frame(peer_id, bytes)) => {
-                    let Some(state) = tab.peers.get_mut(&peer_id) else { continue };
-                    state.last_sync = now_ms();
-                    match state.session.handle_bytes(&mut tab.replica, &bytes, now_ms()) {
-                        Ok(out) => {
-                            send(state, out.iter().map(|m| m.encode()));
-                            let learned = state.session.take_learned_peers();
-                            let mut any = false;
-                            for record in learned {
-                                if let Some(addr) = dialable(me, &record) {
-                                    any |= tab.learn(addr);
-                                }
-                            }
-                            if any {
-                                tab.save_known().await;
-                                tab.dial_due(&mut swarm);
-                            }
-                        }
-                        Err(error) if error.is_fatal() => {
-                            log(&format!("hellopears: dropping {peer_id}: {error}"));
-                            tab.peers.remove(&peer_id);
-                            let _ = swarm.disconnect_peer_id(peer_id);
-                        }
-                        Err(error) => log(&format!("hellopears: sync message from {peer_id} refused: {error}")),
-                    }
-                    tab.after_change().await;
-                }
-                Some(Inbound::Closed(peer_id, reason)) => log(&format!("hellopears: sync stream from {peer_id} ended: {reason}")),
-                Some(Inbound::Violation(peer_id, reason)) => {
-                    log(&format!("hellopears: dropping {peer_id}: {reason}"));
-                    tab.peers.remove(&peer_id);
-                    let _ = swarm.disconnect_peer_id(peer_id);
-                }
-                Some(Inbound::Writer(peer_id, writer)) => {
-                    if let Some(state) = tab.peers.get_mut(&peer_id) {
-                        let mut backlog = std::mem::take(&mut state.backlog);
-                        if garbage {
-                            backlog = vec![vec![0xff; 64], b"not a sync message".to_vec()];
-                        }
-                        state.writer = Some(writer);
-                        send(state, backlog.into_iter());
-                    }
-                }
-                Some(Inbound::WriterLost(peer_id)) => {
-                    // The connection is unusable for sync: drop it and dial again.
-                    log(&format!("hellopears: no sync stream to {peer_id}; reconnecting"));
-                    tab.peers.remove(&peer_id);
-                    let _ = swarm.disconnect_peer_id(peer_id);
-                }
-                None => return Err("the peer's channels closed".into()),
-            },
-            command = commands.next() => {
-                let Some(command) = command else { return Ok(()) };
-                tab.execute(command);
-                tab.after_change().await;
-            }
-            _ = tick.next() => {
-                ticks += 1;
-                if ticks.is_multiple_of(5) {
-                    let now = now_ms();
-                    for state in tab.peers.values_mut() {
-                        let out = state.session.tick(&tab.replica, now);
-                        send(state, out.iter().map(|m| m.encode()));
-                    }
-                    tab.dial_due(&mut swarm);
-                    tab.dirty = true;
-                }
-            }
-        }
-        tab.render(false);
-    }
+        .collect()
 }
 
 /// A User Timing mark (startup phases, for the benchmarks and the browser's dev tools).
@@ -349,11 +481,7 @@ async fn fetch_config() -> Result<Vec<Multiaddr>, String> {
         .map_err(|e| format!("{e:?}"))?
         .as_string()
         .unwrap_or_default();
-    #[derive(serde::Deserialize)]
-    struct Config {
-        peers: Vec<String>,
-    }
-    let config: Config = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    let config: PageConfig = serde_json::from_str(&text).map_err(|e| e.to_string())?;
     Ok(config.peers.iter().filter_map(|addr| addr.parse().ok()).collect())
 }
 
@@ -376,130 +504,6 @@ fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
     }
 }
 
-impl Tab {
-    /// Remembers a desktop address; true if it is new.
-    fn learn(&mut self, addr: Multiaddr) -> bool {
-        if self.known.contains(&addr) {
-            return false;
-        }
-        // Newest first; the oldest are forgotten.
-        self.known.insert(0, addr);
-        self.known.truncate(MAX_KNOWN);
-        true
-    }
-
-    async fn save_known(&self) {
-        let list: Vec<String> = self.known.iter().map(|a| a.to_string()).collect();
-        let bytes = serde_json::to_vec(&list).unwrap_or_default();
-        let batch = WriteBatch { meta: vec![(KNOWN_PEERS.into(), Some(bytes))], ..WriteBatch::default() };
-        if let Err(error) = self.storage.write(&batch).await {
-            log(&format!("hellopears: cannot remember peers: {error}"));
-        }
-    }
-
-    fn schedule_redial(&mut self, peer: PeerId) {
-        let entry = self.redial.entry(peer).or_insert(Redial { at: 0, backoff: 500 });
-        entry.backoff = (entry.backoff * 2).min(8_000);
-        entry.at = now_ms() + entry.backoff;
-    }
-
-    /// Dials every known peer we are not connected to and whose retry time has come.
-    fn dial_due(&mut self, swarm: &mut libp2p::Swarm<Behaviour>) {
-        use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
-        let now = now_ms();
-        let mut by_peer: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
-        for addr in &self.known {
-            if let Some(peer) = peer_of(addr) {
-                by_peer.entry(peer).or_default().push(addr.clone());
-            }
-        }
-        for (peer, addrs) in by_peer {
-            if swarm.is_connected(&peer) || self.redial.get(&peer).is_some_and(|r| r.at > now) {
-                continue;
-            }
-            // Marked as in progress until it connects or fails.
-            self.redial
-                .insert(peer, Redial { at: now + 10_000, backoff: self.redial.get(&peer).map_or(500, |r| r.backoff) });
-            let opts =
-                DialOpts::peer_id(peer).condition(PeerCondition::DisconnectedAndNotDialing).addresses(addrs).build();
-            if let Err(error) = swarm.dial(opts) {
-                log(&format!("hellopears: cannot dial {peer}: {error}"));
-            }
-        }
-    }
-
-    fn execute(&mut self, command: Command) {
-        let now = now_ms() as i64;
-        let mut todos = self.replica.todos();
-        let result = match &command {
-            Command::Add(text) => todos.add(text, now).map(|_| ()),
-            Command::Toggle(id) => todos.toggle(id, now).map(|_| ()),
-            Command::Edit(id, text) => todos.edit(id, text, now),
-            Command::Remove(id) => todos.remove(id),
-            Command::ClearCompleted => todos.clear_completed().map(|_| ()),
-        };
-        if let Err(error) = result {
-            log(&format!("hellopears: {command:?} failed: {error}"));
-        }
-    }
-
-    /// Applies what arrived, persists it, pushes fresh entries to every session.
-    async fn after_change(&mut self) {
-        self.replica.update();
-        let batch = self.replica.take_unsaved();
-        if let Err(error) = self.storage.write(&batch).await {
-            log(&format!("hellopears: cannot save: {error}"));
-            self.ui.set_status(SyncStatus::Failed(format!("cannot save: {error}")));
-        }
-        let fresh = self.replica.take_fresh();
-        let forks = self.replica.take_fresh_forks();
-        for notice in self.replica.take_notices() {
-            log(&format!("hellopears: {notice:?}"));
-        }
-        if !fresh.is_empty() || !forks.is_empty() {
-            for state in self.peers.values_mut() {
-                let mut out = state.session.push(&fresh);
-                for evidence in &forks {
-                    out.extend(state.session.push_fork(evidence));
-                }
-                send(state, out.iter().map(|m| m.encode()));
-            }
-        }
-        self.dirty = true;
-    }
-
-    /// Pushes the state to the UI: at once, or at most every 250 ms while catching up.
-    fn render(&mut self, force: bool) {
-        if !self.dirty && !force {
-            return;
-        }
-        let now = now_ms();
-        let missing: u64 = self.peers.values().map(|p| p.session.missing(&self.replica)).sum();
-        if !force && missing > 0 && now.saturating_sub(self.last_render) < 250 {
-            return;
-        }
-        self.dirty = false;
-        self.last_render = now;
-        let todos: Vec<TodoView> = self.replica.todos().list().iter().rev().map(TodoView::from_todo).collect();
-        self.ui.set_todos(todos);
-        let mut peers: Vec<PeerView> = self
-            .peers
-            .iter()
-            .filter(|(_, state)| state.session.is_introduced())
-            .map(|(id, state)| PeerView {
-                id: id.to_string(),
-                connection: describe(&state.addr),
-                last_sync: state.last_sync,
-            })
-            .collect();
-        peers.sort_by(|a, b| a.id.cmp(&b.id));
-        let held = self.replica.base().total_entries();
-        let status = SyncStatus::from_counts(peers.len(), held, missing);
-        self.ui.set_peers(peers);
-        self.ui.set_status(status);
-    }
-}
-
 /// How a connection looks in the peers panel.
 fn describe(addr: &Multiaddr) -> String {
     let mut host = String::new();
@@ -515,46 +519,31 @@ fn describe(addr: &Multiaddr) -> String {
     format!("WebRTC direct to {host}:{port}")
 }
 
-fn send(state: &mut PeerState, frames: impl Iterator<Item = Vec<u8>>) {
-    for frame in frames {
-        match &mut state.writer {
-            Some(writer) => {
-                // Gone or far behind: the periodic Have and request retries recover.
-                let _ = writer.try_send(frame);
-            }
-            None if state.backlog.len() < BACKLOG_LIMIT => state.backlog.push(frame),
-            None => {}
-        }
-    }
-}
-
-fn open_writer(mut control: libp2p_stream::Control, peer_id: PeerId, mut tx: mpsc::Sender<Inbound>) {
+fn open_writer(mut control: libp2p_stream::Control, remote: PeerId, epoch: u64, mut events: mpsc::Sender<Event>) {
     spawn_local(async move {
-        use futures::SinkExt;
-        let mut stream = match control.open_stream(peer_id, SYNC_PROTOCOL).await {
+        let mut stream = match control.open_stream(remote, SYNC_PROTOCOL).await {
             Ok(stream) => stream,
             Err(error) => {
-                log(&format!("hellopears: no sync stream to {peer_id}: {error}"));
-                let _ = tx.send(Inbound::WriterLost(peer_id)).await;
+                log(&format!("hellopears: no sync stream to {remote}: {error}"));
+                let _ = events.send(Event::Lost(remote, epoch)).await;
                 return;
             }
         };
         let (writer, mut frames) = mpsc::channel::<Vec<u8>>(256);
-        if tx.send(Inbound::Writer(peer_id, writer)).await.is_err() {
+        if events.send(Event::Opened(remote, epoch, writer)).await.is_err() {
             return;
         }
-        while let Some(frame) = frames.next().await {
-            let buffer = frame::encode(&frame);
-            // At most one WebRTC message (16 KiB) per write, flushed.
+        while let Some(message) = frames.next().await {
+            let buffer = frame::encode(&message);
             let written = async {
-                for chunk in buffer.chunks(16 * 1024 - 64) {
+                for chunk in buffer.chunks(frame::WRITE_CHUNK) {
                     stream.write_all(chunk).await?;
                     stream.flush().await?;
                 }
                 Ok::<(), std::io::Error>(())
             };
             if written.await.is_err() {
-                let _ = tx.send(Inbound::WriterLost(peer_id)).await;
+                let _ = events.send(Event::Lost(remote, epoch)).await;
                 return;
             }
         }
@@ -562,9 +551,8 @@ fn open_writer(mut control: libp2p_stream::Control, peer_id: PeerId, mut tx: mps
     });
 }
 
-fn spawn_reader(peer_id: PeerId, mut stream: libp2p::Stream, mut tx: mpsc::Sender<Inbound>) {
+fn spawn_reader(remote: PeerId, mut stream: libp2p::Stream, mut events: mpsc::Sender<Event>) {
     spawn_local(async move {
-        use futures::SinkExt;
         let mut decoder = frame::FrameDecoder::default();
         let mut buffer = vec![0u8; 64 * 1024];
         let reason = 'read: loop {
@@ -577,18 +565,18 @@ fn spawn_reader(peer_id: PeerId, mut stream: libp2p::Stream, mut tx: mpsc::Sende
             loop {
                 match decoder.next_frame() {
                     Ok(Some(frame)) => {
-                        if tx.send(Inbound::Frame(peer_id, frame)).await.is_err() {
+                        if events.send(Event::Frame(remote, frame)).await.is_err() {
                             break 'read "peer stopped".to_owned();
                         }
                     }
                     Ok(None) => break,
                     Err(error) => {
-                        let _ = tx.send(Inbound::Violation(peer_id, format!("sync frame refused: {error}"))).await;
+                        let _ = events.send(Event::Violation(remote, error.to_string())).await;
                         return;
                     }
                 }
             }
         };
-        let _ = tx.send(Inbound::Closed(peer_id, reason)).await;
+        let _ = events.send(Event::Closed(remote, reason)).await;
     });
 }

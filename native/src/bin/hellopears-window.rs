@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
 use clap::Parser;
-use hellopears_web::model::{WINDOW_MARKER, WINDOW_PUSH};
+use hellopears_core::ui::{WINDOW_MARKER, WINDOW_PUSH, WindowMessage};
 use tao::event::{Event, WindowEvent};
 use tao::event_loop::{ControlFlow, EventLoopBuilder};
 use tao::platform::run_return::EventLoopExtRunReturn;
@@ -122,8 +122,11 @@ fn run(args: Args, out: Out) -> Result<(), String> {
                 let _ = load_proxy.send_event(UserEvent::Loaded);
             }
         })
-        .with_ipc_handler(move |request: Request<String>| {
-            page_out.send(&HostOut::Page(request.into_body()));
+        .with_ipc_handler(move |request: Request<String>| match serde_json::from_str::<WindowMessage>(request.body()) {
+            Ok(message) => {
+                page_out.send(&HostOut::Page(message));
+            }
+            Err(error) => tracing::warn!(%error, "ignoring a malformed message from the page"),
         })
         .with_url(format!("app://localhost/index.html{}", args.fragment));
     let webview = {
@@ -153,7 +156,8 @@ fn run(args: Args, out: Out) -> Result<(), String> {
             | Event::UserEvent(UserEvent::StdinClosed | UserEvent::In(HostIn::Quit)) => {
                 *control_flow = ControlFlow::Exit
             }
-            Event::UserEvent(UserEvent::In(HostIn::Push(json))) => {
+            Event::UserEvent(UserEvent::In(HostIn::Push(snapshot))) => {
+                let json = serde_json::to_string(&snapshot).unwrap_or_default();
                 let literal = serde_json::to_string(&json).unwrap_or_default();
                 let script = format!("window.{WINDOW_PUSH} && window.{WINDOW_PUSH}({literal});");
                 if let Err(error) = webview.evaluate_script(&script) {

@@ -18,7 +18,7 @@ use std::cmp::Ordering;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::ops::Deref;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 
 use rustc_hash::FxHashSet;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -28,10 +28,40 @@ const MAX_NAMES: usize = 4096;
 /// Longer names are never interned.
 const MAX_NAME_BYTES: usize = 64;
 
-/// Names interned from the start, so a flood of junk names can never keep these out.
-const WELL_KNOWN: [&str; 7] = ["_id", "todos", "text", "done", "created", "updated", "author"];
+/// Names an app hands in up front ([`preload`]): always interned, so a flood of junk names
+/// can never keep them out, and found by a short scan instead of a hash lookup.
+const MAX_PRELOADED: usize = 16;
 
-static NAMES: LazyLock<Mutex<FxHashSet<&'static str>>> = LazyLock::new(|| Mutex::new(WELL_KNOWN.into_iter().collect()));
+static PRELOADED: [OnceLock<&'static str>; MAX_PRELOADED] = [const { OnceLock::new() }; MAX_PRELOADED];
+
+static NAMES: LazyLock<Mutex<FxHashSet<&'static str>>> = LazyLock::new(|| Mutex::new(FxHashSet::default()));
+
+/// Interns an app's well-known names (field and collection names of its documents) for the
+/// life of the process: at most 16 in all; more are interned as usual, if there is room.
+pub fn preload(texts: &[&str]) {
+    let mut names = NAMES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    for text in texts {
+        if text.len() > MAX_NAME_BYTES || preloaded(text).is_some() {
+            continue;
+        }
+        let interned = match names.get(*text) {
+            Some(interned) => *interned,
+            None => {
+                // Bounded by MAX_PRELOADED * MAX_NAME_BYTES beyond the table's own bound.
+                let interned: &'static str = Box::leak((*text).to_owned().into_boxed_str());
+                names.insert(interned);
+                interned
+            }
+        };
+        if let Some(slot) = PRELOADED.iter().find(|slot| slot.get().is_none()) {
+            let _ = slot.set(interned);
+        }
+    }
+}
+
+fn preloaded(text: &str) -> Option<&'static str> {
+    PRELOADED.iter().map_while(|slot| slot.get()).find(|known| **known == text).copied()
+}
 
 thread_local! {
     /// Each thread's copy of the names it met, so the common case takes no lock. It holds
@@ -55,17 +85,7 @@ pub fn name(text: &str) -> Name {
     if text.len() > MAX_NAME_BYTES {
         return Name(Repr::Shared(text.into()));
     }
-    let known = match text {
-        "_id" => Some(WELL_KNOWN[0]),
-        "todos" => Some(WELL_KNOWN[1]),
-        "text" => Some(WELL_KNOWN[2]),
-        "done" => Some(WELL_KNOWN[3]),
-        "created" => Some(WELL_KNOWN[4]),
-        "updated" => Some(WELL_KNOWN[5]),
-        "author" => Some(WELL_KNOWN[6]),
-        _ => None,
-    };
-    if let Some(known) = known {
+    if let Some(known) = preloaded(text) {
         return Name(Repr::Interned(known));
     }
     if let Some(seen) = SEEN.with(|seen| seen.borrow().get(text).copied()) {
@@ -215,11 +235,14 @@ mod tests {
 
     #[test]
     fn equal_names_share_one_allocation_and_the_table_stays_bounded() {
+        let app = ["_id", "items", "title"];
+        preload(&app);
         for n in 0..MAX_NAMES + 10 {
             name(&format!("junk-{n}"));
         }
-        assert!(held() <= MAX_NAMES);
-        for known in WELL_KNOWN {
+        assert!(held() <= MAX_NAMES + MAX_PRELOADED);
+        preload(&["late"]);
+        for known in app.into_iter().chain(["late"]) {
             assert!(name(known).same(&name(&String::from(known))), "{known}");
         }
         let long = "x".repeat(MAX_NAME_BYTES + 1);

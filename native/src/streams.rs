@@ -1,0 +1,97 @@
+//! Sync stream IO: each side writes on the stream it opened and reads the one the other
+//! side opened. Small tasks move frames between a stream and the peer's task over bounded
+//! channels; every event names the stream it comes from (an epoch per outbound stream), so
+//! a late event of a replaced stream is ignored.
+
+use futures::io::{AsyncReadExt, AsyncWriteExt};
+use hellopears_core::sync::frame;
+use libp2p::{PeerId, StreamProtocol};
+use tokio::sync::mpsc;
+
+/// The sync protocol's stream protocol id.
+pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new(hellopears_core::sync::PROTOCOL_ID);
+
+/// Bytes read from a sync stream at once.
+const READ_CHUNK: usize = 64 * 1024;
+/// Frames queued for one outbound stream.
+const WRITER_QUEUE: usize = 256;
+
+/// What the stream tasks report to the peer's task.
+#[derive(Debug)]
+pub enum Event {
+    /// A frame from a peer's stream.
+    Frame(PeerId, Vec<u8>),
+    /// A peer's inbound stream ended.
+    Closed(PeerId, String),
+    /// A peer broke the framing.
+    Violation(PeerId, String),
+    /// Our outbound stream (of this epoch) is open: frames go to this sender.
+    Opened(PeerId, u64, mpsc::Sender<Vec<u8>>),
+    /// Our outbound stream (of this epoch) failed, or could not be opened.
+    Lost(PeerId, u64),
+}
+
+/// Opens our sync stream to a peer and writes the frames sent to it.
+pub fn open_writer(mut control: libp2p_stream::Control, peer: PeerId, epoch: u64, events: mpsc::Sender<Event>) {
+    tokio::spawn(async move {
+        let mut stream = match control.open_stream(peer, SYNC_PROTOCOL).await {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::debug!(%peer, %error, "no sync stream");
+                let _ = events.send(Event::Lost(peer, epoch)).await;
+                return;
+            }
+        };
+        let (writer, mut frames) = mpsc::channel::<Vec<u8>>(WRITER_QUEUE);
+        if events.send(Event::Opened(peer, epoch, writer)).await.is_err() {
+            return;
+        }
+        while let Some(message) = frames.recv().await {
+            let buffer = frame::encode(&message);
+            let written = async {
+                for chunk in buffer.chunks(frame::WRITE_CHUNK) {
+                    stream.write_all(chunk).await?;
+                    stream.flush().await?;
+                }
+                Ok::<(), std::io::Error>(())
+            };
+            if let Err(error) = written.await {
+                tracing::debug!(%peer, %error, "sync stream write failed");
+                let _ = events.send(Event::Lost(peer, epoch)).await;
+                return;
+            }
+        }
+        let _ = stream.close().await;
+    });
+}
+
+/// Reads a peer's sync stream, frame by frame.
+pub fn spawn_reader(peer: PeerId, mut stream: libp2p::Stream, events: mpsc::Sender<Event>) {
+    tokio::spawn(async move {
+        let mut decoder = frame::FrameDecoder::default();
+        let mut buffer = vec![0u8; READ_CHUNK];
+        let reason = 'read: loop {
+            let read = match stream.read(&mut buffer).await {
+                Ok(0) => break "closed by the peer".to_owned(),
+                Ok(read) => read,
+                Err(error) => break error.to_string(),
+            };
+            decoder.push(&buffer[..read]);
+            loop {
+                match decoder.next_frame() {
+                    Ok(Some(frame)) => {
+                        if events.send(Event::Frame(peer, frame)).await.is_err() {
+                            break 'read "peer stopped".to_owned();
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(error) => {
+                        let _ = events.send(Event::Violation(peer, error.to_string())).await;
+                        return;
+                    }
+                }
+            }
+        };
+        let _ = events.send(Event::Closed(peer, reason)).await;
+    });
+}
