@@ -3,8 +3,6 @@
 //! control socket) or, when none runs, on a node this process opens itself. Both print the
 //! same, from the same functions.
 
-use std::path::Path;
-
 use hellopears_core::node::{Input, Node, Output};
 use hellopears_core::todo::{self, Todo};
 use hellopears_core::topic::Topic;
@@ -212,11 +210,10 @@ fn status_text(report: &StatusReport, running: bool) -> String {
     out + &report.sync + "\n"
 }
 
-/// Runs a request with no peer running: opens the list's store (waiting briefly while
-/// another process holds it), runs it, and persists before answering.
-pub fn execute_offline(data: Option<&Path>, topic: Topic, request: &Request) -> Reply {
+/// Runs a request with no peer running, on the list's store opened by this process; the
+/// answer comes once its changes are durable.
+pub fn execute_offline(backend: Backend, topic: Topic, request: &Request) -> Reply {
     let fail = |error: anyhow::Error| format!("{error:#}");
-    let backend = Backend::open(data, &topic).map_err(fail)?;
     let mut node: Node<()> = local::open_node(&backend, topic, Default::default()).map_err(fail)?;
     let now = now_ms();
     // The first write of a new store saves its writer key.

@@ -111,3 +111,40 @@ pub fn webrtc_certificate(dir: Option<&std::path::Path>) -> anyhow::Result<libp2
         Err(error) => Err(error).with_context(|| format!("reading {}", path.display())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use hellopears_core::keys::WriterId;
+
+    use super::*;
+
+    /// A large batch to sled takes a while: the event loop keeps running meanwhile.
+    #[tokio::test(flavor = "current_thread")]
+    async fn storage_writes_leave_the_event_loop_free() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend = Backend::open(Some(dir.path()), &Topic::from_name("todo")).expect("open");
+        let writer = WriterId([7; 32]);
+        let entries = (0..30_000u64).map(|seq| (writer, seq, Arc::from(vec![seq as u8; 200]))).collect();
+        let batch = WriteBatch { entries, ..WriteBatch::default() };
+        let ticks = Arc::new(AtomicU64::new(0));
+        let ticker = {
+            let ticks = ticks.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    ticks.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        };
+        tokio::task::yield_now().await;
+        let before = ticks.load(Ordering::SeqCst);
+        backend.write(batch).await.expect("write");
+        let during = ticks.load(Ordering::SeqCst) - before;
+        ticker.abort();
+        assert!(during >= 3, "the event loop stalled during the write ({during} ticks)");
+        assert_eq!(backend.load().expect("load").entries.len(), 30_000);
+    }
+}

@@ -4,6 +4,7 @@
 mod commands;
 mod control;
 mod discovery;
+mod launch;
 mod links;
 mod local;
 mod net;
@@ -25,7 +26,6 @@ use hellopears_core::topic::Topic;
 use hellopears_core::ui::Command as UiCommand;
 
 use crate::commands::{Action, Format, Request};
-use crate::local::Backend;
 
 /// HelloPears: a peer-to-peer, local-first todo list.
 #[derive(Debug, Parser)]
@@ -287,17 +287,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 /// itself. A peer that is starting holds the store before its control socket is up: both
 /// are tried again for a few seconds.
 fn reach(data: Option<&std::path::Path>, topic: Topic, request: &Request) -> commands::Reply {
-    let Some(dir) = data else { return commands::execute_offline(None, topic, request) };
+    let Some(dir) = data else {
+        return commands::execute_offline(local::Backend::Memory(Default::default()), topic, request);
+    };
     let deadline = std::time::Instant::now() + local::STORE_PATIENCE;
     loop {
         if let Some(reply) = control::request(dir, request) {
             return reply;
         }
         match store::SledStorage::open(dir, &topic) {
-            Ok(store) => {
-                drop(store);
-                return commands::execute_offline(Some(dir), topic, request);
-            }
+            Ok(store) => return commands::execute_offline(local::Backend::Sled(store), topic, request),
             Err(store::StoreError::Locked(_)) if std::time::Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }
@@ -310,10 +309,10 @@ fn up(data: Option<PathBuf>, topic: Topic, args: PeerArgs, window: bool) -> anyh
     let PeerArgs { listen, bootstrap, no_mdns, no_dht, no_pex, external_address, web, web_root } = args;
     let discovery = peer::Discovering { mdns: !no_mdns, dht: !no_dht, pex: !no_pex };
     let root = web::find_root(web_root);
-    let site = web.map(|addr| Site { addr, root: root.clone() });
+    let site = web.map(|addr| launch::Site { addr, root: root.clone() });
     let name = topic.name().to_owned();
     let prepare = move || {
-        let mut prepared = prepare_peer(data, topic, listen, bootstrap, discovery, false)?;
+        let mut prepared = launch::prepare_peer(data, topic, listen, bootstrap, discovery, false)?;
         prepared.config.external = external_address;
         prepared.site = site;
         Ok(prepared)
@@ -324,47 +323,7 @@ fn up(data: Option<PathBuf>, topic: Topic, args: PeerArgs, window: bool) -> anyh
     let prepared = prepare()?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let (handle, inbox) = peer::channel();
-    runtime.block_on(serve(prepared, handle, inbox))
-}
-
-/// Where `--web` serves the web app.
-#[derive(Debug, Clone)]
-pub struct Site {
-    /// The address to bind.
-    pub addr: std::net::SocketAddr,
-    /// The built web app.
-    pub root: Option<PathBuf>,
-}
-
-/// Everything a peer needs to run, opened before the runtime starts.
-#[derive(Debug)]
-pub struct Prepared {
-    /// The list's node.
-    pub node: hellopears_core::Node<libp2p::PeerId>,
-    /// Its storage.
-    pub backend: Backend,
-    /// The libp2p identity.
-    pub node_key: libp2p::identity::Keypair,
-    /// How the peer runs.
-    pub config: peer::PeerConfig,
-    /// The control socket's path (none in memory).
-    pub socket: Option<PathBuf>,
-    /// The web app's server, if any.
-    pub site: Option<Site>,
-}
-
-/// Runs a prepared peer with its control socket and web server until it stops.
-async fn serve(prepared: Prepared, handle: peer::PeerHandle, inbox: peer::PeerInbox) -> anyhow::Result<()> {
-    let Prepared { node, backend, node_key, config, socket, site } = prepared;
-    let _served = socket.as_deref().map(|path| control::serve(path, handle.clone())).transpose()?;
-    if let Some(Site { addr, root }) = site {
-        let topic = node.replica().topic().clone();
-        let bound = web::serve(addr, topic.name().to_owned(), config.webrtc_addrs.clone(), root).await?;
-        if !config.quiet {
-            println!("web app on http://{bound}/{}", hellopears_core::ui::share_fragment(&topic));
-        }
-    }
-    peer::run(node, backend, node_key, config, inbox).await
+    runtime.block_on(launch::serve(prepared, handle, inbox))
 }
 
 /// The terminal UI: on the peer already running on the data dir, or on one it runs itself.
@@ -383,62 +342,16 @@ fn interactive_ui(data: Option<PathBuf>, topic: Topic) -> anyhow::Result<()> {
         .collect::<Result<Vec<libp2p::Multiaddr>, _>>()?;
     let discovery = peer::Discovering { mdns: true, dht: true, pex: true };
     let name = topic.name().to_owned();
-    let mut prepared = prepare_peer(data, topic, Vec::new(), bootstrap, discovery, true)?;
+    let mut prepared = launch::prepare_peer(data, topic, Vec::new(), bootstrap, discovery, true)?;
     let (view_tx, view_rx) = tokio::sync::watch::channel(hellopears_core::ui::Snapshot::default());
     prepared.config.view = Some(view_tx);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let (handle, inbox) = peer::channel();
-    let running = runtime.spawn(serve(prepared, handle.clone(), inbox));
+    let running = runtime.spawn(launch::serve(prepared, handle.clone(), inbox));
     let result = tui::run(tui::Backend::InProcess(handle.clone(), view_rx, runtime.handle().clone(), name));
     runtime.block_on(handle.shutdown());
     runtime.block_on(running)??;
     result
-}
-
-fn prepare_peer(
-    data: Option<PathBuf>,
-    topic: Topic,
-    mut listen: Vec<libp2p::Multiaddr>,
-    bootstrap: Vec<libp2p::Multiaddr>,
-    discovery: peer::Discovering,
-    quiet: bool,
-) -> anyhow::Result<Prepared> {
-    let port_file = data.as_ref().map(|dir| dir.join("webrtc.port"));
-    if listen.is_empty() {
-        // The WebRTC-direct port is remembered, so tabs find this peer again after a restart.
-        let port: u16 = port_file
-            .as_ref()
-            .and_then(|file| std::fs::read_to_string(file).ok())
-            .and_then(|text| text.trim().parse().ok())
-            .unwrap_or(0);
-        listen = vec![
-            "/ip4/0.0.0.0/tcp/0".parse()?,
-            "/ip4/0.0.0.0/udp/0/quic-v1".parse()?,
-            format!("/ip4/0.0.0.0/udp/{port}/webrtc-direct").parse()?,
-        ];
-    }
-    let backend = Backend::open(data.as_deref(), &topic)?;
-    let node =
-        local::open_node(&backend, topic, hellopears_core::node::Config { pex: discovery.pex, ..Default::default() })?;
-    let node_key = match &data {
-        Some(dir) => local::node_key(dir)?,
-        None => libp2p::identity::Keypair::generate_ed25519(),
-    };
-    let webrtc_certificate = local::webrtc_certificate(data.as_deref())?;
-    let config = peer::PeerConfig {
-        listen,
-        bootstrap,
-        discovery,
-        quiet,
-        external: Vec::new(),
-        webrtc_certificate,
-        webrtc_port_file: port_file,
-        webrtc_addrs: Default::default(),
-        view: None,
-        eval: None,
-    };
-    let socket = data.as_ref().map(|dir| dir.join(control::SOCKET));
-    Ok(Prepared { node, backend, node_key, config, socket, site: None })
 }
 
 fn print_topic(topic: &Topic, json: bool) -> anyhow::Result<()> {

@@ -256,7 +256,7 @@ mod tests {
     fn the_sled_backend_keeps_the_storage_contract() {
         let dir = tempfile::tempdir().expect("tempdir");
         let topic = Topic::from_name("todo");
-        block_on(hellopears_core::storage::testing::conformance(|| {
+        block_on(hellopears_core::testing::conformance(|| {
             let store = reopen(dir.path(), &topic);
             async move { store }
         }));

@@ -15,8 +15,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::Prepared;
 use crate::commands::{Action, Reply, Request};
+use crate::launch::Prepared;
 use crate::peer::{self, PeerHandle};
 use crate::window_protocol::{HostIn, HostOut};
 
@@ -78,7 +78,7 @@ pub fn run(
                     Ok(Ok(mut prepared)) => {
                         prepared.config.view = Some(view_tx);
                         prepared.config.eval = Some(eval_tx);
-                        crate::serve(prepared, handle, inbox).await
+                        crate::launch::serve(prepared, handle, inbox).await
                     }
                     Ok(Err(error)) => Err(error),
                     Err(error) => Err(anyhow::anyhow!("opening the store failed: {error}")),

@@ -33,6 +33,8 @@ pub mod fuzzing;
 #[cfg(feature = "sim")]
 pub mod sim;
 #[cfg(feature = "test-utils")]
+pub mod testing;
+#[cfg(feature = "test-utils")]
 pub mod workload;
 
 pub use base::{Apply, Base};

@@ -1,8 +1,8 @@
 //! A replica of one topic: the base over the document DB, the local writer, and the
-//! bookkeeping a [`Node`](crate::node::Node) needs (what to persist, what to push to peers).
+//! bookkeeping a node needs (what to persist, what to push to peers).
 //!
 //! The replica knows nothing of the app on top: the view it is handed decides the
-//! collections and indexes (the todo app builds its replicas in [`crate::todo`]).
+//! collections and indexes (the todo app builds its replicas in the `todo` module).
 
 use crate::base::{Base, BaseEvent, IngestError, Ingested, UpdateStats};
 use crate::db::{Db, DbOp};

@@ -1,4 +1,4 @@
-//! What every UI shows and asks for: the one vocabulary between a [`Node`](crate::node::Node)
+//! What every UI shows and asks for: the one vocabulary between a node (the `node` module)
 //! and the CLI, the control socket, the terminal UI, the native window and the browser tab.
 //! Plain data, serializable, so any backend can carry it; also the share-link fragment and
 //! the web app's `config.json`.

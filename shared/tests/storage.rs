@@ -3,8 +3,8 @@
 use futures::executor::block_on;
 use hellopears_core::keys::Keypair;
 use hellopears_core::replica::{OpenError, Replica};
-use hellopears_core::storage::testing::{FailingStorage, conformance};
 use hellopears_core::storage::{MemoryStorage, Storage, WriteBatch};
+use hellopears_core::testing::{FailingStorage, conformance};
 use hellopears_core::topic::Topic;
 
 fn persist(replica: &mut Replica, storage: &MemoryStorage) {

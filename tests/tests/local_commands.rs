@@ -98,3 +98,65 @@ fn a_corrupt_store_or_node_key_exits_1_without_a_panic() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("node.key is corrupt"), "{out:?}");
 }
+
+const LOOPBACK: &[&str] = &["--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns", "--no-dht"];
+
+#[test]
+fn a_command_reaches_the_list_it_names_or_fails_clearly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path();
+    let mut args = vec!["--topic", "work"];
+    args.extend(LOOPBACK);
+    let peer = hellopears_tests::Peer::start(data, &args);
+    ok(data, &["--topic", "work", "add", "for work"]);
+    // Another list than the running peer's: refused, nothing written anywhere.
+    for other in [&["--topic", "home", "add", "for home"][..], &["list", "--json"], &["status"]] {
+        let out = run(data, other);
+        assert_eq!(out.status.code(), Some(1), "{other:?}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("serves topic \"work\""), "{other:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    }
+    let work: Vec<serde_json::Value> =
+        serde_json::from_str(&ok(data, &["--topic", "work", "list", "--json"])).expect("json");
+    assert_eq!(work.len(), 1);
+    assert_eq!(work[0]["text"], "for work");
+    peer.stop();
+    let home: Vec<serde_json::Value> =
+        serde_json::from_str(&ok(data, &["--topic", "home", "list", "--json"])).expect("json");
+    assert!(home.is_empty(), "{home:?}");
+    assert!(list(data).is_empty(), "the default topic got nothing");
+}
+
+#[test]
+fn commands_run_while_a_peer_starts_neither_fail_nor_stop_it() {
+    for round in 0..5 {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().to_path_buf();
+        ok(&data, &["add", "before"]);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let hammer = {
+            let (data, stop) = (data.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut runs = 0;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let out = run(&data, &["status", "--json"]);
+                    assert!(out.status.success(), "status failed while the peer started: {out:?}");
+                    runs += 1;
+                }
+                runs
+            })
+        };
+        let peer = hellopears_tests::Peer::start(&data, LOOPBACK);
+        let running = hellopears_tests::wait_until(std::time::Duration::from_secs(10), || {
+            let status: serde_json::Value = serde_json::from_str(&ok(&data, &["status", "--json"])).expect("json");
+            status["running"] == true
+        });
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let runs = hammer.join().expect("status never failed");
+        assert!(running, "round {round}: the peer never answered");
+        assert!(runs > 0);
+        assert_eq!(list(&data).len(), 1);
+        peer.stop();
+    }
+}

@@ -189,7 +189,11 @@ pub fn App(ui: Ui) -> impl IntoView {
                 {filter_button(Filter::All, "All")}
                 {filter_button(Filter::Active, "Active")}
                 {filter_button(Filter::Done, "Done")}
-                <button data-testid="clear-completed" disabled=move || done() == 0 on:click=move |_| ui.send(Command::ClearCompleted)>
+                <button
+                    data-testid="clear-completed"
+                    disabled=move || done() == 0
+                    on:click=move |_| ui.send(Command::ClearCompleted)
+                >
                     {move || format!("Clear completed ({})", done())}
                 </button>
             </footer>
@@ -288,10 +292,22 @@ fn TodoItem(ui: Ui, todo: TodoView) -> impl IntoView {
                     }
                 }
             >
-                <input class="edit" data-testid="todo-edit" value=text.clone() autofocus on:keydown=on_edit_key.clone() on:blur=move |_| editing.set(false) />
+                <input
+                    class="edit"
+                    data-testid="todo-edit"
+                    value=text.clone()
+                    autofocus
+                    on:keydown=on_edit_key.clone()
+                    on:blur=move |_| editing.set(false)
+                />
             </Show>
             <span class="author" title="author">{todo.author.clone()}</span>
-            <button class="delete" data-testid="todo-delete" title="delete" on:click=move |_| ui.send(Command::Remove(delete_id.clone()))>
+            <button
+                class="delete"
+                data-testid="todo-delete"
+                title="delete"
+                on:click=move |_| ui.send(Command::Remove(delete_id.clone()))
+            >
                 "×"
             </button>
         </li>
@@ -317,11 +333,17 @@ fn Peers(ui: Ui) -> impl IntoView {
             <ul>
                 <For each=move || ui.peers.get() key=|peer| peer.clone() let:peer>
                     <li data-testid="peer" data-peer=peer.id.clone()>
-                        <code>{peer.id.chars().rev().take(8).collect::<String>().chars().rev().collect::<String>()}</code>
+                        <code>{tail(&peer.id, 8)}</code>
                         " · " {peer.connection.clone()} " · last sync " {ago(peer.last_sync)}
                     </li>
                 </For>
             </ul>
         </section>
     }
+}
+
+/// The last `chars` characters of a peer id (ids from the network may be short or not ASCII).
+fn tail(text: &str, chars: usize) -> String {
+    let skip = text.chars().count().saturating_sub(chars);
+    text.chars().skip(skip).collect()
 }

@@ -1,7 +1,8 @@
 //! Web Locks: which writer key this tab may use. Tabs of one list in one browser share its
 //! IndexedDB database; two tabs appending to one writer's log at once would fork it. Each
 //! tab holds a lock on a writer slot for as long as it is open, and writes with that slot's
-//! key, so concurrent tabs write with different keys and a reloaded tab reuses its key.
+//! key (and is a libp2p peer with that slot's identity), so concurrent tabs write with
+//! different keys and a reloaded tab reuses its key.
 
 use futures::channel::oneshot;
 use wasm_bindgen::JsCast;

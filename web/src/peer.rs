@@ -173,21 +173,23 @@ impl Tab {
         garbage: bool,
     ) -> Result<Self, String> {
         let mut first_save = WriteBatch::default();
-        let node_key = match state.meta.get(NODE_KEY).map(|b| identity::Keypair::from_protobuf_encoding(b)) {
+        // Each writer slot is a peer of its own, with its own libp2p identity too: two tabs
+        // with one peer id would look like one peer with two connections.
+        let slotted = |key: &str| if slot == 0 { key.to_owned() } else { format!("{key}-{slot}") };
+        let node_key_name = slotted(NODE_KEY);
+        let node_key = match state.meta.get(&node_key_name).map(|b| identity::Keypair::from_protobuf_encoding(b)) {
             Some(Ok(key)) => key,
             _ => {
                 let key = identity::Keypair::generate_ed25519();
                 let bytes = key.to_protobuf_encoding().map_err(|e| e.to_string())?;
-                first_save.meta.push((NODE_KEY.into(), Some(bytes)));
+                first_save.meta.push((node_key_name, Some(bytes)));
                 key
             }
         };
         let known = known_peers(&state);
         let mut secret = [0u8; 32];
         getrandom::fill(&mut secret).map_err(|e| format!("no randomness for a key: {e}"))?;
-        let writer_key =
-            if slot == 0 { node::WRITER_SECRET.to_owned() } else { format!("{}-{slot}", node::WRITER_SECRET) };
-        let config = node::Config { writer_key, ..node::Config::default() };
+        let config = node::Config { writer_key: slotted(node::WRITER_SECRET), ..node::Config::default() };
         // A corrupt stored writer key stops the tab with a clear error, as it stops a desktop peer.
         let (node, errors) = Node::open(topic, state, secret, config).map_err(|e| e.to_string())?;
         for error in &errors {

@@ -19,6 +19,13 @@ async fn fresh(name: &str) -> IdbStorage {
 }
 
 #[wasm_bindgen_test]
+async fn the_indexeddb_backend_keeps_the_storage_contract() {
+    let name = "test-conformance";
+    IdbStorage::delete(name).await.expect("delete");
+    hellopears_core::testing::conformance(|| async { IdbStorage::open(name).await.expect("open") }).await;
+}
+
+#[wasm_bindgen_test]
 async fn batches_round_trip_and_survive_reopening() {
     let name = "test-round-trip";
     let storage = fresh(name).await;

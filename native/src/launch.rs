@@ -1,0 +1,96 @@
+//! Starting a peer: opening its list and keys before the runtime starts, then running it
+//! with its control socket and web server. Used by `up`, the terminal UI and the window.
+
+use std::path::PathBuf;
+
+use hellopears_core::topic::Topic;
+
+use crate::local::{self, Backend};
+use crate::{control, peer, web};
+
+/// Where `--web` serves the web app.
+#[derive(Debug, Clone)]
+pub struct Site {
+    /// The address to bind.
+    pub addr: std::net::SocketAddr,
+    /// The built web app.
+    pub root: Option<PathBuf>,
+}
+
+/// Everything a peer needs to run, opened before the runtime starts.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The list's node.
+    pub node: hellopears_core::Node<libp2p::PeerId>,
+    /// Its storage.
+    pub backend: Backend,
+    /// The libp2p identity.
+    pub node_key: libp2p::identity::Keypair,
+    /// How the peer runs.
+    pub config: peer::PeerConfig,
+    /// The control socket's path (none in memory).
+    pub socket: Option<PathBuf>,
+    /// The web app's server, if any.
+    pub site: Option<Site>,
+}
+
+/// Runs a prepared peer with its control socket and web server until it stops.
+pub async fn serve(prepared: Prepared, handle: peer::PeerHandle, inbox: peer::PeerInbox) -> anyhow::Result<()> {
+    let Prepared { node, backend, node_key, config, socket, site } = prepared;
+    let _served = socket.as_deref().map(|path| control::serve(path, handle.clone())).transpose()?;
+    if let Some(Site { addr, root }) = site {
+        let topic = node.replica().topic().clone();
+        let bound = web::serve(addr, topic.name().to_owned(), config.webrtc_addrs.clone(), root).await?;
+        if !config.quiet {
+            println!("web app on http://{bound}/{}", hellopears_core::ui::share_fragment(&topic));
+        }
+    }
+    peer::run(node, backend, node_key, config, inbox).await
+}
+
+/// Opens a list's node, keys and configuration for a peer.
+pub fn prepare_peer(
+    data: Option<PathBuf>,
+    topic: Topic,
+    mut listen: Vec<libp2p::Multiaddr>,
+    bootstrap: Vec<libp2p::Multiaddr>,
+    discovery: peer::Discovering,
+    quiet: bool,
+) -> anyhow::Result<Prepared> {
+    let port_file = data.as_ref().map(|dir| dir.join("webrtc.port"));
+    if listen.is_empty() {
+        // The WebRTC-direct port is remembered, so tabs find this peer again after a restart.
+        let port: u16 = port_file
+            .as_ref()
+            .and_then(|file| std::fs::read_to_string(file).ok())
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(0);
+        listen = vec![
+            "/ip4/0.0.0.0/tcp/0".parse()?,
+            "/ip4/0.0.0.0/udp/0/quic-v1".parse()?,
+            format!("/ip4/0.0.0.0/udp/{port}/webrtc-direct").parse()?,
+        ];
+    }
+    let backend = Backend::open(data.as_deref(), &topic)?;
+    let node =
+        local::open_node(&backend, topic, hellopears_core::node::Config { pex: discovery.pex, ..Default::default() })?;
+    let node_key = match &data {
+        Some(dir) => local::node_key(dir)?,
+        None => libp2p::identity::Keypair::generate_ed25519(),
+    };
+    let webrtc_certificate = local::webrtc_certificate(data.as_deref())?;
+    let config = peer::PeerConfig {
+        listen,
+        bootstrap,
+        discovery,
+        quiet,
+        external: Vec::new(),
+        webrtc_certificate,
+        webrtc_port_file: port_file,
+        webrtc_addrs: Default::default(),
+        view: None,
+        eval: None,
+    };
+    let socket = data.as_ref().map(|dir| dir.join(control::SOCKET));
+    Ok(Prepared { node, backend, node_key, config, socket, site: None })
+}
