@@ -119,7 +119,7 @@ pub fn query<P: Ord + Clone + std::fmt::Debug>(
         Action::List(format) => Some(list(node, *format)),
         Action::Status(format) => Some(status(node, *format, running)),
         Action::Snapshot => {
-            let snapshot = node.snapshot(|peer| (format!("{peer:?}"), String::new()));
+            let snapshot = node.snapshot(|peer| (format!("{peer:?}"), "connected".to_owned()));
             Some(serde_json::to_string(&snapshot).unwrap_or_default())
         }
         Action::Command(_) | Action::Eval(_) => None,

@@ -48,6 +48,17 @@ pub struct PeerLinks {
     was_punched: bool,
 }
 
+/// A new connection, as the swarm reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Connection {
+    /// The remote address.
+    pub addr: Multiaddr,
+    /// Through a relay.
+    pub relayed: bool,
+    /// We dialed it.
+    pub dialed: bool,
+}
+
 /// What a new connection means.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Established {
@@ -68,16 +79,10 @@ pub struct Links {
 }
 
 impl Links {
-    /// A connection came up.
-    pub fn established(
-        &mut self,
-        peer: PeerId,
-        id: ConnectionId,
-        addr: Multiaddr,
-        dialed: bool,
-        now: Instant,
-    ) -> Established {
-        let relayed = is_relayed(&addr);
+    /// A connection came up. `relayed` comes from the endpoint: the accepting side of a
+    /// relayed connection sees only `/p2p/<id>` as the remote address.
+    pub fn established(&mut self, peer: PeerId, id: ConnectionId, up: Connection, now: Instant) -> Established {
+        let Connection { addr, relayed, dialed } = up;
         let just_relayed =
             self.recently_relayed.remove(&peer).is_some_and(|at| now.duration_since(at) < RECENTLY_RELAYED);
         let state = self.peers.entry(peer).or_default();
@@ -169,11 +174,6 @@ pub fn relay_of(addr: &Multiaddr) -> Option<PeerId> {
     })
 }
 
-/// Whether an address goes through a relay.
-pub fn is_relayed(addr: &Multiaddr) -> bool {
-    addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))
-}
-
 /// Whether an address is a WebRTC-direct one.
 pub fn is_webrtc(addr: &Multiaddr) -> bool {
     addr.iter().any(|p| matches!(p, Protocol::WebRTCDirect))
@@ -185,6 +185,10 @@ mod tests {
 
     fn relay() -> PeerId {
         PeerId::random()
+    }
+
+    fn conn(addr: Multiaddr, dialed: bool) -> Connection {
+        Connection { relayed: relay_of(&addr).is_some(), addr, dialed }
     }
 
     fn relayed_addr(relay: PeerId) -> Multiaddr {
@@ -201,7 +205,7 @@ mod tests {
         let mut links = Links::default();
         let peer = PeerId::random();
         let now = Instant::now();
-        let up = links.established(peer, ConnectionId::new_unchecked(1), direct_addr(false), true, now);
+        let up = links.established(peer, ConnectionId::new_unchecked(1), conn(direct_addr(false), true), now);
         assert_eq!(up, Established { punched: false, close: vec![], plain_direct: true });
         assert_eq!(links.kind(&peer, now), "direct");
         assert_eq!(links.dialed_direct(&peer), Some(direct_addr(false)));
@@ -212,9 +216,9 @@ mod tests {
         let mut links = Links::default();
         let (peer, via) = (PeerId::random(), relay());
         let now = Instant::now();
-        links.established(peer, ConnectionId::new_unchecked(1), relayed_addr(via), false, now);
+        links.established(peer, ConnectionId::new_unchecked(1), conn(relayed_addr(via), false), now);
         assert_eq!(links.kind(&peer, now), format!("relayed via {via} (hole punching in progress)"));
-        let up = links.established(peer, ConnectionId::new_unchecked(2), direct_addr(true), false, now);
+        let up = links.established(peer, ConnectionId::new_unchecked(2), conn(direct_addr(true), false), now);
         assert!(up.punched && !up.plain_direct);
         assert_eq!(up.close, vec![ConnectionId::new_unchecked(1)]);
         links.closed(peer, ConnectionId::new_unchecked(1), false, now);
@@ -226,14 +230,19 @@ mod tests {
         let mut links = Links::default();
         let (peer, via) = (PeerId::random(), relay());
         let now = Instant::now();
-        links.established(peer, ConnectionId::new_unchecked(1), relayed_addr(via), false, now);
+        links.established(peer, ConnectionId::new_unchecked(1), conn(relayed_addr(via), false), now);
         links.closed(peer, ConnectionId::new_unchecked(1), true, now);
-        links.established(peer, ConnectionId::new_unchecked(2), direct_addr(false), true, now + Duration::from_secs(2));
+        links.established(
+            peer,
+            ConnectionId::new_unchecked(2),
+            conn(direct_addr(false), true),
+            now + Duration::from_secs(2),
+        );
         assert_eq!(links.kind(&peer, now + Duration::from_secs(2)), "hole-punched (TCP)");
         // Much later, a new direct connection is just direct.
         links.closed(peer, ConnectionId::new_unchecked(2), true, now + Duration::from_secs(3));
         let later = now + Duration::from_secs(60);
-        links.established(peer, ConnectionId::new_unchecked(3), direct_addr(false), true, later);
+        links.established(peer, ConnectionId::new_unchecked(3), conn(direct_addr(false), true), later);
         assert_eq!(links.kind(&peer, later), "direct");
     }
 
@@ -242,7 +251,7 @@ mod tests {
         let mut links = Links::default();
         let (peer, via) = (PeerId::random(), relay());
         let now = Instant::now();
-        links.established(peer, ConnectionId::new_unchecked(1), relayed_addr(via), false, now);
+        links.established(peer, ConnectionId::new_unchecked(1), conn(relayed_addr(via), false), now);
         let late = now + PUNCH_PATIENCE + Duration::from_secs(1);
         assert_eq!(
             links.kind(&peer, late),
@@ -257,11 +266,24 @@ mod tests {
         let mut links = Links::default();
         let (peer, via) = (PeerId::random(), relay());
         let now = Instant::now();
-        links.established(peer, ConnectionId::new_unchecked(1), relayed_addr(via), false, now);
-        links.established(peer, ConnectionId::new_unchecked(2), direct_addr(false), false, now);
-        links.established(peer, ConnectionId::new_unchecked(3), direct_addr(false), true, now);
+        links.established(peer, ConnectionId::new_unchecked(1), conn(relayed_addr(via), false), now);
+        links.established(peer, ConnectionId::new_unchecked(2), conn(direct_addr(false), false), now);
+        links.established(peer, ConnectionId::new_unchecked(3), conn(direct_addr(false), true), now);
         links.closed(peer, ConnectionId::new_unchecked(1), false, now);
         links.closed(peer, ConnectionId::new_unchecked(2), false, now);
+        assert_eq!(links.kind(&peer, now), "hole-punched (TCP)");
+    }
+
+    #[test]
+    fn the_accepting_side_of_a_relayed_connection_knows_it_from_the_endpoint() {
+        let mut links = Links::default();
+        let peer = PeerId::random();
+        let now = Instant::now();
+        let bare: Multiaddr = format!("/p2p/{peer}").parse().expect("addr");
+        let relayed = Connection { addr: bare, relayed: true, dialed: false };
+        links.established(peer, ConnectionId::new_unchecked(1), relayed, now);
+        let up = links.established(peer, ConnectionId::new_unchecked(2), conn(direct_addr(false), false), now);
+        assert!(up.punched, "{up:?}");
         assert_eq!(links.kind(&peer, now), "hole-punched (TCP)");
     }
 
@@ -270,7 +292,6 @@ mod tests {
         let via = relay();
         assert_eq!(relay_of(&relayed_addr(via)), Some(via));
         assert_eq!(relay_of(&direct_addr(false)), None);
-        assert!(is_relayed(&relayed_addr(via)));
         assert!(is_webrtc(&"/ip4/127.0.0.1/udp/1/webrtc-direct".parse().expect("addr")));
     }
 }

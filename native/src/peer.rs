@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::commands::{self, Action, NodeStatus, PeerStatus, Reply, Request};
 use crate::discovery::{self, Discovery};
-use crate::links::{Links, is_webrtc};
+use crate::links::{Connection, Links, is_webrtc};
 use crate::local::Backend;
 use crate::net::{self, BehaviourEvent};
 use crate::streams::{self, SYNC_PROTOCOL};
@@ -353,6 +353,9 @@ impl Peer {
                 self.feed(Input::Command(id, command));
             }
             Action::Eval(script) => self.eval(script, reply),
+            Action::Snapshot => {
+                let _ = reply.send(serde_json::to_string(&self.snapshot()).map_err(|e| e.to_string()));
+            }
             action => {
                 let running = self.node_status();
                 let out = commands::query(&self.node, &action, Some(&running));
@@ -409,8 +412,7 @@ impl Peer {
         }
         self.view_dirty = false;
         self.view_at = Instant::now();
-        let now = Instant::now();
-        let snapshot = self.node.snapshot(|peer| (peer.to_string(), self.links.kind(peer, now)));
+        let snapshot = self.snapshot();
         view.send_if_modified(|old| {
             let changed = *old != snapshot;
             if changed {
@@ -418,6 +420,12 @@ impl Peer {
             }
             changed
         });
+    }
+
+    /// What the UIs show, with each peer's connection in words.
+    fn snapshot(&self) -> Snapshot {
+        let now = Instant::now();
+        self.node.snapshot(|peer| (peer.to_string(), self.links.kind(peer, now)))
     }
 
     fn on_swarm(&mut self, event: SwarmEvent<BehaviourEvent>) {
@@ -458,7 +466,9 @@ impl Peer {
     fn on_connected(&mut self, remote: PeerId, id: ConnectionId, endpoint: &ConnectedPoint, first: bool) {
         let addr = endpoint.get_remote_address().clone();
         tracing::info!(peer = %remote, %addr, relayed = endpoint.is_relayed(), "connected");
-        let up = self.links.established(remote, id, addr.clone(), endpoint.is_dialer(), Instant::now());
+        let connection =
+            Connection { addr: addr.clone(), relayed: endpoint.is_relayed(), dialed: endpoint.is_dialer() };
+        let up = self.links.established(remote, id, connection, Instant::now());
         if up.plain_direct {
             // AutoNAT servers are peers reached directly: a dial-back of a relayed or punched
             // peer would collide with the punched connection.
