@@ -28,39 +28,65 @@ const MAX_NAMES: usize = 4096;
 /// Longer names are never interned.
 const MAX_NAME_BYTES: usize = 64;
 
-/// Names an app hands in up front ([`preload`]): always interned, so a flood of junk names
-/// can never keep them out, and found by a short scan instead of a hash lookup.
-const MAX_PRELOADED: usize = 16;
+/// The names an app hands in first ([`preload`]): always interned, so a flood of junk names
+/// can never keep them out, and found through a tiny hash of their length and end bytes and
+/// one comparison, with no lock and no hash-set lookup: they are in every operation.
+#[derive(Debug)]
+struct Preloaded {
+    slots: [Option<&'static str>; SLOTS],
+}
 
-static PRELOADED: [OnceLock<&'static str>; MAX_PRELOADED] = [const { OnceLock::new() }; MAX_PRELOADED];
+/// Slots of the preloaded table (a power of two).
+const SLOTS: usize = 64;
+
+static PRELOADED: OnceLock<Preloaded> = OnceLock::new();
 
 static NAMES: LazyLock<Mutex<FxHashSet<&'static str>>> = LazyLock::new(|| Mutex::new(FxHashSet::default()));
 
-/// Interns an app's well-known names (field and collection names of its documents) for the
-/// life of the process: at most 16 in all; more are interned as usual, if there is room.
-pub fn preload(texts: &[&str]) {
-    let mut names = NAMES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    for text in texts {
-        if text.len() > MAX_NAME_BYTES || preloaded(text).is_some() {
-            continue;
-        }
-        let interned = match names.get(*text) {
-            Some(interned) => *interned,
-            None => {
-                // Bounded by MAX_PRELOADED * MAX_NAME_BYTES beyond the table's own bound.
-                let interned: &'static str = Box::leak((*text).to_owned().into_boxed_str());
-                names.insert(interned);
-                interned
-            }
-        };
-        if let Some(slot) = PRELOADED.iter().find(|slot| slot.get().is_none()) {
-            let _ = slot.set(interned);
-        }
-    }
+/// The preloaded slot of a name (its length and first and last bytes).
+fn slot(bytes: &[u8]) -> Option<usize> {
+    let (&first, &last) = (bytes.first()?, bytes.last()?);
+    Some(
+        (bytes.len().wrapping_mul(31) ^ (first as usize).wrapping_mul(7) ^ (last as usize).wrapping_mul(13))
+            & (SLOTS - 1),
+    )
 }
 
+/// Names ever preloaded, at most (each at most [`MAX_NAME_BYTES`]).
+const MAX_PRELOADS: usize = 256;
+
+/// Interns an app's well-known names (the field and collection names of its documents) for
+/// the life of the process, even when the table is full of other names (at most 256 such
+/// names in all). The first call's names also take the fast path, where their slots are free.
+pub fn preload(texts: &[&str]) {
+    static PRELOADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let mut table = Preloaded { slots: [None; SLOTS] };
+    {
+        let mut names = NAMES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for text in texts.iter().filter(|text| text.len() <= MAX_NAME_BYTES) {
+            let interned = match names.get(*text) {
+                Some(interned) => *interned,
+                None if PRELOADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < MAX_PRELOADS => {
+                    let interned: &'static str = Box::leak((*text).to_owned().into_boxed_str());
+                    names.insert(interned);
+                    interned
+                }
+                None => continue,
+            };
+            if let Some(index) = slot(text.as_bytes())
+                && table.slots[index].is_none()
+            {
+                table.slots[index] = Some(interned);
+            }
+        }
+    }
+    let _ = PRELOADED.set(table);
+}
+
+#[inline]
 fn preloaded(text: &str) -> Option<&'static str> {
-    PRELOADED.iter().map_while(|slot| slot.get()).find(|known| **known == text).copied()
+    let known = PRELOADED.get()?.slots[slot(text.as_bytes())?]?;
+    (known == text).then_some(known)
 }
 
 thread_local! {
@@ -81,12 +107,19 @@ enum Repr {
 }
 
 /// The interned copy of a name (see the module docs).
+#[inline]
 pub fn name(text: &str) -> Name {
+    match preloaded(text) {
+        Some(known) => Name(Repr::Interned(known)),
+        None => name_slow(text),
+    }
+}
+
+/// [`name`] for names the app did not preload.
+#[inline(never)]
+fn name_slow(text: &str) -> Name {
     if text.len() > MAX_NAME_BYTES {
         return Name(Repr::Shared(text.into()));
-    }
-    if let Some(known) = preloaded(text) {
-        return Name(Repr::Interned(known));
     }
     if let Some(seen) = SEEN.with(|seen| seen.borrow().get(text).copied()) {
         return Name(Repr::Interned(seen));
@@ -240,7 +273,7 @@ mod tests {
         for n in 0..MAX_NAMES + 10 {
             name(&format!("junk-{n}"));
         }
-        assert!(held() <= MAX_NAMES + MAX_PRELOADED);
+        assert!(held() <= MAX_NAMES + MAX_PRELOADS);
         preload(&["late"]);
         for known in app.into_iter().chain(["late"]) {
             assert!(name(known).same(&name(&String::from(known))), "{known}");
