@@ -89,8 +89,8 @@ pub struct Config {
     pub reopen_delay_ms: u64,
     /// How long after a failed write it is tried again (doubling, up to 16 times this).
     pub persist_retry_ms: u64,
-    /// Frames held for durability at most (beyond, the oldest are dropped; anti-entropy
-    /// recovers them once storage works again).
+    /// Frames held for durability at most (beyond, the oldest frames are dropped, never a
+    /// reply; anti-entropy recovers them once storage works again).
     pub held_limit: usize,
     /// The meta key of this device's writer secret ([`WRITER_SECRET`]; browser tabs open
     /// at once write with a key each).
@@ -621,7 +621,10 @@ impl<P: Ord + Clone + Debug> Node<P> {
             return;
         }
         if self.waiting.len() >= self.config.held_limit {
-            self.waiting.pop_front();
+            // Drop the oldest frame (anti-entropy recovers it), never a reply: someone waits for it.
+            if let Some(index) = self.waiting.iter().position(|(_, waiting)| matches!(waiting, Waiting::Frame(..))) {
+                self.waiting.remove(index);
+            }
         }
         self.waiting.push_back((required, item));
     }

@@ -152,3 +152,26 @@ fn a_node_on_a_failing_backend_acknowledges_and_announces_only_what_is_stored() 
         assert!(acknowledged.len() >= 4, "fail after {fail_after}: only {} acknowledged", acknowledged.len());
     }
 }
+
+#[test]
+fn while_storage_fails_frames_are_bounded_and_replies_kept() {
+    let storage = FailingStorage::new(MemoryStorage::new());
+    storage.fail_after(0);
+    let topic = Topic::from_name("bounded");
+    let config = Config { held_limit: 8, ..Config::default() };
+    let (mut node, _) = Node::<u8>::open(topic, LoadedState::default(), [5; 32], config).expect("open");
+    let mut acknowledged = BTreeSet::new();
+    let connected = node.handle(Input::Connected { remote: 1, open: Open::Now }, 1);
+    carry_out(&mut node, &storage, connected, 1, &mut acknowledged);
+    for n in 0..20 {
+        let outputs = node.handle(Input::Command(n, Command::Add(format!("todo {n}"))), 2 + n);
+        carry_out(&mut node, &storage, outputs, 2 + n, &mut acknowledged);
+    }
+    assert!(acknowledged.is_empty(), "nothing is acknowledged while nothing is stored");
+    assert!(matches!(node.status(), hellopears_core::ui::SyncStatus::Failed(why) if why.contains("cannot save")));
+    storage.heal();
+    let outputs = node.handle(Input::Tick, 60_000);
+    carry_out(&mut node, &storage, outputs, 60_000, &mut acknowledged);
+    assert_eq!(acknowledged.len(), 20, "every reply was kept and sent once the batch was stored");
+    assert!(node.is_durable());
+}

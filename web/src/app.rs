@@ -162,7 +162,7 @@ pub fn App(ui: Ui) -> impl IntoView {
                 <h1>"HelloPears"</h1>
                 <TopicBar ui=ui />
             </header>
-            <p class="status" data-testid="sync-status" data-status=move || status_kind(&ui.status.get())>
+            <p class="status" data-testid="sync-status" data-status=move || ui.status.get().word()>
                 {move || ui.status.get().line()}
             </p>
             <input
@@ -199,16 +199,6 @@ pub fn App(ui: Ui) -> impl IntoView {
             </footer>
             <Peers ui=ui />
         </main>
-    }
-}
-
-fn status_kind(status: &SyncStatus) -> &'static str {
-    match status {
-        SyncStatus::Loading => "loading",
-        SyncStatus::Alone => "alone",
-        SyncStatus::Syncing { .. } => "syncing",
-        SyncStatus::Synced { .. } => "synced",
-        SyncStatus::Failed(_) => "failed",
     }
 }
 
