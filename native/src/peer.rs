@@ -127,6 +127,8 @@ pub async fn run(
     let mut look_up = tokio::time::interval(LOOK_UP);
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
+    // The stored list goes to a window or terminal UI at once, before any network event.
+    peer.after_event();
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
@@ -232,7 +234,7 @@ impl Peer {
             progress: Progress { quiet: config.quiet, ..Progress::default() },
             config,
             view_dirty: true,
-            view_at: Instant::now(),
+            view_at: Instant::now().checked_sub(VIEW_INTERVAL).unwrap_or_else(Instant::now),
         };
         peer.introduce();
         Ok(peer)

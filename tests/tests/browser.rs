@@ -353,7 +353,11 @@ async fn a_tab_opened_at_once_syncs_within_two_seconds_every_time() -> anyhow::R
     for run in 0..runs {
         // A new desktop serves on a new port: a new origin, so the tab starts afresh.
         let dir = TempDir::new()?;
-        let peer = desktop(dir.path(), None, 0);
+        // As `up --web` runs by default: listening on every interface, so the page lists a
+        // WebRTC-direct address per interface and the tab dials them all at once.
+        let root = browser::web_root().to_string_lossy().into_owned();
+        let args = ["--no-mdns", "--no-dht", "--web", "127.0.0.1:0", "--web-root", &root];
+        let peer = Peer::start(dir.path(), &args);
         let url = peer.web.clone().expect("the desktop serves the web app");
         ok(dir.path(), &["add", &format!("todo of run {run}")]);
         let started = Instant::now();

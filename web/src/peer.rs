@@ -388,8 +388,15 @@ impl Tab {
             // Marked as in progress until it connects or fails.
             let backoff = self.redial.get(&peer).map_or(500, |r| r.backoff);
             self.redial.insert(peer, Redial { at: now + 10_000, backoff });
-            let opts =
-                DialOpts::peer_id(peer).condition(PeerCondition::DisconnectedAndNotDialing).addresses(addrs).build();
+            // One address at a time: dialed side by side, two of a desktop's addresses (one
+            // per interface) can both connect; the tab keeps one, and the desktop may open its
+            // sync stream on the other, which the browser dropped without a word, so nothing
+            // reaches the tab until that connection times out (11 to 34 s seen).
+            let opts = DialOpts::peer_id(peer)
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .addresses(addrs)
+                .override_dial_concurrency_factor(std::num::NonZeroU8::MIN)
+                .build();
             if let Err(error) = self.swarm.dial(opts) {
                 log(&format!("hellopears: cannot dial {peer}: {error}"));
             }
