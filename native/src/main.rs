@@ -389,7 +389,8 @@ fn simulate(peers: usize, ops: u32, drop: f64, seed: u64) -> anyhow::Result<()> 
     let replica = sim.replica(0);
     let stats = sim.stats();
     println!(
-        "{peers} peers on topic {}: {} entries from {} writers, {} todos; {} messages delivered, {} lost, {} duplicated",
+        "{peers} peers on topic {}: {} entries from {} writers, {} todos; \
+         {} messages delivered, {} lost, {} duplicated",
         replica.topic().name(),
         replica.base().total_entries(),
         replica.base().writers().len(),

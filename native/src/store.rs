@@ -157,7 +157,8 @@ impl Storage for SledStorage {
         let written = self.written.load(std::sync::atomic::Ordering::SeqCst);
         if (state.entries.len() as u64) < written {
             return Err(StoreError::Corrupt(format!(
-                "the store holds {} entries but {written} were written: its log is damaged; the data dir is left as it is",
+                "the store holds {} entries but {written} were written: its log is damaged; \
+                 the data dir is left as it is",
                 state.entries.len()
             )));
         }

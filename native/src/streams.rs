@@ -13,6 +13,8 @@ pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new(hellopears_core::s
 
 /// Bytes read from a sync stream at once.
 const READ_CHUNK: usize = 64 * 1024;
+/// How long opening a sync stream may take before it counts as lost.
+const OPEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Frames queued for one outbound stream.
 const WRITER_QUEUE: usize = 256;
 
@@ -34,7 +36,9 @@ pub enum Event {
 /// Opens our sync stream to a peer and writes the frames sent to it.
 pub fn open_writer(mut control: libp2p_stream::Control, peer: PeerId, epoch: u64, events: mpsc::Sender<Event>) {
     tokio::spawn(async move {
-        let mut stream = match control.open_stream(peer, SYNC_PROTOCOL).await {
+        // An open that hangs counts as lost: the node opens another one.
+        let opened = tokio::time::timeout(OPEN_TIMEOUT, control.open_stream(peer, SYNC_PROTOCOL)).await;
+        let mut stream = match opened.map_err(|_| "timed out".to_owned()).and_then(|r| r.map_err(|e| e.to_string())) {
             Ok(stream) => stream,
             Err(error) => {
                 tracing::debug!(%peer, %error, "no sync stream");

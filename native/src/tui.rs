@@ -290,9 +290,8 @@ mod tests {
         app.handle_key(key(KeyCode::Char('e')));
         app.handle_key(key(KeyCode::Backspace));
         app.handle_key(key(KeyCode::Char('!')));
-        assert!(
-            matches!(app.handle_key(key(KeyCode::Enter)), Some(Command::Edit(id, text)) if id == "bbb" && text == "brea!")
-        );
+        let edit = app.handle_key(key(KeyCode::Enter));
+        assert!(matches!(edit, Some(Command::Edit(id, text)) if id == "bbb" && text == "brea!"));
         app.handle_key(key(KeyCode::Char('a')));
         app.handle_key(key(KeyCode::Esc));
         assert_eq!(app.mode, Mode::Browse);

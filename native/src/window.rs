@@ -26,7 +26,8 @@ const HOST: &str = "hellopears-window";
 /// Why there is no window, in one line with what to use instead.
 fn no_window(reason: &str) -> anyhow::Error {
     anyhow::anyhow!(
-        "cannot open a window: {reason}; use the terminal UI (`hellopears` in a terminal) or `hellopears up --web` and a browser"
+        "cannot open a window: {reason}; \
+         use the terminal UI (`hellopears` in a terminal) or `hellopears up --web` and a browser"
     )
 }
 

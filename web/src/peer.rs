@@ -31,6 +31,8 @@ const MAX_KNOWN: usize = 64;
 /// Writer slots: each open tab of a list in one browser writes with its own key, held by a
 /// Web Lock, so two tabs never append to one log (a fork).
 const WRITER_SLOTS: u32 = 16;
+/// How long opening a sync stream may take before it counts as lost.
+const STREAM_OPEN_TIMEOUT_MS: u64 = 5_000;
 /// How often the node ticks, and how often the UI is refreshed while catching up.
 const TICK_MS: u64 = 250;
 
@@ -530,7 +532,15 @@ fn describe(addr: &Multiaddr) -> String {
 
 fn open_writer(mut control: libp2p_stream::Control, remote: PeerId, epoch: u64, mut events: mpsc::Sender<Event>) {
     spawn_local(async move {
-        let mut stream = match control.open_stream(remote, SYNC_PROTOCOL).await {
+        // An open that hangs counts as lost: the node opens another one.
+        let opening = control.open_stream(remote, SYNC_PROTOCOL).fuse();
+        let deadline = futures_timer::Delay::new(Duration::from_millis(STREAM_OPEN_TIMEOUT_MS)).fuse();
+        futures::pin_mut!(opening, deadline);
+        let opened = futures::select! {
+            opened = opening => opened.map_err(|error| error.to_string()),
+            _ = deadline => Err("timed out".to_owned()),
+        };
+        let mut stream = match opened {
             Ok(stream) => stream,
             Err(error) => {
                 log(&format!("hellopears: no sync stream to {remote}: {error}"));
