@@ -192,7 +192,12 @@ proptest! {
     /// entry rolling back only the operations sharing its key), the result equals one
     /// in-order replay.
     #[test]
-    fn reorgs_match_a_fresh_replay(seed in any::<u64>(), writers in 1usize..5, ops in 1usize..400, every in 1usize..50) {
+    fn reorgs_match_a_fresh_replay(
+        seed in any::<u64>(),
+        writers in 1usize..5,
+        ops in 1usize..400,
+        every in 1usize..50,
+    ) {
         use hellopears_core::workload::{Workload, shuffled, todo_base};
         let entries = Workload { writers, ops, exchange_every: 7, seed }.generate();
         let mut replay = todo_base();

@@ -288,7 +288,10 @@ proptest! {
     /// Results with an index equal results of a full scan, for every operator.
     #[test]
     fn index_and_scan_agree(
-        docs in proptest::collection::vec((proptest::option::of(arb_value()), proptest::option::of(arb_value())), 0..40),
+        docs in proptest::collection::vec(
+            (proptest::option::of(arb_value()), proptest::option::of(arb_value())),
+            0..40,
+        ),
         conds in proptest::collection::vec((prop_oneof![Just("x"), Just("y")], arb_cond()), 0..3),
         sort_desc in any::<bool>(),
         skip in 0usize..5,

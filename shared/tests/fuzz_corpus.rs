@@ -47,7 +47,10 @@ proptest! {
     }
 
     #[test]
-    fn mutated_seeds_never_panic(pick in any::<prop::sample::Index>(), flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8)) {
+    fn mutated_seeds_never_panic(
+        pick in any::<prop::sample::Index>(),
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+    ) {
         for target in ["entry_decode", "sync_session"] {
             let all = seeds(target);
             let mut data = pick.get(&all).clone();

@@ -66,7 +66,8 @@ async fn desktop_to_tab_latency() -> anyhow::Result<()> {
             let out = tab
                 .client
                 .execute(
-                    "for (const [k, v] of Object.entries(window.__arrivals)) if (k.startsWith(arguments[0])) return v; return null;",
+                    "for (const [k, v] of Object.entries(window.__arrivals)) \
+                     if (k.startsWith(arguments[0])) return v; return null;",
                     vec![serde_json::json!(id)],
                 )
                 .await?;
@@ -106,8 +107,10 @@ async fn first_paint_with_10k_todos() -> anyhow::Result<()> {
     let out = tab
         .client
         .execute(
-            "const all = performance.getEntriesByType('resource').concat(performance.getEntriesByType('navigation'));
-             return all.filter(r => !r.name.endsWith('config.json')).reduce((sum, r) => sum + (r.transferSize || 0), 0);",
+            "const all = performance.getEntriesByType('resource')
+                .concat(performance.getEntriesByType('navigation'));
+             return all.filter(r => !r.name.endsWith('config.json'))
+                .reduce((sum, r) => sum + (r.transferSize || 0), 0);",
             vec![],
         )
         .await?;
@@ -140,7 +143,8 @@ async fn first_paint_with_10k_todos() -> anyhow::Result<()> {
             .await?;
         let ms = |i: usize| out[i].as_f64().unwrap_or_default();
         println!(
-            "reload {round}: first paint at {:.0} ms after navigation start (IndexedDB loaded at {:.0} ms, replica open at {:.0} ms), {} of {} todos on the first page (target: < 1000 ms)",
+            "reload {round}: first paint at {:.0} ms after navigation start (IndexedDB loaded at {:.0} ms, \
+             replica open at {:.0} ms), {} of {} todos on the first page (target: < 1000 ms)",
             ms(0),
             ms(1),
             ms(2),

@@ -109,7 +109,8 @@ fn the_window_syncs_with_a_desktop_peer_both_ways() {
     let (w_path, p_path) = (w_dir.path(), p_dir.path());
 
     // The window's peers panel shows the desktop peer and how it is connected.
-    let panel = "JSON.stringify([...document.querySelectorAll('[data-testid=peers] [data-testid=peer]')].map(p => [p.dataset.peer, p.textContent]))";
+    let panel = "JSON.stringify([...document.querySelectorAll('[data-testid=peers] [data-testid=peer]')]\
+                 .map(p => [p.dataset.peer, p.textContent]))";
     assert!(
         wait_until(Duration::from_secs(20), || {
             eval(w_path, panel).as_array().is_some_and(|peers| {
@@ -159,7 +160,8 @@ fn the_window_syncs_with_a_desktop_peer_both_ways() {
     act(
         w_path,
         &format!(
-            "document.querySelector(\"[data-id='{window_id}'] [data-testid=todo-text]\").dispatchEvent(new MouseEvent('dblclick', {{bubbles: true}}));"
+            "document.querySelector(\"[data-id='{window_id}'] [data-testid=todo-text]\")\
+             .dispatchEvent(new MouseEvent('dblclick', {{bubbles: true}}));"
         ),
     );
     act(

@@ -83,12 +83,14 @@ fn window_with_10k_todos() {
             lines.push(format!("{name} {:.1} MB", kib as f64 / 1024.0));
         }
         println!(
-            "window round {round}: hellopears itself (the peer; the window is its hellopears-window child): {:.1} MB anonymous (heap), {:.1} MB mapped files",
+            "window round {round}: hellopears itself (the peer; the window is its hellopears-window child): \
+             {:.1} MB anonymous (heap), {:.1} MB mapped files",
             status_kib(window.pid(), "RssAnon") as f64 / 1024.0,
             status_kib(window.pid(), "RssFile") as f64 / 1024.0,
         );
         println!(
-            "window round {round}: list of {total} todos rendered {:.0} ms after start (target < 1000 ms); resident memory: {} ; all {:.1} MB (target: hellopears alone < 60 MB)",
+            "window round {round}: list of {total} todos rendered {:.0} ms after start (target < 1000 ms); \
+             resident memory: {} ; all {:.1} MB (target: hellopears alone < 60 MB)",
             painted.unwrap_or_default() - started,
             lines.join(", "),
             sum as f64 / 1024.0
