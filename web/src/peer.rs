@@ -138,7 +138,7 @@ async fn run(
     let mut tick = Box::pin(interval(TICK_MS)).fuse();
     loop {
         futures::select! {
-            served = config => tab.on_config(served).await,
+            served = config => tab.on_config(served),
             event = tab.swarm.select_next_some() => tab.on_swarm(event),
             stream = incoming.next() => {
                 if let Some((remote, stream)) = stream {
@@ -147,7 +147,7 @@ async fn run(
                 }
             }
             event = events_rx.next() => match event {
-                Some(event) => tab.on_event(event).await,
+                Some(event) => tab.on_event(event),
                 None => return Err("the peer's channels closed".into()),
             },
             command = commands.next() => {
@@ -277,7 +277,7 @@ impl Tab {
         self.feed(Input::Command(id, command));
     }
 
-    async fn on_event(&mut self, event: Event) {
+    fn on_event(&mut self, event: Event) {
         match event {
             Event::Frame(remote, frame) => self.feed(Input::Frame(remote, frame)),
             Event::Closed(remote, reason) => log(&format!("hellopears: sync stream from {remote} ended: {reason}")),
@@ -303,7 +303,7 @@ impl Tab {
         }
     }
 
-    async fn on_config(&mut self, served: Result<Vec<Multiaddr>, String>) {
+    fn on_config(&mut self, served: Result<Vec<Multiaddr>, String>) {
         match served {
             Ok(addrs) => {
                 for addr in addrs {
