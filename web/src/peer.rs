@@ -33,6 +33,8 @@ const MAX_KNOWN: usize = 64;
 const WRITER_SLOTS: u32 = 16;
 /// How long opening a sync stream may take before it counts as lost.
 const STREAM_OPEN_TIMEOUT_MS: u64 = 5_000;
+/// How long a dial to a desktop may take before it counts as failed (and is retried).
+const DIAL_TIMEOUT: Duration = Duration::from_secs(8);
 /// How often the node ticks, and how often the UI is refreshed while catching up.
 const TICK_MS: u64 = 250;
 
@@ -463,7 +465,10 @@ fn build_swarm(key: identity::Keypair) -> Result<libp2p::Swarm<Behaviour>, Box<d
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_wasm_bindgen()
         .with_other_transport(|key| {
-            libp2p_webrtc_websys::Transport::new(libp2p_webrtc_websys::Config::new(key))
+            // A WebRTC dial whose ICE never completes would hang for good, and the tab would
+            // not dial that desktop again while it is "dialing": give up after a while.
+            let transport = libp2p_webrtc_websys::Transport::new(libp2p_webrtc_websys::Config::new(key));
+            libp2p::core::transport::timeout::TransportTimeout::with_outgoing_timeout(transport, DIAL_TIMEOUT)
                 .map(|(peer_id, connection), _| (peer_id, libp2p::core::muxing::StreamMuxerBox::new(connection)))
         })?
         .with_behaviour(|key| Behaviour {
