@@ -19,7 +19,14 @@ use rustc_hash::FxHashMap as HashMap;
 use ed25519_dalek::VerifyingKey;
 
 use crate::keys::{Hash, Keypair, WriterId};
-use crate::log::{Entry, EntryBody, ForkEvidence, ForkEvidenceError, Head, MAX_CLOCK};
+use crate::limits;
+use crate::log::{Entry, EntryBody, ForkEvidence, ForkEvidenceError, Head, MAX_CLOCK, MAX_ENTRY_BYTES};
+
+/// The node at `seq` of a log: `u64` end to end, so a seq beyond the address space (on
+/// wasm32, 2^32 and above) is simply not held, never another entry.
+fn node_at<T>(nodes: &[T], seq: u64) -> Option<&T> {
+    nodes.get(usize::try_from(seq).ok()?)
+}
 
 /// Where an operation sits, handed to [`Apply::apply`].
 #[derive(Clone, Copy, Debug)]
@@ -72,20 +79,36 @@ pub struct Position {
     pub seq: u64,
 }
 
-/// Limits that keep a hostile peer from exhausting memory.
+/// Limits that keep a hostile peer from exhausting memory (defaults in [`crate::limits`]).
 #[derive(Clone, Debug)]
 pub struct Limits {
-    /// Most writers on one base.
+    /// Most writers on one base besides the local one ([`limits::MAX_WRITERS`]).
     pub max_writers: usize,
-    /// Most entries waiting for dependencies.
+    /// Most entries waiting for dependencies ([`limits::MAX_PENDING_ENTRIES`]).
     pub max_pending: usize,
-    /// How far ahead of a log's length an entry may be and still wait.
+    /// Most bytes of entries waiting for dependencies ([`limits::MAX_PENDING_BYTES`]).
+    pub max_pending_bytes: usize,
+    /// How far ahead of a log's length an entry may be and still wait ([`limits::MAX_SEQ_AHEAD`]).
     pub max_seq_ahead: u64,
+    /// Most entry bytes of one writer ([`limits::MAX_WRITER_BYTES`]).
+    pub max_writer_bytes: u64,
+    /// Most entry bytes in all ([`limits::MAX_TOPIC_BYTES`]).
+    pub max_topic_bytes: u64,
+    /// Most heads in a local entry ([`limits::HEADS_PER_ENTRY`]).
+    pub heads_per_entry: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_writers: 4096, max_pending: 262_144, max_seq_ahead: 1 << 20 }
+        Self {
+            max_writers: limits::MAX_WRITERS,
+            max_pending: limits::MAX_PENDING_ENTRIES,
+            max_pending_bytes: limits::MAX_PENDING_BYTES,
+            max_seq_ahead: limits::MAX_SEQ_AHEAD,
+            max_writer_bytes: limits::MAX_WRITER_BYTES,
+            max_topic_bytes: limits::MAX_TOPIC_BYTES,
+            heads_per_entry: limits::HEADS_PER_ENTRY,
+        }
     }
 }
 
@@ -163,6 +186,43 @@ pub enum IngestError {
     /// Too many entries waiting for dependencies.
     #[error("too many entries waiting for dependencies (limit {0})")]
     PendingFull(usize),
+    /// The writer's log, or the whole replica, is at its byte quota.
+    #[error("writer {writer:?} is over its quota of {limit} bytes")]
+    OverQuota {
+        /// The writer whose entry was refused.
+        writer: WriterId,
+        /// The quota reached.
+        limit: u64,
+    },
+    /// A local entry would break the rules receivers check (a bug, never a peer's doing).
+    #[error("local entry is invalid: {0}")]
+    LocalEntryInvalid(String),
+    /// A local entry would be larger than entries may be.
+    #[error("entry of {len} bytes is over the {max} byte limit")]
+    Oversized {
+        /// Its encoded size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+impl IngestError {
+    /// Whether a peer that sent the entry broke the rules (forged or malformed data), as
+    /// opposed to a condition an honest peer can cause (a fork it relayed, a limit of ours).
+    pub fn is_fatal(&self) -> bool {
+        !matches!(
+            self,
+            IngestError::Fork(_)
+                | IngestError::Quarantined(_)
+                | IngestError::PendingFull(_)
+                | IngestError::TooManyWriters(_)
+                | IngestError::OverQuota { .. }
+                | IngestError::SeqTooFarAhead { .. }
+                | IngestError::Oversized { .. }
+                | IngestError::LocalEntryInvalid(_)
+        )
+    }
 }
 
 /// Something the driver should know about.
@@ -236,6 +296,8 @@ struct WriterLog {
     /// For each other writer, one past the highest seq this writer's entries referenced.
     frontier: BTreeMap<WriterId, u64>,
     fork: Option<Box<ForkEvidence>>,
+    /// Bytes of its integrated entries (for its quota).
+    bytes: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -250,11 +312,63 @@ type Dep = (WriterId, u64);
 struct Pending {
     entries: HashMap<Dep, Entry>,
     waiting: HashMap<Dep, Vec<Dep>>,
+    /// Arrival order, for evicting the oldest when full (holds stale deps too: skipped).
+    arrival: VecDeque<Dep>,
+    bytes: usize,
+}
+
+impl Pending {
+    fn insert(&mut self, dep: Dep, entry: Entry, missing: Dep) {
+        self.bytes += entry.bytes().len();
+        self.entries.insert(dep, entry);
+        self.waiting.entry(missing).or_default().push(dep);
+        self.arrival.push_back(dep);
+    }
+
+    /// Re-parks an entry taken out by [`Pending::take`] (it keeps its place in arrival order).
+    fn repark(&mut self, dep: Dep, entry: Entry, missing: Dep) {
+        self.bytes += entry.bytes().len();
+        self.entries.insert(dep, entry);
+        self.waiting.entry(missing).or_default().push(dep);
+    }
+
+    fn take(&mut self, dep: &Dep) -> Option<Entry> {
+        let entry = self.entries.remove(dep)?;
+        self.bytes -= entry.bytes().len();
+        Some(entry)
+    }
+
+    /// Drops the oldest waiting entry. Its waiter records go stale and are skipped.
+    fn evict_oldest(&mut self) -> bool {
+        while let Some(dep) = self.arrival.pop_front() {
+            if self.take(&dep).is_some() {
+                return true;
+            }
+        }
+        false
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Forgets the records of evicted entries.
+    fn compact(&mut self) {
+        let entries = &self.entries;
+        self.arrival.retain(|dep| entries.contains_key(dep));
+        self.waiting.retain(|_, waiters| {
+            waiters.retain(|dep| entries.contains_key(dep));
+            !waiters.is_empty()
+        });
+    }
 }
 
 enum Readiness {
     Ready,
     Missing(Dep),
+    /// A head names an entry we hold under another hash: its writer forked, or the head is
+    /// forged. The entry waits until we learn which (by asking the sender for that entry).
+    Disputed(Dep),
 }
 
 /// The multi-writer base over a view `V`.
@@ -270,6 +384,14 @@ pub struct Base<V: Apply> {
     events: VecDeque<BaseEvent>,
     integrated: Vec<Entry>,
     limits: Limits,
+    /// The local writer, whose slot is always free (set by [`Base::set_local`]).
+    local: Option<WriterId>,
+    /// Bytes of entries integrated, in all.
+    total_bytes: u64,
+    /// Where the view must be rebuilt from on the next update (a fork voided entries).
+    dirty_from: Option<Position>,
+    /// Heads found disputed since the last [`Base::take_disputes`].
+    disputes: Vec<Dep>,
 }
 
 impl<V: Apply> Base<V> {
@@ -291,7 +413,23 @@ impl<V: Apply> Base<V> {
             events: VecDeque::new(),
             integrated: Vec::new(),
             limits,
+            local: None,
+            total_bytes: 0,
+            dirty_from: None,
+            disputes: Vec::new(),
         }
+    }
+
+    /// Names the local writer: its slot is never taken by remote writers, and quotas do not
+    /// refuse its entries.
+    pub fn set_local(&mut self, writer: WriterId) {
+        self.local = Some(writer);
+    }
+
+    /// Heads found naming an entry we hold under another hash, since the last call: the
+    /// driver asks the sender for those entries, which proves the fork (or the sender wrong).
+    pub fn take_disputes(&mut self) -> Vec<(WriterId, u64)> {
+        std::mem::take(&mut self.disputes)
     }
 
     /// The view as of the last [`Base::update`].
@@ -312,7 +450,7 @@ impl<V: Apply> Base<V> {
             if log.fork.is_some() {
                 return Err(IngestError::Quarantined(writer));
             }
-            if let Some(node) = log.nodes.get(seq as usize) {
+            if let Some(node) = node_at(&log.nodes, seq) {
                 if node.entry.hash() == entry.hash() {
                     return Ok(Ingested::Duplicate);
                 }
@@ -347,21 +485,60 @@ impl<V: Apply> Base<V> {
         if waiting || dep.1 < len {
             return Ok(Ingested::Duplicate);
         }
+        if index.is_none() {
+            self.check_writer_room(dep.0)?;
+        }
         match self.readiness(&entry, index)? {
             Readiness::Ready => {
                 self.integrate(entry, index)?;
                 Ok(Ingested::Integrated(1 + self.release(dep)))
             }
-            Readiness::Missing(missing) => {
-                if self.pending.entries.len() >= self.limits.max_pending {
-                    return Err(IngestError::PendingFull(self.limits.max_pending));
-                }
-                self.ensure_writer(dep.0)?;
-                self.pending.entries.insert(dep, entry);
-                self.pending.waiting.entry(missing).or_default().push(dep);
-                Ok(Ingested::Pending)
+            Readiness::Missing(missing) => self.park(dep, entry, missing),
+            Readiness::Disputed(head) => {
+                self.disputes.push(head);
+                self.park(dep, entry, head)
             }
         }
+    }
+
+    /// Keeps an entry until `missing` is settled, evicting the oldest waiting entries to
+    /// stay within the pending limits (sync asks for evicted entries again).
+    fn park(&mut self, dep: Dep, entry: Entry, missing: Dep) -> Result<Ingested, IngestError> {
+        let size = entry.bytes().len();
+        if self.limits.max_pending == 0 || size > self.limits.max_pending_bytes {
+            return Err(IngestError::PendingFull(self.limits.max_pending));
+        }
+        while self.pending.len() >= self.limits.max_pending || self.pending.bytes + size > self.limits.max_pending_bytes
+        {
+            if !self.pending.evict_oldest() {
+                break;
+            }
+        }
+        self.pending.insert(dep, entry, missing);
+        if self.pending.arrival.len() > 2 * self.limits.max_pending + 1024 {
+            self.pending.compact();
+        }
+        Ok(Ingested::Pending)
+    }
+
+    /// Whether a writer not held yet may join: a slot is free (the local writer's is
+    /// reserved), and the replica is not at its byte quota.
+    fn check_writer_room(&self, writer: WriterId) -> Result<(), IngestError> {
+        if Some(writer) == self.local {
+            return Ok(());
+        }
+        let remote_writers = self.writers.len() - usize::from(self.local_index().is_some());
+        if remote_writers >= self.limits.max_writers {
+            return Err(IngestError::TooManyWriters(self.limits.max_writers));
+        }
+        if self.total_bytes >= self.limits.max_topic_bytes {
+            return Err(IngestError::OverQuota { writer, limit: self.limits.max_topic_bytes });
+        }
+        Ok(())
+    }
+
+    fn local_index(&self) -> Option<u32> {
+        self.by_id.get(&self.local?).copied()
     }
 
     /// Ingests entries read back from local storage. Per writer, the hash chain is checked
@@ -406,22 +583,24 @@ impl<V: Apply> Base<V> {
     pub fn add_fork_evidence(&mut self, evidence: ForkEvidence) -> Result<bool, ForkEvidenceError> {
         evidence.check()?;
         let writer = evidence.writer();
-        if let Some(&index) = self.by_id.get(&writer)
-            && self.writers[index as usize].fork.is_some()
-        {
-            return Ok(false);
-        }
-        if self.ensure_writer(writer).is_err() {
+        // Evidence about a writer we do not hold takes no writer slot (it cannot squat them);
+        // should the writer's entries come, the fork shows again.
+        let Some(&index) = self.by_id.get(&writer) else { return Ok(false) };
+        if self.writers[index as usize].fork.as_ref().is_some_and(|known| known.seq() <= evidence.seq()) {
             return Ok(false);
         }
         self.fork(evidence.first, evidence.second);
         Ok(true)
     }
 
-    /// Signs and integrates a new entry by the local writer, with heads naming every other
-    /// writer's entries seen since its previous entry.
+    /// Signs and integrates a new entry by the local writer. Its heads name the newest tips
+    /// of other writers not referenced yet, at most [`Limits::heads_per_entry`] of them (the
+    /// rest go into later entries); quarantined writers are never named.
     pub fn append_local(&mut self, keypair: &Keypair, payload: Vec<u8>) -> Result<Entry, IngestError> {
         let me = keypair.id();
+        if self.local.is_none() {
+            self.local = Some(me);
+        }
         let my_index = self.ensure_writer(me)?;
         let mine = &self.writers[my_index as usize];
         if mine.fork.is_some() {
@@ -430,28 +609,46 @@ impl<V: Apply> Base<V> {
         let seq = mine.nodes.len() as u64;
         let last = mine.nodes.last().map(|node| &node.entry);
         let mut clock = last.map_or(0, Entry::clock);
-        let mut heads = Vec::new();
-        let mut others: Vec<&WriterLog> =
-            self.writers.iter().filter(|log| log.id != me && !log.nodes.is_empty()).collect();
-        others.sort_by_key(|log| log.id);
-        for log in others {
+        let mut unseen: Vec<Head> = Vec::new();
+        for log in &self.writers {
             let len = log.nodes.len() as u64;
+            if log.id == me || len == 0 || log.fork.is_some() {
+                continue;
+            }
             if mine.frontier.get(&log.id).copied().unwrap_or(0) >= len {
                 continue;
             }
-            let tip = &log.nodes[len as usize - 1].entry;
-            clock = clock.max(tip.clock());
-            heads.push(Head { writer: log.id, seq: len - 1, hash: tip.hash() });
+            let tip = &log.nodes[log.nodes.len() - 1].entry;
+            unseen.push(Head { writer: log.id, seq: len - 1, hash: tip.hash() });
+        }
+        let tip_clock = |head: &Head| self.entry(&head.writer, head.seq).map_or(0, Entry::clock);
+        if unseen.len() > self.limits.heads_per_entry {
+            // The newest first: they carry the clock, and older tips are reached through them
+            // or named by the next entries.
+            unseen.sort_by(|a, b| tip_clock(b).cmp(&tip_clock(a)).then(a.writer.cmp(&b.writer)));
+            unseen.truncate(self.limits.heads_per_entry);
+        }
+        unseen.sort_by_key(|head| head.writer);
+        for head in &unseen {
+            clock = clock.max(tip_clock(head));
         }
         let body = EntryBody {
             writer: me,
             seq,
             prev: last.map(Entry::hash),
-            heads,
+            heads: unseen,
             clock: (clock + 1).min(MAX_CLOCK),
             payload,
         };
         let entry = Entry::sign(body, keypair);
+        // Our entries must pass every check a receiver makes, or they would be refused by
+        // every peer while we build on them.
+        if entry.bytes().len() > MAX_ENTRY_BYTES {
+            return Err(IngestError::Oversized { len: entry.bytes().len(), max: MAX_ENTRY_BYTES });
+        }
+        if let Err(error) = Entry::decode(entry.bytes()) {
+            return Err(IngestError::LocalEntryInvalid(error.to_string()));
+        }
         self.ingest_verified(entry.clone())?;
         Ok(entry)
     }
@@ -461,12 +658,19 @@ impl<V: Apply> Base<V> {
     /// reapplied in the merged order; when every operation involved is keyed
     /// ([`Apply::op_key`]), only those sharing a key with the new entries are.
     pub fn update(&mut self) -> UpdateStats {
-        if self.staged.is_empty() {
+        let dirty_from = self.dirty_from.take();
+        if self.staged.is_empty() && dirty_from.is_none() {
             return UpdateStats::default();
         }
         let mut staged = std::mem::take(&mut self.staged);
         staged.sort_unstable();
-        let position = self.order.partition_point(|slot| *slot < staged[0]);
+        let first = match (staged.first(), dirty_from) {
+            (Some(slot), Some(dirty)) => slot.key.min(dirty),
+            (Some(slot), None) => slot.key,
+            (None, Some(dirty)) => dirty,
+            (None, None) => return UpdateStats::default(),
+        };
+        let position = self.order.partition_point(|slot| slot.key < first);
         self.view.begin_update();
         let tail = self.order.split_off(position);
         let mut tail_undo = self.undo.split_off(position);
@@ -476,7 +680,8 @@ impl<V: Apply> Base<V> {
         if !tail.is_empty() {
             decoded = staged.iter().map(|slot| self.decode(slot)).collect();
         }
-        let redo = self.tail_to_redo(&staged, &tail);
+        // Entries voided by a fork leave the order: everything after the first is redone.
+        let redo = if dirty_from.is_some() { vec![true; tail.len()] } else { self.tail_to_redo(&staged, &tail) };
         let mut stats = UpdateStats::default();
         for (index, undo) in tail_undo.iter_mut().enumerate().rev() {
             if redo[index] {
@@ -509,6 +714,9 @@ impl<V: Apply> Base<V> {
                 },
                 (None, None) => break,
             };
+            if kept.is_none() && self.is_void(&slot) {
+                continue;
+            }
             let undo = match kept {
                 Some(undo) => undo,
                 None => {
@@ -526,6 +734,12 @@ impl<V: Apply> Base<V> {
         }
         self.view.end_update();
         stats
+    }
+
+    /// Whether an integrated entry is voided: its writer forked at or before its seq, so
+    /// replicas holding different branches drop it alike.
+    fn is_void(&self, slot: &Slot) -> bool {
+        self.writers[slot.writer_index as usize].fork.as_ref().is_some_and(|fork| slot.key.seq >= fork.seq())
     }
 
     /// Decodes the operation of an integrated entry and records what it touches.
@@ -613,18 +827,29 @@ impl<V: Apply> Base<V> {
         self.pending.entries.len()
     }
 
+    /// Bytes of the entries waiting for dependencies.
+    pub fn pending_bytes(&self) -> usize {
+        self.pending.bytes
+    }
+
+    /// Bytes of every integrated entry.
+    pub fn total_bytes(&self) -> u64 {
+        self.total_bytes
+    }
+
     /// One entry.
     pub fn entry(&self, writer: &WriterId, seq: u64) -> Option<&Entry> {
         let index = *self.by_id.get(writer)?;
-        self.writers[index as usize].nodes.get(seq as usize).map(|node| &node.entry)
+        node_at(&self.writers[index as usize].nodes, seq).map(|node| &node.entry)
     }
 
     /// Entries `start..end` of a writer (clamped to what is held).
     pub fn range(&self, writer: &WriterId, start: u64, end: u64) -> impl Iterator<Item = &Entry> {
         let nodes = self.by_id.get(writer).map_or(&[][..], |&index| &self.writers[index as usize].nodes[..]);
-        let end = (end.min(nodes.len() as u64)) as usize;
-        let start = (start as usize).min(end);
-        nodes[start..end].iter().map(|node| &node.entry)
+        // Both are clamped to the length before narrowing, so no seq wraps on 32-bit targets.
+        let end = end.min(nodes.len() as u64);
+        let start = start.min(end);
+        nodes[start as usize..end as usize].iter().map(|node| &node.entry)
     }
 
     /// Every writer, sorted by key.
@@ -681,9 +906,7 @@ impl<V: Apply> Base<V> {
         if let Some(&index) = self.by_id.get(&writer) {
             return Ok(index);
         }
-        if self.writers.len() >= self.limits.max_writers {
-            return Err(IngestError::TooManyWriters(self.limits.max_writers));
-        }
+        self.check_writer_room(writer)?;
         let key = writer.verifying_key().map_err(|_| IngestError::InvalidWriterKey(writer))?;
         let index = self.writers.len() as u32;
         self.writers.push(WriterLog {
@@ -693,6 +916,7 @@ impl<V: Apply> Base<V> {
             payloads: Vec::new(),
             frontier: BTreeMap::new(),
             fork: None,
+            bytes: 0,
         });
         self.by_id.insert(writer, index);
         self.events.push_back(BaseEvent::WriterAdded(writer));
@@ -701,6 +925,10 @@ impl<V: Apply> Base<V> {
 
     /// Whether an entry's dependencies are all integrated and it fits them; `index` is its
     /// writer's index, if the writer is known.
+    ///
+    /// A head naming a quarantined writer at or past its fork (or anything of it we cannot
+    /// check) is settled by the quarantine: replicas holding either branch accept the entry
+    /// alike, and its clock need only exceed its other dependencies'.
     fn readiness(&self, entry: &Entry, index: Option<u32>) -> Result<Readiness, IngestError> {
         let body = entry.body();
         let (writer, seq) = (body.writer, body.seq);
@@ -711,21 +939,31 @@ impl<V: Apply> Base<V> {
         let mut expected = 0;
         if seq > 0 {
             let prev =
-                nodes.get(seq as usize - 1).map(|node| &node.entry).ok_or(IngestError::BrokenChain { writer, seq })?;
+                node_at(nodes, seq - 1).map(|node| &node.entry).ok_or(IngestError::BrokenChain { writer, seq })?;
             if body.prev != Some(prev.hash()) {
                 return Err(IngestError::BrokenChain { writer, seq });
             }
             expected = prev.clock();
         }
+        let mut settled_by_fork = false;
         for head in &body.heads {
-            match self.entry(&head.writer, head.seq) {
-                None => return Ok(Readiness::Missing((head.writer, head.seq))),
-                Some(seen) if seen.hash() != head.hash => return Err(IngestError::HeadMismatch { writer, seq }),
-                Some(seen) => expected = expected.max(seen.clock()),
+            let log = self.by_id.get(&head.writer).map(|&index| &self.writers[index as usize]);
+            let fork_at = log.and_then(|log| log.fork.as_ref()).map(|fork| fork.seq());
+            let seen = log.and_then(|log| node_at(&log.nodes, head.seq)).map(|node| &node.entry);
+            match (seen, fork_at) {
+                (Some(seen), fork_at)
+                    if seen.hash() == head.hash && fork_at.is_none_or(|fork_at| head.seq < fork_at) =>
+                {
+                    expected = expected.max(seen.clock());
+                }
+                (_, Some(_)) => settled_by_fork = true,
+                (None, None) => return Ok(Readiness::Missing((head.writer, head.seq))),
+                (Some(_), None) => return Ok(Readiness::Disputed((head.writer, head.seq))),
             }
         }
         let expected = expected + 1;
-        if body.clock != expected {
+        let fits = if settled_by_fork { body.clock >= expected } else { body.clock == expected };
+        if !fits {
             return Err(IngestError::ImpossibleClock { writer, seq, expected, got: body.clock });
         }
         Ok(Readiness::Ready)
@@ -733,14 +971,26 @@ impl<V: Apply> Base<V> {
 
     fn integrate(&mut self, entry: Entry, index: Option<u32>) -> Result<(), IngestError> {
         let writer = entry.writer();
+        let size = entry.bytes().len() as u64;
+        if Some(writer) != self.local {
+            let held = index.map_or(0, |index| self.writers[index as usize].bytes);
+            if held + size > self.limits.max_writer_bytes {
+                return Err(IngestError::OverQuota { writer, limit: self.limits.max_writer_bytes });
+            }
+            if self.total_bytes + size > self.limits.max_topic_bytes {
+                return Err(IngestError::OverQuota { writer, limit: self.limits.max_topic_bytes });
+            }
+        }
         let index = match index {
             Some(index) => index,
             None => self.ensure_writer(writer)?,
         };
+        self.total_bytes += size;
         let log = &mut self.writers[index as usize];
+        log.bytes += size;
         for head in &entry.body().heads {
             let reached = log.frontier.entry(head.writer).or_insert(0);
-            *reached = (*reached).max(head.seq + 1);
+            *reached = (*reached).max(head.seq.saturating_add(1));
         }
         let key = Position { clock: entry.clock(), writer, seq: entry.seq() };
         self.integrated.push(entry.clone());
@@ -764,7 +1014,7 @@ impl<V: Apply> Base<V> {
         while let Some(done) = ready.pop() {
             let Some(waiters) = self.pending.waiting.remove(&done) else { continue };
             for waiter in waiters {
-                let Some(entry) = self.pending.entries.remove(&waiter) else { continue };
+                let Some(entry) = self.pending.take(&waiter) else { continue };
                 let index = self.by_id.get(&waiter.0).copied();
                 match self.readiness(&entry, index) {
                     Ok(Readiness::Ready) => match self.integrate(entry, index) {
@@ -774,9 +1024,10 @@ impl<V: Apply> Base<V> {
                         }
                         Err(error) => self.events.push_back(BaseEvent::Rejected(error)),
                     },
-                    Ok(Readiness::Missing(missing)) => {
-                        self.pending.entries.insert(waiter, entry);
-                        self.pending.waiting.entry(missing).or_default().push(waiter);
+                    Ok(Readiness::Missing(missing)) => self.pending.repark(waiter, entry, missing),
+                    Ok(Readiness::Disputed(head)) => {
+                        self.disputes.push(head);
+                        self.pending.repark(waiter, entry, head);
                     }
                     Err(error) => self.events.push_back(BaseEvent::Rejected(error)),
                 }
@@ -786,17 +1037,35 @@ impl<V: Apply> Base<V> {
     }
 
     /// Quarantines the writer of two conflicting entries and returns the error to report.
+    /// Its entries from the fork on are voided in the view (whichever branch this replica
+    /// holds), and entries waiting on that writer are settled.
     fn fork(&mut self, first: Entry, second: Entry) -> IngestError {
         let writer = first.writer();
         let evidence = Box::new(ForkEvidence { first, second });
+        let mut news = true;
         if let Some(&index) = self.by_id.get(&writer) {
-            self.writers[index as usize].fork = Some(evidence.clone());
+            let log = &mut self.writers[index as usize];
+            // Replicas that found the fork at different seqs settle on the lowest.
+            news = log.fork.as_ref().is_none_or(|known| evidence.seq() < known.seq());
+            if news {
+                log.fork = Some(evidence.clone());
+                if let Some(node) = node_at(&log.nodes, evidence.seq()) {
+                    let position = Position { clock: node.entry.clock(), writer, seq: evidence.seq() };
+                    self.dirty_from = Some(self.dirty_from.map_or(position, |dirty| dirty.min(position)));
+                }
+            }
         }
         let stale: Vec<Dep> = self.pending.entries.keys().filter(|(w, _)| *w == writer).copied().collect();
         for dep in stale {
-            self.pending.entries.remove(&dep);
+            self.pending.take(&dep);
         }
-        self.events.push_back(BaseEvent::Fork(evidence.clone()));
+        let settled: Vec<Dep> = self.pending.waiting.keys().filter(|(w, _)| *w == writer).copied().collect();
+        for dep in settled {
+            self.release(dep);
+        }
+        if news {
+            self.events.push_back(BaseEvent::Fork(evidence.clone()));
+        }
         IngestError::Fork(evidence)
     }
 }

@@ -7,6 +7,7 @@
 //! - [`db`]: the document DB view with queries, indexes and change notifications
 //!   (the seed's hyperbeedeebee); [`todo`]: the typed todo API over it.
 //! - [`sync`]: the replication protocol as a sans-IO state machine per connection.
+//! - [`limits`]: every limit against hostile peers and load, in one place.
 //! - [`storage`]: the persistence trait and its in-memory backend.
 //! - [`replica`]: one topic's replica: the base over the view, and its local writer.
 //! - [`node`]: the replication engine every driver runs: one replica, many remotes, persist
@@ -19,6 +20,7 @@
 pub mod base;
 pub mod db;
 pub mod keys;
+pub mod limits;
 pub mod log;
 pub mod node;
 pub mod replica;

@@ -13,10 +13,7 @@ use crate::keys::{Hash, Keypair, WriterId, verify_entry_signature};
 
 /// The entry format version carried in the first byte of every entry.
 pub const ENTRY_VERSION: u8 = 1;
-/// The largest encoded entry accepted (body and signature).
-pub const MAX_ENTRY_BYTES: usize = 64 * 1024;
-/// The largest number of causal heads one entry may carry.
-pub const MAX_HEADS: usize = 1024;
+pub use crate::limits::{MAX_CLOCK, MAX_ENTRY_BYTES, MAX_HEADS};
 const SIGNATURE_LEN: usize = 64;
 
 /// A reference to another writer's entry that the author had seen.
@@ -106,9 +103,6 @@ pub enum DecodeError {
     #[error("clock {0} out of range")]
     ClockOutOfRange(u64),
 }
-
-/// The highest Lamport clock accepted, far beyond any honest history, so clocks never overflow.
-pub const MAX_CLOCK: u64 = 1 << 62;
 
 impl Entry {
     /// Encodes, hashes and signs a new entry. The body should name `keypair` as its writer;

@@ -57,10 +57,12 @@ pub struct Replica {
 impl Replica {
     /// An empty replica for a topic over `view`, writing as `keypair`.
     pub fn with_view(topic: Topic, keypair: Keypair, view: Db) -> Self {
+        let mut base = Base::new(view);
+        base.set_local(keypair.id());
         Self {
             topic,
             keypair,
-            base: Base::new(view),
+            base,
             unsaved: WriteBatch::default(),
             fresh: Vec::new(),
             fresh_forks: Vec::new(),
@@ -146,6 +148,11 @@ impl Replica {
         let news = self.base.add_fork_evidence(evidence)?;
         self.drain_base();
         Ok(news)
+    }
+
+    /// Heads found naming entries held under another hash (see [`Base::take_disputes`]).
+    pub fn take_disputes(&mut self) -> Vec<(WriterId, u64)> {
+        self.base.take_disputes()
     }
 
     /// Applies ingested entries to the view.

@@ -29,18 +29,14 @@ pub const IDENTIFY_PROTOCOL: &str = "/hellopears/id/1";
 
 /// The protocol version, the first byte of every message.
 pub const PROTOCOL_VERSION: u8 = 1;
-/// The largest encoded message accepted or produced.
-pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
-/// The most entries asked for in one request.
-pub const MAX_BATCH_ENTRIES: u64 = 256;
-/// The most entry bytes sent in one message.
-pub const MAX_BATCH_BYTES: usize = 512 * 1024;
-/// The most peer records in one message.
-pub const MAX_PEER_RECORDS: usize = 64;
-/// The largest peer record.
-pub const MAX_PEER_RECORD_BYTES: usize = 1024;
-/// The most writers listed in one `Have`.
-pub const MAX_HAVE_WRITERS: usize = 4096;
+use crate::limits::{
+    HELLO_REPEAT_MS, MAX_INFLIGHT_REQUESTS, MAX_MESSAGES_BEFORE_HELLO, PEER_RECORDS_PER_MINUTE, SERVE_BURST_BYTES,
+    SERVE_BYTES_PER_SEC,
+};
+pub use crate::limits::{
+    MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, MAX_ENTRIES_PER_MESSAGE, MAX_HAVE_WRITERS, MAX_MESSAGE_BYTES,
+    MAX_PEER_RECORD_BYTES, MAX_PEER_RECORDS,
+};
 
 /// One writer's log length, as advertised.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,16 +164,11 @@ impl SyncError {
     /// Whether the peer broke the protocol or sent forged data (close and score it down),
     /// as opposed to a condition an honest peer can cause.
     pub fn is_fatal(&self) -> bool {
-        !matches!(
-            self,
-            SyncError::NotIntroduced
-                | SyncError::InvalidEntry(
-                    IngestError::Fork(_)
-                        | IngestError::Quarantined(_)
-                        | IngestError::PendingFull(_)
-                        | IngestError::TooManyWriters(_)
-                )
-        )
+        match self {
+            SyncError::NotIntroduced => false,
+            SyncError::InvalidEntry(error) => error.is_fatal(),
+            _ => true,
+        }
     }
 }
 
@@ -199,7 +190,7 @@ impl Default for SessionConfig {
         Self {
             request_timeout_ms: 5_000,
             resync_interval_ms: 15_000,
-            max_inflight: 8,
+            max_inflight: MAX_INFLIGHT_REQUESTS,
             batch_entries: MAX_BATCH_ENTRIES,
         }
     }
@@ -214,6 +205,8 @@ pub struct SessionStats {
     pub entries_sent: u64,
     /// Messages handled.
     pub messages_received: u64,
+    /// Requests not answered because the remote was over its serving budget.
+    pub wants_refused: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -233,7 +226,26 @@ pub struct Session {
     last_have_at: u64,
     learned_peers: Vec<Vec<u8>>,
     stats: SessionStats,
+    /// When the remote last made us restart the session.
+    restarted_at: Option<u64>,
+    /// Messages received before the remote's `Hello`.
+    before_hello: u32,
+    /// The serving budget: bytes we may still send in answer to requests, and when it was
+    /// last refilled.
+    serve_tokens: u64,
+    serve_refilled_at: u64,
+    /// Peer records learned in the current minute, and when that minute began.
+    records_this_minute: usize,
+    records_minute_at: u64,
+    /// Entries to ask the remote for, to settle heads that name entries we hold under
+    /// another hash (see [`crate::base::Base::take_disputes`]).
+    disputed: Vec<(WriterId, u64)>,
+    /// Requests per writer that timed out in a row.
+    timeouts: HashMap<WriterId, u8>,
 }
+
+/// Timeouts in a row after which a remote's claimed length is forgotten.
+const CLAIM_TIMEOUTS: u8 = 3;
 
 impl Session {
     /// A new session.
@@ -247,6 +259,14 @@ impl Session {
             last_have_at: 0,
             learned_peers: Vec::new(),
             stats: SessionStats::default(),
+            restarted_at: None,
+            before_hello: 0,
+            serve_tokens: SERVE_BURST_BYTES,
+            serve_refilled_at: 0,
+            records_this_minute: 0,
+            records_minute_at: 0,
+            disputed: Vec::new(),
+            timeouts: HashMap::new(),
         }
     }
 
@@ -272,12 +292,15 @@ impl Session {
 
     /// Entries the remote holds that we do not (catch-up progress).
     pub fn missing(&self, replica: &Replica) -> u64 {
-        self.remote.iter().map(|(writer, &len)| len.saturating_sub(replica.base().len(writer))).sum()
+        self.remote
+            .iter()
+            .map(|(writer, &len)| len.saturating_sub(replica.base().len(writer)))
+            .fold(0, u64::saturating_add)
     }
 
     /// Entries the remote is known to hold.
     pub fn remote_total(&self) -> u64 {
-        self.remote.values().sum()
+        self.remote.values().copied().fold(0, u64::saturating_add)
     }
 
     /// Peer records learned since the last call.
@@ -303,11 +326,25 @@ impl Session {
                 }
                 let first = !self.introduced;
                 self.introduced = true;
-                if self.hello_sent_at.is_none() || (!first && !acknowledged) {
+                // A repeated hello (ours was lost) restarts the session, at most once per
+                // HELLO_REPEAT_MS: a restart re-sends `Have` and every fork evidence.
+                let restart = !first
+                    && !acknowledged
+                    && self.restarted_at.is_none_or(|at| now.saturating_sub(at) >= HELLO_REPEAT_MS);
+                if self.hello_sent_at.is_none() || restart {
+                    if restart {
+                        self.restarted_at = Some(now);
+                    }
                     out.extend(self.start(replica, now));
                 }
             }
-            _ if !self.introduced => return Err(SyncError::NotIntroduced),
+            _ if !self.introduced => {
+                self.before_hello += 1;
+                if self.before_hello > MAX_MESSAGES_BEFORE_HELLO {
+                    return Err(SyncError::OverLimit { what: "messages before hello" });
+                }
+                return Err(SyncError::NotIntroduced);
+            }
             Message::Have { writers } => {
                 if writers.len() > MAX_HAVE_WRITERS {
                     return Err(SyncError::OverLimit { what: "writer list" });
@@ -317,11 +354,22 @@ impl Session {
                 }
             }
             Message::Want { writer, start, end } => {
-                let end = end.min(start.saturating_add(self.config.batch_entries.min(MAX_BATCH_ENTRIES)));
-                let entries: Vec<&Entry> = replica.base().range(&writer, start, end).collect();
-                out.extend(self.entry_messages(entries));
+                self.refill_serving(now);
+                if self.serve_tokens < MAX_BATCH_BYTES as u64 {
+                    // Over budget: unanswered, the remote asks again after its timeout.
+                    self.stats.wants_refused += 1;
+                } else {
+                    let end = end.min(start.saturating_add(self.config.batch_entries.min(MAX_BATCH_ENTRIES)));
+                    let entries: Vec<&Entry> = replica.base().range(&writer, start, end).collect();
+                    let bytes: u64 = entries.iter().map(|entry| entry.bytes().len() as u64).sum();
+                    self.serve_tokens = self.serve_tokens.saturating_sub(bytes);
+                    out.extend(self.entry_messages(entries));
+                }
             }
             Message::Entries { entries } => {
+                if entries.len() > MAX_ENTRIES_PER_MESSAGE {
+                    return Err(SyncError::OverLimit { what: "entries" });
+                }
                 let result = self.receive_entries(replica, &entries);
                 out.extend(self.plan_wants(replica, now));
                 result?;
@@ -335,7 +383,13 @@ impl Session {
                 if records.len() > MAX_PEER_RECORDS || records.iter().any(|r| r.len() > MAX_PEER_RECORD_BYTES) {
                     return Err(SyncError::OverLimit { what: "peer records" });
                 }
-                self.learned_peers.extend(records);
+                if now.saturating_sub(self.records_minute_at) >= 60_000 {
+                    self.records_minute_at = now;
+                    self.records_this_minute = 0;
+                }
+                let room = PEER_RECORDS_PER_MINUTE.saturating_sub(self.records_this_minute);
+                self.records_this_minute += records.len().min(room);
+                self.learned_peers.extend(records.into_iter().take(room));
             }
         }
         out.extend(self.plan_wants(replica, now));
@@ -352,7 +406,24 @@ impl Session {
             }
             return out;
         }
-        self.inflight.retain(|_, request| now.saturating_sub(request.sent_at) < timeout);
+        // Requests unanswered in time, CLAIM_TIMEOUTS times in a row, drop the claim they were
+        // based on (the remote's next `Have` restores a true one), so a false length cannot
+        // keep us asking, or "syncing".
+        let expired: Vec<WriterId> = self
+            .inflight
+            .iter()
+            .filter(|(_, request)| now.saturating_sub(request.sent_at) >= timeout)
+            .map(|(&writer, _)| writer)
+            .collect();
+        for writer in expired {
+            self.inflight.remove(&writer);
+            let timeouts = self.timeouts.entry(writer).or_insert(0);
+            *timeouts += 1;
+            if *timeouts >= CLAIM_TIMEOUTS {
+                self.timeouts.remove(&writer);
+                self.remote.remove(&writer);
+            }
+        }
         if now.saturating_sub(self.last_have_at) >= self.config.resync_interval_ms {
             out.push(self.have(replica, now));
         }
@@ -401,8 +472,18 @@ impl Session {
     }
 
     fn note_remote(&mut self, writer: WriterId, len: u64) {
-        let known = self.remote.entry(writer).or_insert(0);
-        *known = (*known).max(len);
+        if let Some(known) = self.remote.get_mut(&writer) {
+            *known = (*known).max(len);
+        } else if self.remote.len() < MAX_HAVE_WRITERS {
+            self.remote.insert(writer, len);
+        }
+    }
+
+    fn refill_serving(&mut self, now: u64) {
+        let elapsed = now.saturating_sub(self.serve_refilled_at);
+        self.serve_refilled_at = now;
+        let earned = elapsed.saturating_mul(SERVE_BYTES_PER_SEC) / 1_000;
+        self.serve_tokens = self.serve_tokens.saturating_add(earned).min(SERVE_BURST_BYTES);
     }
 
     fn receive_entries(&mut self, replica: &mut Replica, entries: &[Vec<u8>]) -> Result<(), SyncError> {
@@ -418,13 +499,16 @@ impl Session {
                     if matches!(outcome, Ingested::Integrated(_)) {
                         self.stats.entries_received += 1;
                     }
+                    if !self.timeouts.is_empty() {
+                        self.timeouts.remove(&writer);
+                    }
                     // The sender integrated this entry, so it holds it and everything it names.
-                    self.note_remote(writer, seq + 1);
+                    self.note_remote(writer, seq.saturating_add(1));
                     for head in heads {
-                        self.note_remote(head.writer, head.seq + 1);
+                        self.note_remote(head.writer, head.seq.saturating_add(1));
                     }
                     if let Some(request) = self.inflight.get(&writer)
-                        && seq + 1 >= request.end
+                        && seq.saturating_add(1) >= request.end
                     {
                         self.inflight.remove(&writer);
                     }
@@ -443,11 +527,19 @@ impl Session {
                 }
             }
         }
+        self.disputed.extend(replica.take_disputes());
         deferred.map_or(Ok(()), Err)
     }
 
     fn plan_wants(&mut self, replica: &Replica, now: u64) -> Vec<Message> {
         let mut out = Vec::new();
+        // The sender holds what its entries name: asking it for the disputed entry either
+        // proves the fork (we then hold both branches' entries) or shows it lied.
+        for (writer, seq) in self.disputed.drain(..) {
+            if !replica.base().is_quarantined(&writer) {
+                out.push(Message::Want { writer, start: seq, end: seq.saturating_add(1) });
+            }
+        }
         for (&writer, &remote_len) in &self.remote {
             if self.inflight.len() >= self.config.max_inflight {
                 break;
@@ -459,7 +551,7 @@ impl Session {
             if remote_len <= start {
                 continue;
             }
-            let end = remote_len.min(start + self.config.batch_entries);
+            let end = remote_len.min(start.saturating_add(self.config.batch_entries));
             self.inflight.insert(writer, Inflight { end, sent_at: now });
             out.push(Message::Want { writer, start, end });
         }
@@ -478,7 +570,7 @@ impl Session {
             }
             bytes += entry.bytes().len() + 4;
             batch.push(entry.bytes().to_vec());
-            self.note_remote(entry.writer(), entry.seq() + 1);
+            self.note_remote(entry.writer(), entry.seq().saturating_add(1));
             self.stats.entries_sent += 1;
         }
         if !batch.is_empty() {

@@ -135,3 +135,45 @@ where
     assert_eq!(loaded.meta.get("known-peers").map(Vec::as_slice), Some(&b"[]"[..]));
     assert!(loaded.forks.is_empty());
 }
+
+/// Seqs beyond 32 bits mean the same on every target (wasm32's `usize` is 32 bits): an
+/// entry naming head seq 2^32 + k is never taken for seq k, an entry at seq 2^32 is never
+/// taken for a fork of seq 0, and a request from 2^32 returns nothing. Panics otherwise.
+/// Run by the native tests and by the wasm test suite in a browser.
+pub fn check_seqs_beyond_32_bits() {
+    use crate::base::{Base, IngestError, Ingested};
+    use crate::db::{Db, DbOp};
+    use crate::log::{Entry, EntryBody, Head};
+
+    let op = DbOp::Delete { collection: "todos".into(), id: "x".into() }.encode();
+    let honest = Keypair::derive_for_tests(300, 0);
+    let attacker = Keypair::derive_for_tests(300, 1);
+    let mut base = Base::new(Db::new());
+    let first = base.append_local(&honest, op.clone()).expect("append");
+    let second = base.append_local(&honest, op.clone()).expect("append");
+    // Heads variant: a head at 2^32 + 1 carrying the hash of seq 1.
+    let body = EntryBody {
+        writer: attacker.id(),
+        seq: 0,
+        prev: None,
+        heads: vec![Head { writer: honest.id(), seq: (1 << 32) + 1, hash: second.hash() }],
+        clock: second.clock() + 1,
+        payload: op.clone(),
+    };
+    let wide_head = Entry::sign(body, &attacker);
+    assert_eq!(base.ingest(wide_head), Ok(Ingested::Pending), "a head at 2^32 + 1 is not seq 1");
+    assert_eq!(base.len(&attacker.id()), 0);
+    // Fork variant: an entry of the honest writer at seq 2^32 is not a second seq 0.
+    let body =
+        EntryBody { writer: honest.id(), seq: 1 << 32, prev: Some(first.hash()), heads: vec![], clock: 5, payload: op };
+    let wide_seq = Entry::sign(body, &honest);
+    assert!(
+        matches!(base.ingest(wide_seq), Err(IngestError::SeqTooFarAhead { .. })),
+        "an entry at 2^32 is refused as far ahead, not taken for a fork"
+    );
+    assert!(!base.is_quarantined(&honest.id()));
+    // A request from 2^32 is empty, never the whole log.
+    assert_eq!(base.range(&honest.id(), 1 << 32, (1 << 32) + 256).count(), 0);
+    assert_eq!(base.range(&honest.id(), 0, u64::MAX).count(), 2);
+    assert!(base.entry(&honest.id(), 1 << 32).is_none());
+}

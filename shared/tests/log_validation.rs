@@ -89,15 +89,20 @@ fn impossible_clock_is_rejected() {
     assert!(matches!(base.ingest(entry), Err(IngestError::ImpossibleClock { expected: 3, got: 1, .. })));
 }
 
+/// A head naming an entry we hold under another hash is not an error of the sender (its
+/// writer may have forked): the entry waits, and the head is reported as disputed so the
+/// sender can be asked for the entry it names.
 #[test]
-fn head_mismatch_is_rejected() {
+fn head_mismatch_waits_as_disputed() {
     let writer = Keypair::derive_for_tests(5, 0);
     let (mut base, _) = base_with_log(&writer);
     let other = Keypair::derive_for_tests(5, 1);
     let mut claimed = body(&other, 0, None, 3);
     claimed.heads = vec![Head { writer: writer.id(), seq: 1, hash: Hash::digest(b"other") }];
     let entry = Entry::sign(claimed, &other);
-    assert_eq!(base.ingest(entry), Err(IngestError::HeadMismatch { writer: other.id(), seq: 0 }));
+    assert_eq!(base.ingest(entry), Ok(Ingested::Pending));
+    assert_eq!(base.take_disputes(), vec![(writer.id(), 1)]);
+    assert_eq!(base.len(&other.id()), 0);
 }
 
 #[test]
@@ -186,6 +191,12 @@ fn fork_reaches_the_replica_user_and_other_replicas() {
     assert!(a.take_notices().contains(&Notice::Fork { writer: forker.id(), seq: 0 }));
     assert_eq!(a.take_fresh_forks().len(), 1);
     assert_eq!(a.take_unsaved().forks.len(), 1);
+    // Evidence about a writer a replica does not hold takes no writer slot.
+    assert_eq!(b.add_fork_evidence((*evidence).clone()), Ok(false));
+    assert!(b.base().writers().is_empty());
+    // A replica holding either branch quarantines the writer.
+    let one_again = Entry::sign(body(&forker, 0, None, 1), &forker);
+    b.ingest(one_again).expect("first is fine");
     assert_eq!(b.add_fork_evidence(*evidence), Ok(true));
     assert!(b.base().is_quarantined(&forker.id()));
 }

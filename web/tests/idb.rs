@@ -79,3 +79,10 @@ async fn damaged_records_are_reported_and_the_rest_loads() {
     assert!(matches!(errors.as_slice(), [OpenError::CorruptEntry(_)]), "{errors:?}");
     assert_eq!(reopened.db().count(hellopears_core::todo::COLLECTION), 1);
 }
+
+/// The core's checks of seqs beyond 32 bits, on the 32-bit target where they matter.
+#[wasm_bindgen_test]
+fn seqs_beyond_32_bits_mean_the_same_in_the_tab() {
+    assert_eq!(std::mem::size_of::<usize>(), 4, "this runs on wasm32");
+    hellopears_core::testing::check_seqs_beyond_32_bits();
+}
