@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::base::IngestError;
 use crate::db::{Db, DbOp, Direction, Document, Filter, Query, Update, Value};
-use crate::keys::{Hash, Keypair};
+use crate::keys::Keypair;
 use crate::replica::{OpenError, Replica};
 use crate::storage::LoadedState;
 use crate::topic::Topic;
@@ -78,7 +78,7 @@ pub enum TodoError {
 /// happens on the result set). The app's field names are shared from the start.
 pub fn view() -> Db {
     crate::db::name::preload(&[COLLECTION, "_id", "text", "done", "created", "updated", AUTHOR_FIELD]);
-    let mut db = Db::new().with_author_field(AUTHOR_FIELD);
+    let mut db = Db::new().with_author_field(AUTHOR_FIELD).with_derived_ids(ID_LEN);
     db.create_index(COLLECTION, "done");
     db
 }
@@ -117,7 +117,7 @@ impl<'a> Todos<'a> {
         let text = check_text(text)?;
         let writer = self.replica.writer_id();
         let seq = self.replica.base().len(&writer);
-        let id = Hash::digest_parts(&[&writer.0, &seq.to_le_bytes()]).to_hex()[..ID_LEN].to_owned();
+        let id = crate::db::derived_id(&writer, seq, ID_LEN);
         let mut doc = Document::new();
         doc.insert("_id".into(), Value::Str(id.clone().into()));
         doc.insert("text".into(), Value::Str(text.into()));

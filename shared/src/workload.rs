@@ -51,7 +51,8 @@ impl Workload {
             let now = n as i64;
             let op = match (choice, ids.is_empty()) {
                 (0..=3, _) | (_, true) => {
-                    let id = format!("{:08x}{:04x}", n, w);
+                    let seq = bases[w].len(&keys[w].id());
+                    let id = crate::db::derived_id(&keys[w].id(), seq, crate::todo::ID_LEN);
                     ids.push(id.clone());
                     let mut doc = Document::new();
                     doc.insert("_id".into(), Value::Str(id.into()));

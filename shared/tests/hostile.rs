@@ -305,3 +305,55 @@ fn oversized_lists_and_chatter_before_hello_are_violations() {
     let flood = Message::Entries { entries: vec![vec![1u8; 4]; 5_000] };
     assert!(session.handle(&mut ours, flood, 2).is_err_and(|error| error.is_fatal()));
 }
+
+/// Finding 9: a writer cannot insert under another writer's id (ids are bound to the entry
+/// that inserts them, so a backdated insert at clock 1 replaces nothing), cannot rewrite or
+/// remove the author stamp, and crafted numbers cannot make sorting the list panic.
+#[test]
+fn documents_keep_their_ids_authors_and_order() {
+    use hellopears_core::db::{Document, Update, Value};
+    let topic = Topic::from_name("documents");
+    let mut victim = replica(&topic, 40);
+    let mut attacker = replica(&topic, 41);
+    let todo = victim.todos().add("buy milk", 1).expect("add");
+    // A fresh writer re-inserts the victim's id at clock 1 (before the original), and its
+    // own next id too.
+    let mut doc = Document::new();
+    doc.insert("_id".into(), Value::Str(todo.id.clone().into()));
+    doc.insert("text".into(), Value::Str("pwned".into()));
+    doc.insert("done".into(), Value::Bool(false));
+    doc.insert("created".into(), Value::Int(0));
+    attacker.write(&DbOp::Insert { collection: "todos".into(), doc: doc.into() }).expect("write");
+    let forged = Update::set("author", attacker.writer_id().to_hex()).and_unset("author.x");
+    let update = DbOp::Update { collection: "todos".into(), id: todo.id.clone().into(), update: Box::new(forged) };
+    attacker.write(&update).expect("write");
+    exchange(&mut victim, &mut attacker);
+    for replica in [&victim, &attacker] {
+        let todos = hellopears_core::todo::list(replica.db());
+        assert_eq!(todos.len(), 1, "the squatting insert is a no-op");
+        assert_eq!(todos[0].text, "buy milk");
+        assert_eq!(todos[0].author, victim.writer_id().to_hex());
+    }
+    // Numbers the order used to get wrong: 40 todos whose `created` cycle through
+    // Int(2^53), Int(2^53 + 1) and Float(2^53); sorting must not panic.
+    let mut db = hellopears_core::todo::view();
+    for n in 0..40u64 {
+        let big = 1i64 << 53;
+        let created = match n % 3 {
+            0 => Value::Int(big),
+            1 => Value::Int(big + 1),
+            _ => Value::Float(big as f64),
+        };
+        let writer = Keypair::derive_for_tests(408, n).id();
+        let mut doc = Document::new();
+        doc.insert("_id".into(), Value::Str(hellopears_core::db::derived_id(&writer, 0, 20).into()));
+        doc.insert("text".into(), Value::Str(format!("{n}").into()));
+        doc.insert("created".into(), created);
+        let ctx = hellopears_core::base::ApplyContext { writer, seq: 0, clock: 1 };
+        use hellopears_core::base::Apply;
+        let op = db.decode_op(&DbOp::Insert { collection: "todos".into(), doc: doc.into() }.encode(), &ctx);
+        let op = op.expect("a valid insert");
+        db.apply(op, &ctx);
+    }
+    assert_eq!(hellopears_core::todo::list(&db).len(), 40);
+}

@@ -155,6 +155,8 @@ pub struct Db {
     index_specs: BTreeMap<String, BTreeSet<String>>,
     author_field: Option<Name>,
     authors: FxHashMap<crate::keys::WriterId, Value>,
+    /// When set, an inserted document's id must be [`derived_id`] of its entry, this long.
+    derived_ids: Option<usize>,
     subscribers: HashMap<SubscriptionId, Subscriber>,
     next_subscription: u64,
     touched: Option<Touched>,
@@ -175,6 +177,7 @@ impl Default for Db {
             index_specs: BTreeMap::new(),
             author_field: None,
             authors: FxHashMap::default(),
+            derived_ids: None,
             subscribers: HashMap::new(),
             next_subscription: 0,
             touched: None,
@@ -195,6 +198,14 @@ impl Db {
     /// so authorship cannot be forged by the payload.
     pub fn with_author_field(mut self, field: &str) -> Self {
         self.author_field = Some(name::name(field));
+        self
+    }
+
+    /// Requires every inserted document's id to be [`derived_id`] of the entry that
+    /// inserts it (the first `len` hex digits), so no writer can insert under an id another
+    /// writer will use, or has used; other inserts are no-ops.
+    pub fn with_derived_ids(mut self, len: usize) -> Self {
+        self.derived_ids = Some(len);
         self
     }
 
@@ -471,16 +482,35 @@ impl Index {
     }
 }
 
+/// The id of a document inserted by entry `seq` of `writer`: the first `len` hex digits of
+/// SHA-256 over the writer key and the seq.
+pub fn derived_id(writer: &crate::keys::WriterId, seq: u64, len: usize) -> String {
+    let mut id = Hash::digest_parts(&[&writer.0, &seq.to_le_bytes()]).to_hex();
+    id.truncate(len);
+    id
+}
+
 impl Apply for Db {
     type Op = DbOp;
     type Undo = DbUndo;
 
     fn decode_op(&mut self, payload: &[u8], ctx: &ApplyContext) -> Option<DbOp> {
         let mut op = DbOp::decode(payload)?;
-        if let (DbOp::Insert { doc, .. }, Some(field)) = (&mut op, &self.author_field) {
-            let author =
-                self.authors.entry(ctx.writer).or_insert_with(|| Value::Str(ctx.writer.to_hex().into())).clone();
-            Arc::make_mut(doc).insert(field.clone(), author);
+        if let (DbOp::Insert { doc, .. }, Some(len)) = (&op, self.derived_ids) {
+            let id = doc.get_shared(&self.id_name).and_then(Value::as_str)?;
+            if id != derived_id(&ctx.writer, ctx.seq, len) {
+                return None;
+            }
+        }
+        match (&mut op, &self.author_field) {
+            (DbOp::Insert { doc, .. }, Some(field)) => {
+                let author =
+                    self.authors.entry(ctx.writer).or_insert_with(|| Value::Str(ctx.writer.to_hex().into())).clone();
+                Arc::make_mut(doc).insert(field.clone(), author);
+            }
+            // The author stamp is the view's, never the payload's.
+            (DbOp::Update { update, .. }, Some(field)) => update.protect(field.as_str()),
+            _ => {}
         }
         Some(op)
     }

@@ -152,6 +152,15 @@ pub struct Update {
 }
 
 impl Update {
+    /// Drops every change to `field` or below it (fields the view protects).
+    pub fn protect(&mut self, field: &str) {
+        let touches =
+            |path: &Name| path.as_str() == field || path.strip_prefix(field).is_some_and(|rest| rest.starts_with('.'));
+        self.set.retain(|(path, _)| !touches(path));
+        self.unset.retain(|path| !touches(path));
+        self.inc.retain(|(path, _)| !touches(path));
+    }
+
     /// An update that sets one field.
     pub fn set(path: &str, value: impl Into<Value>) -> Self {
         Self::default().and_set(path, value)
