@@ -6,46 +6,12 @@
 use hellopears_core::node::{Input, Node, Output};
 use hellopears_core::todo::{self, Todo};
 use hellopears_core::topic::Topic;
-use hellopears_core::ui::{self, Command, Outcome, SyncStatus};
+use hellopears_core::ui::{self, Outcome, SyncStatus};
 use serde::{Deserialize, Serialize};
 
 use crate::local::{self, Backend};
 
-/// A request from the CLI or a UI, for one list.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Request {
-    /// The topic the request is for.
-    pub topic: String,
-    /// What to do.
-    pub action: Action,
-}
-
-/// How output is printed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Format {
-    /// For people.
-    Text,
-    /// For scripts.
-    Json,
-}
-
-/// What a request asks.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum Action {
-    /// A change to the list.
-    Command(Command),
-    /// The todos.
-    List(Format),
-    /// The replica and its peers.
-    Status(Format),
-    /// What the UIs show (JSON of a [`ui::Snapshot`]).
-    Snapshot,
-    /// Run a script in the native window's page and return its result (automation).
-    Eval(String),
-}
-
-/// What a request printed, or why it failed.
-pub type Reply = Result<String, String>;
+pub use hellopears_core::control::{Action, Format, Reply, Request};
 
 /// A connected peer as `status` shows it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

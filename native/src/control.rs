@@ -3,8 +3,12 @@
 //! The launcher starts it next to the peer, with a [`PeerHandle`]; the peer knows nothing
 //! of it.
 
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use hellopears_core::control::parse_request;
+use hellopears_core::limits::{CONTROL_LINE_BYTES, CONTROL_READ_MS};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
@@ -13,9 +17,6 @@ use crate::peer::PeerHandle;
 
 /// The socket's file name in the data dir.
 pub const SOCKET: &str = "control.sock";
-
-/// The longest request line accepted.
-const MAX_REQUEST_BYTES: u64 = 1 << 20;
 
 /// Removes the socket file when the peer stops.
 #[derive(Debug)]
@@ -33,8 +34,17 @@ impl Drop for Served {
 pub fn serve(path: &Path, peer: PeerHandle) -> anyhow::Result<Served> {
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path)?;
+    // Only this user may connect: the socket is 0600 (whatever the umask), and each client's
+    // uid is checked too.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    let owner = std::fs::metadata("/proc/self").map(|meta| meta.uid()).ok();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
+            let uid = stream.peer_cred().map(|cred| cred.uid()).ok();
+            if owner.is_some() && uid != owner {
+                tracing::warn!(?uid, "control connection from another user refused");
+                continue;
+            }
             let peer = peer.clone();
             tokio::spawn(async move {
                 if let Err(error) = answer(stream, peer).await {
@@ -48,11 +58,19 @@ pub fn serve(path: &Path, peer: PeerHandle) -> anyhow::Result<Served> {
 
 async fn answer(stream: UnixStream, peer: PeerHandle) -> anyhow::Result<()> {
     let (read, mut write) = stream.into_split();
-    let mut line = String::new();
-    tokio::io::AsyncReadExt::take(BufReader::new(read), MAX_REQUEST_BYTES).read_line(&mut line).await?;
-    let reply: Reply = match serde_json::from_str::<Request>(&line) {
-        Ok(request) => peer.request(request).await,
-        Err(error) => Err(format!("bad control request: {error}")),
+    let mut line = Vec::new();
+    let limit = CONTROL_LINE_BYTES as u64 + 1;
+    let mut reader = tokio::io::AsyncReadExt::take(BufReader::new(read), limit);
+    let reading = reader.read_until(b'\n', &mut line);
+    let reply: Reply = match tokio::time::timeout(Duration::from_millis(CONTROL_READ_MS), reading).await {
+        Err(_) => Err("bad control request: not sent in time".to_owned()),
+        Ok(read) => {
+            read?;
+            match parse_request(&line) {
+                Ok(request) => peer.request(request).await,
+                Err(error) => Err(error),
+            }
+        }
     };
     let mut out = serde_json::to_string(&reply)?;
     out.push('\n');

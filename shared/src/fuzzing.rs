@@ -51,6 +51,28 @@ pub fn sync_session(data: &[u8]) {
     }
 }
 
+/// Decodes arbitrary bytes as a DB operation and, if that works, applies it to a todo view
+/// as a remote writer's entry would be (decode with the view's rules, apply, undo).
+pub fn db_op(data: &[u8]) {
+    use crate::base::{Apply, ApplyContext};
+    let Some(op) = DbOp::decode(data) else { return };
+    let _ = op.encode();
+    let mut view = crate::todo::view();
+    let ctx = ApplyContext { writer: Keypair::derive_for_tests(0, 3).id(), seq: 0, clock: 1 };
+    if let Some(op) = view.decode_op(data, &ctx) {
+        let undo = view.apply(op, &ctx);
+        let _ = crate::todo::list(&view);
+        view.undo(undo);
+    }
+}
+
+/// Parses arbitrary bytes as a control-socket request line.
+pub fn control_request(data: &[u8]) {
+    if let Ok(request) = crate::control::parse_request(data) {
+        let _ = serde_json::to_string(&request);
+    }
+}
+
 /// Frames messages the way [`sync_session`] reads them (for seed corpora).
 pub fn frame_messages(messages: &[Vec<u8>]) -> Vec<u8> {
     let mut out = Vec::new();
@@ -100,5 +122,23 @@ pub fn seed_corpus() -> Vec<(&'static str, String, Vec<u8>)> {
     }
     let reversed: Vec<Vec<u8>> = encoded.iter().rev().cloned().collect();
     seeds.push(("sync_session", "reversed".into(), frame_messages(&reversed)));
+    for (i, entry) in entries.iter().enumerate() {
+        seeds.push(("db_op", format!("op-{i}"), entry.body().payload.clone()));
+    }
+    let update = crate::db::Update::set("text", "x").and_set("author", "y").and_unset("done");
+    let op = DbOp::Update { collection: "todos".into(), id: "abc".into(), update: Box::new(update) };
+    seeds.push(("db_op", "update".into(), op.encode()));
+    for (i, line) in [
+        r#"{"topic":"todo","action":{"List":"Json"}}"#,
+        r#"{"topic":"todo","action":{"Status":"Text"}}"#,
+        r#"{"topic":"todo","action":{"Command":{"Add":"milk"}}}"#,
+        r#"{"topic":"todo","action":"Snapshot"}"#,
+        r#"{"topic":"x","action":{"Command":{"Edit":["ab","new"]}}}"#,
+    ]
+    .iter()
+    .enumerate()
+    {
+        seeds.push(("control_request", format!("request-{i}"), format!("{line}\n").into_bytes()));
+    }
     seeds
 }

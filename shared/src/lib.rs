@@ -18,6 +18,7 @@
 #![deny(missing_docs)]
 
 pub mod base;
+pub mod control;
 pub mod db;
 pub mod keys;
 pub mod limits;

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use hellopears_core::fuzzing::{entry_decode, seed_corpus, sync_session};
+use hellopears_core::fuzzing::{control_request, db_op, entry_decode, seed_corpus, sync_session};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 
@@ -29,6 +29,32 @@ fn sync_session_corpus_replays() {
     assert!(replay("sync_session", sync_session) >= 5);
 }
 
+#[test]
+fn db_op_corpus_replays() {
+    assert!(replay("db_op", db_op) >= 5);
+}
+
+#[test]
+fn control_request_corpus_replays() {
+    assert!(replay("control_request", control_request) >= 5);
+}
+
+/// Inputs that once crashed a fuzz target (`fuzz/artifacts/<target>/`, when any were
+/// found) replay without a panic.
+#[test]
+fn crashers_replay() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/crashers");
+    let targets: [(&str, fn(&[u8])); 4] =
+        [("entry_decode", entry_decode), ("sync_session", sync_session), ("db_op", db_op), ("control_request", control_request)];
+    for (target, run) in targets {
+        let Ok(files) = std::fs::read_dir(root.join(target)) else { continue };
+        for file in files {
+            let data = std::fs::read(file.expect("crasher").path()).expect("crasher file");
+            run(&data);
+        }
+    }
+}
+
 fn seeds(target: &'static str) -> Vec<Vec<u8>> {
     seed_corpus().into_iter().filter(|(t, _, _)| *t == target).map(|(_, _, bytes)| bytes).collect()
 }
@@ -44,6 +70,8 @@ proptest! {
     fn random_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..600)) {
         entry_decode(&data);
         sync_session(&data);
+        db_op(&data);
+        control_request(&data);
     }
 
     #[test]
