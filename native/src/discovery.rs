@@ -10,6 +10,8 @@ use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::{Multiaddr, PeerId, Swarm, identify, kad};
 
+use hellopears_core::limits;
+
 use crate::links::relay_of;
 use crate::net::Behaviour;
 
@@ -38,6 +40,9 @@ pub struct Discovery {
     retry_reservations: bool,
     deferred_dials: Vec<(Instant, PeerId, Multiaddr)>,
     circuit_dials: HashMap<PeerId, Instant>,
+    /// Peer-exchange dials started in the current minute, and when it began.
+    pex_dials: usize,
+    pex_minute: Option<Instant>,
     /// The DHT key of the list.
     key: kad::RecordKey,
     announced: bool,
@@ -62,6 +67,8 @@ impl Discovery {
             retry_reservations: false,
             deferred_dials: Vec::new(),
             circuit_dials: HashMap::new(),
+            pex_dials: 0,
+            pex_minute: None,
             key,
             announced: false,
         }
@@ -173,6 +180,9 @@ impl Discovery {
     /// Reserves on `only` (or on every known relay) unless a reservation is held there.
     fn reserve(&mut self, swarm: &mut Swarm<Behaviour>, only: Option<PeerId>) {
         for (relay, addr) in &self.relays {
+            if self.reserved_on.len() >= limits::RELAY_RESERVATIONS_OUT {
+                return;
+            }
             if only.is_some_and(|only| only != *relay) || self.reserved_on.contains(relay) || !swarm.is_connected(relay)
             {
                 continue;
@@ -190,6 +200,17 @@ impl Discovery {
     /// Dials a learned peer unless connected; through a relay at most once per interval
     /// (direct addresses may be tried side by side: some are unreachable LAN addresses).
     fn dial_once(&mut self, swarm: &mut Swarm<Behaviour>, peer: PeerId, addr: Multiaddr, now: Instant) {
+        // Other peers choose these addresses: a bounded number of dials per minute, so no
+        // peer can turn us into a scanner of someone else's ports.
+        if self.pex_minute.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(60)) {
+            self.pex_minute = Some(now);
+            self.pex_dials = 0;
+        }
+        if self.pex_dials >= limits::PEX_DIALS_PER_MINUTE {
+            tracing::debug!(%peer, "peer-exchange dial budget spent for this minute");
+            return;
+        }
+        self.pex_dials += 1;
         if relay_of(&addr).is_some() {
             if self.circuit_dials.get(&peer).is_some_and(|at| now.duration_since(*at) < CIRCUIT_DIAL_INTERVAL) {
                 return;

@@ -84,7 +84,7 @@ pub fn node_key(dir: &std::path::Path) -> anyhow::Result<libp2p::identity::Keypa
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             let key = libp2p::identity::Keypair::generate_ed25519();
             let bytes = key.to_protobuf_encoding().context("encoding the node key")?;
-            std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+            crate::store::write_private(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
             Ok(key)
         }
         Err(error) => Err(error).with_context(|| format!("reading {}", path.display())),
@@ -104,7 +104,7 @@ pub fn webrtc_certificate(dir: Option<&std::path::Path>) -> anyhow::Result<libp2
         Ok(pem) => Certificate::from_pem(&pem).with_context(|| format!("{} is corrupt", path.display())),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             let certificate = generate()?;
-            std::fs::write(&path, certificate.serialize_pem())
+            crate::store::write_private(&path, certificate.serialize_pem().as_bytes())
                 .with_context(|| format!("writing {}", path.display()))?;
             Ok(certificate)
         }

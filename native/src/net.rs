@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+use hellopears_core::limits;
+use libp2p::allow_block_list::{self, BlockedPeers};
+use libp2p::connection_limits::{self, ConnectionLimits};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{StreamProtocol, autonat, dcutr, identify, identity, kad, mdns, noise, ping, relay, tcp, upnp, yamux};
@@ -12,6 +15,10 @@ pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/hellopears/kad/1"
 /// Everything the swarm runs.
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
+    /// Refuses peers banned for breaking the protocol.
+    pub blocked: allow_block_list::Behaviour<BlockedPeers>,
+    /// Caps connections (see [`limits`]).
+    pub limits: connection_limits::Behaviour,
     /// Learns listen addresses and protocols of peers.
     pub identify: identify::Behaviour,
     /// Keeps connections alive and measures round trips.
@@ -55,15 +62,24 @@ fn autonat_config() -> autonat::Config {
 /// hole punching is tried (or fails), small enough not to become anyone's free proxy.
 fn relay_config() -> relay::Config {
     relay::Config {
-        max_reservations: 128,
-        max_reservations_per_peer: 4,
+        max_reservations: limits::RELAY_RESERVATIONS,
+        max_reservations_per_peer: limits::RELAY_RESERVATIONS_PER_PEER,
         reservation_duration: Duration::from_secs(3600),
-        max_circuits: 64,
-        max_circuits_per_peer: 8,
-        max_circuit_duration: Duration::from_secs(30 * 60),
-        max_circuit_bytes: 64 * 1024 * 1024,
+        max_circuits: limits::RELAY_CIRCUITS,
+        max_circuits_per_peer: limits::RELAY_CIRCUITS_PER_PEER,
+        max_circuit_duration: Duration::from_secs(limits::RELAY_CIRCUIT_SECS),
+        max_circuit_bytes: limits::RELAY_CIRCUIT_BYTES,
         ..relay::Config::default()
     }
+}
+
+/// Connection caps: established in all and per peer, and handshakes in flight.
+fn connection_limits() -> ConnectionLimits {
+    ConnectionLimits::default()
+        .with_max_established(Some(limits::MAX_CONNECTIONS))
+        .with_max_established_per_peer(Some(limits::MAX_CONNECTIONS_PER_PEER))
+        .with_max_pending_incoming(Some(limits::MAX_PENDING_INBOUND))
+        .with_max_pending_outgoing(Some(limits::MAX_PENDING_OUTBOUND))
 }
 
 /// Builds the swarm with TCP (noise + yamux), QUIC, and WebRTC-direct (for browser tabs).
@@ -92,6 +108,8 @@ pub fn build_swarm(
             let mut kad = kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
             kad.set_mode(Some(kad::Mode::Server));
             Ok(Behaviour {
+                blocked: allow_block_list::Behaviour::default(),
+                limits: connection_limits::Behaviour::new(connection_limits()),
                 identify: identify::Behaviour::new(identify::Config::new(
                     hellopears_core::sync::IDENTIFY_PROTOCOL.into(),
                     key.public(),

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use hellopears_core::limits;
 use hellopears_core::node::{self, CommandId, Input, Node, Open, Output};
 use hellopears_core::ui::{Snapshot, SyncStatus};
 use libp2p::core::ConnectedPoint;
@@ -181,6 +182,10 @@ struct Peer {
     discovery: Discovery,
     control: libp2p_stream::Control,
     writers: HashMap<PeerId, Writer>,
+    /// Inbound sync streams open, per peer.
+    inbound: HashMap<PeerId, usize>,
+    /// Peers refused until then, for breaking the protocol.
+    banned: HashMap<PeerId, Instant>,
     next_epoch: u64,
     streams_tx: mpsc::Sender<streams::Event>,
     streams_rx: mpsc::Receiver<streams::Event>,
@@ -224,6 +229,8 @@ impl Peer {
             discovery,
             control,
             writers: HashMap::new(),
+            inbound: HashMap::new(),
+            banned: HashMap::new(),
             next_epoch: 0,
             streams_tx,
             streams_rx,
@@ -288,6 +295,13 @@ impl Peer {
                 self.writers.remove(&remote);
                 let _ = self.swarm.disconnect_peer_id(remote);
             }
+            Output::Ban(remote, reason) => {
+                tracing::warn!(peer = %remote, %reason, ban_ms = limits::BAN_MS, "banning peer");
+                self.writers.remove(&remote);
+                self.swarm.behaviour_mut().blocked.block_peer(remote);
+                self.banned.insert(remote, Instant::now() + Duration::from_millis(limits::BAN_MS));
+                let _ = self.swarm.disconnect_peer_id(remote);
+            }
             Output::Dial(record) if self.config.discovery.pex => {
                 self.discovery.learned(&mut self.swarm, &record, Instant::now());
             }
@@ -320,8 +334,14 @@ impl Peer {
     fn on_stream(&mut self, event: streams::Event) {
         match event {
             streams::Event::Frame(remote, frame) => self.feed(Input::Frame(remote, frame)),
-            streams::Event::Closed(remote, reason) => tracing::debug!(peer = %remote, %reason, "sync stream ended"),
-            streams::Event::Violation(remote, reason) => self.feed(Input::Violation(remote, reason)),
+            streams::Event::Closed(remote, reason) => {
+                self.inbound_closed(remote);
+                tracing::debug!(peer = %remote, %reason, "sync stream ended");
+            }
+            streams::Event::Violation(remote, reason) => {
+                self.inbound_closed(remote);
+                self.feed(Input::Violation(remote, reason));
+            }
             streams::Event::Opened(remote, epoch, frames) => {
                 let Some(writer) = self.writers.get_mut(&remote).filter(|w| w.epoch == epoch) else { return };
                 writer.frames = Some(frames);
@@ -338,6 +358,12 @@ impl Peer {
     }
 
     fn on_incoming(&mut self, remote: PeerId, stream: libp2p::Stream) {
+        let open = self.inbound.entry(remote).or_insert(0);
+        if *open >= limits::MAX_SYNC_STREAMS_PER_PEER {
+            tracing::debug!(peer = %remote, "refusing another inbound sync stream");
+            return;
+        }
+        *open += 1;
         streams::spawn_reader(remote, stream, self.streams_tx.clone());
         self.feed(Input::RemoteStream(remote));
     }
@@ -400,9 +426,24 @@ impl Peer {
         }
     }
 
+    fn inbound_closed(&mut self, remote: PeerId) {
+        if let Some(open) = self.inbound.get_mut(&remote) {
+            *open = open.saturating_sub(1);
+            if *open == 0 {
+                self.inbound.remove(&remote);
+            }
+        }
+    }
+
     fn on_tick(&mut self) {
         self.feed(Input::Tick);
-        self.discovery.tick(&mut self.swarm, Instant::now());
+        let now = Instant::now();
+        self.discovery.tick(&mut self.swarm, now);
+        let served: Vec<PeerId> = self.banned.iter().filter(|(_, until)| **until <= now).map(|(p, _)| *p).collect();
+        for remote in served {
+            self.banned.remove(&remote);
+            self.swarm.behaviour_mut().blocked.unblock_peer(remote);
+        }
     }
 
     /// After every event: progress for the user, and the UI snapshot when it changed.
@@ -471,9 +512,10 @@ impl Peer {
         let connection =
             Connection { addr: addr.clone(), relayed: endpoint.is_relayed(), dialed: endpoint.is_dialer() };
         let up = self.links.established(remote, id, connection, Instant::now());
-        if up.plain_direct {
-            // AutoNAT servers are peers reached directly: a dial-back of a relayed or punched
-            // peer would collide with the punched connection.
+        if up.plain_direct && endpoint.is_dialer() {
+            // AutoNAT servers are peers we dialed directly: a dial-back of a relayed or punched
+            // peer would collide with the punched connection, and a stranger that dialed us
+            // must not choose the external address we advertise.
             self.swarm.behaviour_mut().autonat.add_server(remote, Some(addr.clone()));
         }
         // A punch replaces the relayed connection: sync moves to the direct one (its

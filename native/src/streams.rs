@@ -74,8 +74,23 @@ pub fn spawn_reader(peer: PeerId, mut stream: libp2p::Stream, events: mpsc::Send
     tokio::spawn(async move {
         let mut decoder = frame::FrameDecoder::default();
         let mut buffer = vec![0u8; READ_CHUNK];
+        let deadline = std::time::Duration::from_millis(hellopears_core::limits::FRAME_DEADLINE_MS);
         let reason = 'read: loop {
-            let read = match stream.read(&mut buffer).await {
+            // A frame that has started must end in time (slow-loris); an idle stream may wait.
+            let reading = stream.read(&mut buffer);
+            let read = if decoder.is_partial() {
+                match tokio::time::timeout(deadline, reading).await {
+                    Ok(read) => read,
+                    Err(_) => {
+                        let reason = format!("a frame did not complete in {} ms", deadline.as_millis());
+                        let _ = events.send(Event::Violation(peer, reason)).await;
+                        return;
+                    }
+                }
+            } else {
+                reading.await
+            };
+            let read = match read {
                 Ok(0) => break "closed by the peer".to_owned(),
                 Ok(read) => read,
                 Err(error) => break error.to_string(),

@@ -171,6 +171,9 @@ pub enum Output<P> {
     Send(P, Vec<u8>),
     /// Close every connection to a remote, for this reason.
     Disconnect(P, String),
+    /// Close every connection to a remote that broke the protocol or sent forged data, and
+    /// refuse it for a while ([`crate::limits::BAN_MS`]).
+    Ban(P, String),
     /// A peer record learned by peer exchange: dial it if it is worth it.
     Dial(Vec<u8>),
     /// The reply to a command, once its changes are durable.
@@ -322,7 +325,7 @@ impl<P: Ord + Clone + Debug> Node<P> {
                 }
             }
             Input::Frame(remote, bytes) => self.on_frame(remote, &bytes),
-            Input::Violation(remote, reason) => self.drop_remote(remote, format!("sync frame refused: {reason}")),
+            Input::Violation(remote, reason) => self.ban_remote(remote, format!("sync frame refused: {reason}")),
             Input::Listening(remote, records) => self.on_listening(remote, records),
             Input::Command(id, command) => self.on_command(id, command),
             Input::Persisted(id, result) => self.on_persisted(id, result),
@@ -446,7 +449,7 @@ impl<P: Ord + Clone + Debug> Node<P> {
                     self.out.push(Output::Changed);
                 }
             }
-            Err(error) if error.is_fatal() => self.drop_remote(remote, format!("protocol violation: {error}")),
+            Err(error) if error.is_fatal() => self.ban_remote(remote, format!("protocol violation: {error}")),
             // An honest peer can cause these (a forked writer, a full pending set); the
             // session already recovers from them.
             Err(_) => {}
@@ -659,6 +662,12 @@ impl<P: Ord + Clone + Debug> Node<P> {
             self.out.push(Output::Disconnect(remote, reason));
             self.out.push(Output::Changed);
         }
+    }
+
+    fn ban_remote(&mut self, remote: P, reason: String) {
+        self.remotes.remove(&remote);
+        self.out.push(Output::Ban(remote, reason));
+        self.out.push(Output::Changed);
     }
 }
 

@@ -346,6 +346,7 @@ impl Sim {
                 self.connect(peer, remote);
                 None
             }
+            Output::Ban(remote, reason) => panic!("peer {peer} banned {remote}: {reason}"),
             Output::Reply(id, result) => {
                 self.peers[peer].replies.insert(id, result);
                 None

@@ -607,7 +607,12 @@ pub mod frame {
     }
 
     impl FrameDecoder {
-        /// Adds bytes read from the stream.
+        /// Whether part of a frame is buffered (a frame has started and not ended).
+        pub fn is_partial(&self) -> bool {
+            self.buffer.len() > self.start
+        }
+
+        /// Buffers bytes read from the stream.
         pub fn push(&mut self, bytes: &[u8]) {
             if self.start > 0 && self.start == self.buffer.len() {
                 self.buffer.clear();

@@ -44,8 +44,12 @@ fn control_request_corpus_replays() {
 #[test]
 fn crashers_replay() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/crashers");
-    let targets: [(&str, fn(&[u8])); 4] =
-        [("entry_decode", entry_decode), ("sync_session", sync_session), ("db_op", db_op), ("control_request", control_request)];
+    let targets: [(&str, fn(&[u8])); 4] = [
+        ("entry_decode", entry_decode),
+        ("sync_session", sync_session),
+        ("db_op", db_op),
+        ("control_request", control_request),
+    ];
     for (target, run) in targets {
         let Ok(files) = std::fs::read_dir(root.join(target)) else { continue };
         for file in files {

@@ -58,7 +58,9 @@ impl Pair {
                         delivered += 1;
                         next_b.extend(self.b.handle(Input::Frame(0, frame), self.now));
                     }
-                    Output::Disconnect(_, reason) => panic!("honest message refused: {reason}"),
+                    Output::Disconnect(_, reason) | Output::Ban(_, reason) => {
+                        panic!("honest message refused: {reason}")
+                    }
                     _ => {}
                 }
             }
@@ -70,7 +72,9 @@ impl Pair {
                         delivered += 1;
                         next_a.extend(self.a.handle(Input::Frame(1, frame), self.now));
                     }
-                    Output::Disconnect(_, reason) => panic!("honest message refused: {reason}"),
+                    Output::Disconnect(_, reason) | Output::Ban(_, reason) => {
+                        panic!("honest message refused: {reason}")
+                    }
                     _ => {}
                 }
             }

@@ -246,7 +246,7 @@ impl Tab {
                 open_writer(self.control.clone(), remote, self.next_epoch, self.events.clone());
             }
             Output::Send(remote, frame) => self.send(remote, frame),
-            Output::Disconnect(remote, reason) => {
+            Output::Disconnect(remote, reason) | Output::Ban(remote, reason) => {
                 log(&format!("hellopears: dropping {remote}: {reason}"));
                 self.writers.remove(&remote);
                 let _ = self.swarm.disconnect_peer_id(remote);
