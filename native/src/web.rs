@@ -45,7 +45,11 @@ pub async fn serve(
         tracing::warn!("the web app is not built (run `cargo xtask web`); serving a notice instead");
     }
     let site = Site { topic, addrs, root };
-    let app = Router::new().route("/config.json", get(config)).fallback(get(file)).with_state(site);
+    let app = Router::new()
+        .route("/config.json", get(config))
+        .fallback(get(file))
+        .with_state(site)
+        .layer(axum::middleware::from_fn(guard));
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|error| anyhow::anyhow!("cannot serve the web app on {addr}: {error}"))?;
@@ -56,6 +60,54 @@ pub async fn serve(
         }
     });
     Ok(bound)
+}
+
+/// The page's rules: no inline or foreign script, no framing, and requests only for hosts
+/// that are addresses or `localhost` (a DNS-rebinding page under a name of its own is refused
+/// before it can read `config.json`).
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; \
+     style-src 'self' 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'; \
+     base-uri 'none'; form-action 'none'";
+
+async fn guard(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let host = request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    if !host_allowed(host) {
+        tracing::warn!(%host, "refusing a web request for a foreign host name");
+        return (StatusCode::MISDIRECTED_REQUEST, "unknown host\n").into_response();
+    }
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    response
+}
+
+/// Whether a `Host` header names this machine by address or as `localhost`.
+fn host_allowed(host: &str) -> bool {
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) && !name.ends_with(':') => name,
+        _ => host,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_allowed;
+
+    #[test]
+    fn only_addresses_and_localhost_are_served() {
+        for host in ["127.0.0.1:4270", "localhost:4270", "LOCALHOST", "[::1]:4270", "::1", "10.0.0.7:80", "192.168.1.2"]
+        {
+            assert!(host_allowed(host), "{host}");
+        }
+        for host in ["evil.example:4270", "evil.example", "127.0.0.1.nip.io:4270", "", "localhost.evil:1"] {
+            assert!(!host_allowed(host), "{host}");
+        }
+    }
 }
 
 /// The page's configuration: the topic and where to dial this peer. Addresses on the

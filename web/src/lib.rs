@@ -25,8 +25,10 @@ pub fn start() {
     let fragment = web_sys::window().and_then(|w| w.location().hash().ok()).unwrap_or_default();
     let topic = topic_from_fragment(&fragment);
     // `debug=garbage`: this tab sends garbage on the sync protocol, so tests can check that
-    // desktop peers refuse it. It only makes this tab misbehave.
-    let garbage = fragment.trim_start_matches('#').split('&').any(|pair| pair == "debug=garbage");
+    // desktop peers refuse it. Only in builds for the browser tests (feature `test-hooks`):
+    // a link could otherwise get a user's tab banned by every desktop.
+    let garbage =
+        cfg!(feature = "test-hooks") && fragment.trim_start_matches('#').split('&').any(|pair| pair == "debug=garbage");
     if bridge::in_window() {
         // In a native window the desktop process is the peer.
         app::mount(topic.name().to_owned(), bridge::spawn);

@@ -1,9 +1,9 @@
 // HelloPears offline cache: network first (so a new build is picked up at once), the
 // cached copy when no server answers. The page's configuration is never cached: offline,
 // the tab dials the desktop peers it remembers.
-const CACHE = "hellopears-shell-v1";
+const CACHE = "hellopears-shell-v2";
 
-const SHELL = ["./", "index.html", "hellopears.js", "hellopears_bg.wasm", "style.css"];
+const SHELL = ["./", "index.html", "boot.js", "hellopears.js", "hellopears_bg.wasm", "style.css"];
 
 self.addEventListener("install", (event) => {
   event.waitUntil(caches.open(CACHE).then((cache) => cache.addAll(SHELL)).then(() => self.skipWaiting()));

@@ -24,7 +24,7 @@ fn main() -> anyhow::Result<()> {
         "run" => run(&rest),
         "bench" => bench(&rest),
         "wasm" => wasm(),
-        "web" => web().map(|_| ()),
+        "web" => web(false).map(|_| ()),
         "bench-web" => bench_web(),
         "help" | "--help" | "-h" => {
             println!("cargo xtask <test|run [ARGS]|bench [FILTER]|bench-web|wasm|web>");
@@ -124,21 +124,26 @@ fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
 }
 
-/// Where `cargo xtask web` puts the built app (`hellopears up --web` finds it there).
-fn web_dist() -> PathBuf {
-    target_dir().join("web-dist")
+/// Where `cargo xtask web` puts the built app (`hellopears up --web` finds it there); the
+/// build with test hooks (for the browser tests) goes beside it.
+fn web_dist(test_hooks: bool) -> PathBuf {
+    target_dir().join(if test_hooks { "web-dist-test" } else { "web-dist" })
 }
 
 /// Builds the browser app: the wasm (size-optimised profile), its JS glue from
 /// wasm-bindgen's library at the locked version, the static files, and gzip copies.
-/// Returns the output directory.
-fn web() -> anyhow::Result<PathBuf> {
+/// Returns the output directory. `test_hooks` builds in the hooks the browser tests use
+/// (`#debug=garbage`); the app users get never has them.
+fn web(test_hooks: bool) -> anyhow::Result<PathBuf> {
     ensure_wasm_target()?;
     let mut build = cargo();
     build.args(["build", "--target", WASM_TARGET, "-p", "hellopears-web", "--profile", "wasm-release"]);
+    if test_hooks {
+        build.args(["--features", "test-hooks"]);
+    }
     step("build the web app (wasm32)", build)?;
     let wasm = target_dir().join(WASM_TARGET).join("wasm-release").join("hellopears_web.wasm");
-    let dist = web_dist();
+    let dist = web_dist(test_hooks);
     let staging = dist.with_extension("new");
     let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir_all(&staging)?;
@@ -267,7 +272,7 @@ fn test() -> anyhow::Result<()> {
     let wasm_tested = step("wasm tests in headless Chromium", wasm_tests);
     let _ = std::fs::remove_dir_all(&scratch);
     wasm_tested?;
-    let dist = web()?;
+    let dist = web(true)?;
     // The end-to-end tests start the real binary: build it first (cargo test builds the
     // binaries of a package only for that package's own tests).
     let mut binary = cargo();
@@ -285,7 +290,7 @@ fn test() -> anyhow::Result<()> {
 
 fn run(args: &[String]) -> anyhow::Result<()> {
     ensure_window_deps()?;
-    let dist = web()?;
+    let dist = web(false)?;
     let mut run = cargo();
     run.args(["run", "--release", "-p", "hellopears", "--"]);
     run.env("HELLOPEARS_WEB_ROOT", &dist);
@@ -300,7 +305,7 @@ fn run(args: &[String]) -> anyhow::Result<()> {
 /// Browser benchmarks: desktop-to-tab latency and first paint with 10,000 todos, against
 /// a release build of the desktop peer.
 fn bench_web() -> anyhow::Result<()> {
-    let dist = web()?;
+    let dist = web(false)?;
     let mut build = cargo();
     build.args(["build", "--release", "-p", "hellopears"]);
     step("build hellopears (release)", build)?;
