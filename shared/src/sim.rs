@@ -36,8 +36,13 @@ pub struct SimConfig {
     pub tick_ms: u64,
     /// The run stops delivering after this many messages (a storm is a bug to report).
     pub max_messages: u64,
-    /// Probability that a storage write fails (nothing of it is stored).
+    /// Probability that a storage write fails (nothing of it is stored, unless torn).
     pub fail_writes: f64,
+    /// Probability that a failed write reached the disk anyway, as when power is lost after
+    /// the data was synced and before the write returned: the batch is stored, and the write
+    /// reports failure. (Backends write a batch atomically, so a power loss stores all of a
+    /// batch or none of it; the desktop's store is checked for that on its real files.)
+    pub torn_writes: f64,
     /// Probability, per remote and tick, that a node's outbound stream is lost.
     pub lose_streams: f64,
 }
@@ -52,6 +57,7 @@ impl Default for SimConfig {
             tick_ms: 500,
             max_messages: 5_000_000,
             fail_writes: 0.0,
+            torn_writes: 0.0,
             lose_streams: 0.0,
         }
     }
@@ -68,6 +74,8 @@ pub struct SimStats {
     pub duplicated: u64,
     /// Storage writes that failed.
     pub failed_writes: u64,
+    /// Failed writes that stored their batch anyway.
+    pub torn_writes: u64,
     /// Streams lost.
     pub lost_streams: u64,
 }
@@ -324,6 +332,10 @@ impl Sim {
             Output::Persist(id, batch) => {
                 if self.rng.random_bool(self.config.fail_writes.clamp(0.0, 1.0)) {
                     self.stats.failed_writes += 1;
+                    if self.rng.random_bool(self.config.torn_writes.clamp(0.0, 1.0)) {
+                        self.stats.torn_writes += 1;
+                        let _ = ready(self.peers[peer].storage.write(&batch));
+                    }
                     return Some(Input::Persisted(id, Err("injected write failure".into())));
                 }
                 let result = ready(self.peers[peer].storage.write(&batch)).map_err(|e| e.to_string());

@@ -47,6 +47,7 @@ fn run(scenario: &Scenario) -> Result<(), TestCaseError> {
         tick_ms: 500,
         max_messages: 2_000_000,
         fail_writes: scenario.faults,
+        torn_writes: 0.5,
         lose_streams: scenario.faults / 4.0,
     };
     let mut sim = Sim::new(scenario.peers, scenario.seed, config);
