@@ -176,6 +176,12 @@ impl Peer {
         }
     }
 
+    /// Kills the peer at once (SIGKILL: no shutdown, no final write) and waits for it.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Stops the peer cleanly (SIGINT) and waits for it to exit.
     pub fn stop(mut self) {
         self.shutdown();
