@@ -143,7 +143,7 @@ fn status<P: Ord + Clone + std::fmt::Debug>(node: &Node<P>, format: Format, runn
         running: running.is_some(),
         peer_id: running.map(|n| n.peer_id.clone()),
         addresses: running.map(|n| n.addresses.clone()).unwrap_or_default(),
-        missing: peers.iter().map(|p| p.missing).sum(),
+        missing: peers.iter().map(|p| p.missing).fold(0, u64::saturating_add),
         peers,
         sync: sync.line(),
     };

@@ -392,6 +392,8 @@ pub struct Base<V: Apply> {
     dirty_from: Option<Position>,
     /// Heads found disputed since the last [`Base::take_disputes`].
     disputes: Vec<Dep>,
+    /// Writers named in the heads of entries held or waiting.
+    referenced: rustc_hash::FxHashSet<WriterId>,
 }
 
 impl<V: Apply> Base<V> {
@@ -417,7 +419,14 @@ impl<V: Apply> Base<V> {
             total_bytes: 0,
             dirty_from: None,
             disputes: Vec::new(),
+            referenced: rustc_hash::FxHashSet::default(),
         }
+    }
+
+    /// Whether a writer is held, or named by an entry held or waiting (so its entries are
+    /// needed, not merely offered).
+    pub fn is_known(&self, writer: &WriterId) -> bool {
+        self.by_id.contains_key(writer) || self.referenced.contains(writer)
     }
 
     /// Names the local writer: its slot is never taken by remote writers, and quotas do not
@@ -514,6 +523,7 @@ impl<V: Apply> Base<V> {
                 break;
             }
         }
+        self.referenced.extend(entry.body().heads.iter().map(|head| head.writer));
         self.pending.insert(dep, entry, missing);
         if self.pending.arrival.len() > 2 * self.limits.max_pending + 1024 {
             self.pending.compact();
@@ -991,6 +1001,7 @@ impl<V: Apply> Base<V> {
         for head in &entry.body().heads {
             let reached = log.frontier.entry(head.writer).or_insert(0);
             *reached = (*reached).max(head.seq.saturating_add(1));
+            self.referenced.insert(head.writer);
         }
         let key = Position { clock: entry.clock(), writer, seq: entry.seq() };
         self.integrated.push(entry.clone());

@@ -84,6 +84,12 @@ pub const MAX_MESSAGES_BEFORE_HELLO: u32 = 1024;
 pub const BACKLOG_FRAMES: usize = 1024;
 /// Bytes kept per remote while its stream is not open.
 pub const BACKLOG_BYTES: usize = 8 << 20;
+/// Writers no held entry refers to that one remote may introduce at once, and per minute
+/// after that (a token bucket). Writers named by entries we hold are always taken; a
+/// flood of throwaway writers from one peer is not.
+pub const NEW_WRITERS_BURST: u64 = 256;
+/// The refill of [`NEW_WRITERS_BURST`], per minute.
+pub const NEW_WRITERS_PER_MINUTE: u64 = 64;
 /// Peer records learned per remote per minute (peer exchange); more are ignored.
 pub const PEER_RECORDS_PER_MINUTE: usize = 64;
 

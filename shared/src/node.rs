@@ -346,7 +346,7 @@ impl<P: Ord + Clone + Debug> Node<P> {
 
     /// Entries connected remotes hold that we do not.
     pub fn missing(&self) -> u64 {
-        self.remotes.values().map(|r| r.session.missing(&self.replica)).sum()
+        self.remotes.values().map(|r| r.session.missing(&self.replica)).fold(0, u64::saturating_add)
     }
 
     /// Remotes whose sync session is open (their `Hello` arrived), in order.

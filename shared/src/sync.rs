@@ -30,8 +30,8 @@ pub const IDENTIFY_PROTOCOL: &str = "/hellopears/id/1";
 /// The protocol version, the first byte of every message.
 pub const PROTOCOL_VERSION: u8 = 1;
 use crate::limits::{
-    HELLO_REPEAT_MS, MAX_INFLIGHT_REQUESTS, MAX_MESSAGES_BEFORE_HELLO, PEER_RECORDS_PER_MINUTE, SERVE_BURST_BYTES,
-    SERVE_BYTES_PER_SEC,
+    HELLO_REPEAT_MS, MAX_INFLIGHT_REQUESTS, MAX_MESSAGES_BEFORE_HELLO, NEW_WRITERS_BURST, NEW_WRITERS_PER_MINUTE,
+    PEER_RECORDS_PER_MINUTE, SERVE_BURST_BYTES, SERVE_BYTES_PER_SEC,
 };
 pub use crate::limits::{
     MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, MAX_ENTRIES_PER_MESSAGE, MAX_HAVE_WRITERS, MAX_MESSAGE_BYTES,
@@ -207,6 +207,9 @@ pub struct SessionStats {
     pub messages_received: u64,
     /// Requests not answered because the remote was over its serving budget.
     pub wants_refused: u64,
+    /// Entries of writers nobody refers to, not taken because the remote was over its
+    /// budget of new writers.
+    pub writers_refused: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -242,6 +245,11 @@ pub struct Session {
     disputed: Vec<(WriterId, u64)>,
     /// Requests per writer that timed out in a row.
     timeouts: HashMap<WriterId, u8>,
+    /// Writers nobody refers to that this remote may still introduce (a token bucket), when
+    /// it was refilled, and the writers it introduced.
+    new_writer_tokens: u64,
+    new_writers_at: u64,
+    new_writers: std::collections::HashSet<WriterId>,
 }
 
 /// Timeouts in a row after which a remote's claimed length is forgotten.
@@ -267,6 +275,9 @@ impl Session {
             records_minute_at: 0,
             disputed: Vec::new(),
             timeouts: HashMap::new(),
+            new_writer_tokens: NEW_WRITERS_BURST,
+            new_writers_at: 0,
+            new_writers: std::collections::HashSet::new(),
         }
     }
 
@@ -370,7 +381,7 @@ impl Session {
                 if entries.len() > MAX_ENTRIES_PER_MESSAGE {
                     return Err(SyncError::OverLimit { what: "entries" });
                 }
-                let result = self.receive_entries(replica, &entries);
+                let result = self.receive_entries(replica, &entries, now);
                 out.extend(self.plan_wants(replica, now));
                 result?;
             }
@@ -486,13 +497,37 @@ impl Session {
         self.serve_tokens = self.serve_tokens.saturating_add(earned).min(SERVE_BURST_BYTES);
     }
 
-    fn receive_entries(&mut self, replica: &mut Replica, entries: &[Vec<u8>]) -> Result<(), SyncError> {
+    /// Whether an entry of `writer` may be taken from this remote: writers we hold or that
+    /// entries refer to always; others within the remote's budget of new writers.
+    fn admit_writer(&mut self, replica: &Replica, writer: WriterId, now: u64) -> bool {
+        if replica.base().is_known(&writer) || self.new_writers.contains(&writer) {
+            return true;
+        }
+        let elapsed = now.saturating_sub(self.new_writers_at);
+        let earned = elapsed.saturating_mul(NEW_WRITERS_PER_MINUTE) / 60_000;
+        if earned > 0 {
+            self.new_writers_at = now;
+            self.new_writer_tokens = self.new_writer_tokens.saturating_add(earned).min(NEW_WRITERS_BURST);
+        }
+        if self.new_writer_tokens == 0 {
+            self.stats.writers_refused += 1;
+            return false;
+        }
+        self.new_writer_tokens -= 1;
+        self.new_writers.insert(writer);
+        true
+    }
+
+    fn receive_entries(&mut self, replica: &mut Replica, entries: &[Vec<u8>], now: u64) -> Result<(), SyncError> {
         let mut decoded = entries.iter().map(|bytes| Entry::decode(bytes)).collect::<Result<Vec<_>, _>>()?;
         // Dependencies first, so a batch integrates without parking entries.
         causal_sort(&mut decoded);
         let mut deferred = None;
         for entry in decoded {
             let (writer, seq) = (entry.writer(), entry.seq());
+            if !self.admit_writer(replica, writer, now) {
+                continue;
+            }
             let heads = entry.body().heads.clone();
             match replica.ingest(entry) {
                 Ok(outcome) => {

@@ -65,7 +65,7 @@ impl SyncStatus {
         match (peers, missing) {
             (0, _) => SyncStatus::Alone,
             (_, 0) => SyncStatus::Synced { peers },
-            (_, missing) => SyncStatus::Syncing { held, total: held + missing },
+            (_, missing) => SyncStatus::Syncing { held, total: held.saturating_add(missing) },
         }
     }
 

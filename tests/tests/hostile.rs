@@ -1,25 +1,57 @@
-//! Bad input from a peer: it is logged, the sender is dropped, and the peer keeps serving.
+//! Hostile peers against the real desktop peer (`tests/src/bin/hostile.rs` is a misbehaving
+//! libp2p client): bad input gets the sender banned and logged; attacks on resources are
+//! bounded by the limits in `hellopears_core::limits`; honest peers keep converging meanwhile.
 
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use hellopears_core::limits::{MAX_SYNC_STREAMS_PER_PEER, SERVE_BURST_BYTES, SERVE_BYTES_PER_SEC};
 use hellopears_tests::{Peer, hellopears_bin, list, ok, wait_until};
 
 const LOOPBACK: &[&str] = &["--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns", "--no-dht"];
 
-fn hostile(mode: &str, addr: &str) -> std::process::Output {
+fn hostile(mode: &str, addr: &str, hold_secs: u64) -> String {
     let bin = hellopears_bin().with_file_name(format!("hostile{}", std::env::consts::EXE_SUFFIX));
-    Command::new(bin).args([mode, addr]).output().expect("run the hostile peer")
+    let out =
+        Command::new(bin).args([mode, addr, "todo", &hold_secs.to_string()]).output().expect("run the hostile peer");
+    assert!(out.status.success(), "{mode}: the hostile peer failed: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-#[test]
-fn bad_input_is_logged_the_sender_dropped_and_the_others_served() {
-    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().expect("tempdir")).collect();
+fn texts(data: &Path) -> Vec<String> {
+    let mut texts: Vec<String> =
+        list(data).iter().filter_map(|todo| todo["text"].as_str().map(str::to_owned)).collect();
+    texts.sort();
+    texts
+}
+
+/// Two honest peers, A serving B.
+fn honest_pair(dirs: &[tempfile::TempDir]) -> (Peer, Peer) {
     let a = Peer::start(dirs[0].path(), LOOPBACK);
     let mut b_args = LOOPBACK.to_vec();
     let a_addr = a.tcp_addr();
     b_args.extend(["--bootstrap", &a_addr]);
     let b = Peer::start(dirs[1].path(), &b_args);
+    (a, b)
+}
+
+/// Both peers take a write each and converge on it, within the usual time.
+fn still_converging(a: &Peer, b: &Peer, label: &str) {
+    ok(&a.data, &["add", &format!("a during {label}")]);
+    ok(&b.data, &["add", &format!("b during {label}")]);
+    let converged = wait_until(Duration::from_secs(20), || {
+        let (on_a, on_b) = (texts(&a.data), texts(&b.data));
+        on_a == on_b && on_a.iter().filter(|text| text.ends_with(&format!("during {label}"))).count() == 2
+    });
+    assert!(converged, "{label}: honest peers stopped converging");
+}
+
+#[test]
+fn bad_input_is_logged_the_sender_banned_and_the_others_served() {
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().expect("tempdir")).collect();
+    let (a, b) = honest_pair(&dirs);
+    let a_addr = a.tcp_addr();
     ok(&b.data, &["add", "before the attacks"]);
     assert!(wait_until(Duration::from_secs(10), || list(&a.data).len() == 1));
     for (mode, reason) in [
@@ -27,14 +59,77 @@ fn bad_input_is_logged_the_sender_dropped_and_the_others_served() {
         ("oversized", "over the 1048576 byte limit"),
         ("bad-signature", "bad signature"),
         ("other-topic", "another topic"),
+        ("entry-flood", "entries over its limit"),
+        ("slowloris", "did not complete in"),
     ] {
-        let out = hostile(mode, &a_addr);
-        assert!(out.status.success(), "{mode}: peer did not drop the sender: {out:?}");
+        assert_eq!(hostile(mode, &a_addr, 0), "dropped", "{mode}: the peer kept the sender");
         let logged = a.wait_for_line(reason, Duration::from_secs(5));
-        assert!(logged.as_deref().is_some_and(|l| l.contains("dropping peer")), "{mode}: no log of why: {logged:?}");
+        assert!(logged.as_deref().is_some_and(|l| l.contains("banning peer")), "{mode}: no log of why: {logged:?}");
     }
-    // Still serving the honest peer, both ways.
-    ok(&b.data, &["add", "after the attacks"]);
-    ok(&a.data, &["add", "from a after the attacks"]);
-    assert!(wait_until(Duration::from_secs(5), || list(&a.data).len() == 3 && list(&b.data) == list(&a.data)));
+    still_converging(&a, &b, "bad input");
+}
+
+#[test]
+fn attacks_on_resources_are_bounded_and_honest_peers_keep_converging() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("tempdir")).collect();
+    let (a, b) = honest_pair(&dirs);
+    let a_addr = a.tcp_addr();
+    // Something worth requesting: 3,000 todos (about 600 KB of entries).
+    ok(&a.data, &["seed", "3000"]);
+    assert!(wait_until(Duration::from_secs(60), || list(&b.data).len() == 3000), "B did not catch up");
+
+    // Finding 1: 1,100 throwaway writers; our next entries stay small and replicate.
+    assert_eq!(hostile("many-writers", &a_addr, 2), "held");
+    still_converging(&a, &b, "many writers");
+
+    // Finding 7: requests whose cost the remote chooses are bounded by the serving budget.
+    let verdict = hostile("want-flood", &a_addr, 0);
+    let (bytes, ms) = parse_two(&verdict, "received", "bytes in");
+    let allowed = SERVE_BURST_BYTES + SERVE_BYTES_PER_SEC * (ms / 1000 + 1) + (1 << 20);
+    assert!(bytes <= allowed, "want flood bought {bytes} bytes in {ms} ms (allowed {allowed}): {verdict}");
+    still_converging(&a, &b, "want flood");
+
+    let verdict = hostile("hello-flood", &a_addr, 0);
+    let (restarts, ms) = parse_two(&verdict, "restarts", "in");
+    assert!(restarts <= 2 + ms / 5_000, "5,000 hellos restarted the session {restarts} times: {verdict}");
+    still_converging(&a, &b, "hello flood");
+
+    // Finding 2 (streams): extra sync streams of one peer are refused.
+    let verdict = hostile("many-streams", &a_addr, 0);
+    let kept: usize = verdict.trim_start_matches("streams kept ").parse().expect("a count");
+    assert!(kept <= MAX_SYNC_STREAMS_PER_PEER, "{verdict}");
+
+    // Held attacks, while honest peers keep working: false lengths, replayed entries,
+    // forged peer-exchange records, and a flood of new writers.
+    for mode in ["huge-lengths", "replay", "forged-pex", "writer-flood"] {
+        let addr = a_addr.clone();
+        let attack = std::thread::spawn(move || hostile(mode, &addr, 6));
+        still_converging(&a, &b, mode);
+        let verdict = attack.join().expect("attack");
+        assert!(!verdict.is_empty(), "{mode}: {verdict}");
+    }
+
+    // Finding 6: after the writer flood, a new device still writes, and its todo reaches
+    // everyone.
+    let mut d_args = LOOPBACK.to_vec();
+    d_args.extend(["--bootstrap", &a_addr]);
+    let d = Peer::start(dirs[2].path(), &d_args);
+    ok(&d.data, &["add", "from a new device"]);
+    let reached = wait_until(Duration::from_secs(60), || {
+        texts(&a.data).iter().any(|t| t == "from a new device")
+            && texts(&b.data).iter().any(|t| t == "from a new device")
+    });
+    assert!(reached, "a new device's todo did not reach the others after the writer flood");
+    d.stop();
+    a.stop();
+    b.stop();
+}
+
+/// Two numbers in "WORD1 N WORD2 M ..." output.
+fn parse_two(verdict: &str, first: &str, second: &str) -> (u64, u64) {
+    let rest = verdict.trim_start_matches(first).trim();
+    let (n, rest) = rest.split_once(' ').expect("two numbers");
+    let rest = rest.trim_start_matches(second).trim();
+    let m = rest.split_whitespace().next().expect("second number");
+    (n.parse().expect("number"), m.parse().expect("number"))
 }
