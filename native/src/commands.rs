@@ -117,8 +117,17 @@ pub fn list_text(topic: &str, todos: &[Todo]) -> String {
     }
     todos
         .iter()
-        .map(|t| format!("[{}] {}  {}\n", if t.done { "x" } else { " " }, ui::short(&t.id, 8), t.text))
+        .map(|t| {
+            format!("[{}] {}  {}\n", if t.done { "x" } else { " " }, printable(ui::short(&t.id, 8)), printable(&t.text))
+        })
         .collect()
+}
+
+/// Text from the network made safe for a terminal: control characters (escape sequences
+/// that could move the cursor, rewrite the screen or set the clipboard; newlines that
+/// could fake other lines) are shown escaped.
+pub fn printable(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
 }
 
 fn status<P: Ord + Clone + std::fmt::Debug>(node: &Node<P>, format: Format, running: Option<&NodeStatus>) -> String {
@@ -254,5 +263,16 @@ mod tests {
         assert!(error.contains("\"work\"") && error.contains("\"home\""), "{error}");
         let request = Request { topic: "work".into(), action: Action::List(Format::Json) };
         assert!(check_topic(&request, &Topic::from_name("work")).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod printable_tests {
+    #[test]
+    fn terminal_escapes_and_newlines_from_peers_are_shown_not_obeyed() {
+        let text = "buy milk\u{1b}]52;c;ZXZpbA==\u{7}\n[x] fake line\u{9b}2J";
+        let shown = super::printable(text);
+        assert!(!shown.chars().any(char::is_control), "{shown:?}");
+        assert!(shown.starts_with("buy milk\\u{1b}]52;c;"));
     }
 }

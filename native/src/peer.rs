@@ -132,17 +132,21 @@ pub async fn run(
     peer.after_event();
     loop {
         tokio::select! {
+            // In this order: stopping, then what the user asked (the CLI and the UIs are
+            // answered before more network traffic is taken), then everything else.
+            biased;
             _ = &mut shutdown => break,
-            Some((id, result)) = peer.persisted_rx.recv() => peer.feed(Input::Persisted(id, result)),
-            Some(event) = peer.streams_rx.recv() => peer.on_stream(event),
             Some(inbound) = inbox.recv() => match inbound {
                 Inbound::Request(request, reply) => peer.on_request(request, reply),
                 Inbound::Shutdown => break,
             },
-            event = peer.swarm.select_next_some() => peer.on_swarm(event),
-            Some((remote, stream)) = incoming.next() => peer.on_incoming(remote, stream),
+            Some((id, result)) = peer.persisted_rx.recv() => peer.feed(Input::Persisted(id, result)),
             _ = tick.tick() => peer.on_tick(),
             _ = look_up.tick() => peer.discovery.look_up(&mut peer.swarm),
+            event = peer.swarm.select_next_some() => peer.on_swarm(event),
+            Some((remote, stream)) = incoming.next() => peer.on_incoming(remote, stream),
+            // Last: frames, the one source a remote can keep busy.
+            Some(event) = peer.streams_rx.recv() => peer.on_stream(event),
         }
         peer.after_event();
     }

@@ -94,22 +94,6 @@ fn host_allowed(host: &str) -> bool {
     name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::host_allowed;
-
-    #[test]
-    fn only_addresses_and_localhost_are_served() {
-        for host in ["127.0.0.1:4270", "localhost:4270", "LOCALHOST", "[::1]:4270", "::1", "10.0.0.7:80", "192.168.1.2"]
-        {
-            assert!(host_allowed(host), "{host}");
-        }
-        for host in ["evil.example:4270", "evil.example", "127.0.0.1.nip.io:4270", "", "localhost.evil:1"] {
-            assert!(!host_allowed(host), "{host}");
-        }
-    }
-}
-
 /// The page's configuration: the topic and where to dial this peer. Addresses on the
 /// host the page was loaded from come first.
 async fn config(State(site): State<Site>, headers: HeaderMap) -> Response {
@@ -164,4 +148,20 @@ async fn file(State(site): State<Site>, uri: Uri, headers: HeaderMap) -> Respons
         headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_allowed;
+
+    #[test]
+    fn only_addresses_and_localhost_are_served() {
+        for host in ["127.0.0.1:4270", "localhost:4270", "LOCALHOST", "[::1]:4270", "::1", "10.0.0.7:80", "192.168.1.2"]
+        {
+            assert!(host_allowed(host), "{host}");
+        }
+        for host in ["evil.example:4270", "evil.example", "127.0.0.1.nip.io:4270", "", "localhost.evil:1"] {
+            assert!(!host_allowed(host), "{host}");
+        }
+    }
 }

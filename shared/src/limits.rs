@@ -136,28 +136,25 @@ pub const CONTROL_READ_MS: u64 = 10_000;
 /// How long the web server waits for a request's headers.
 pub const HTTP_HEADER_MS: u64 = 10_000;
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// The bytes one head takes at most in an encoded entry (writer, varint seq, hash).
+const HEAD_BYTES: usize = 32 + 10 + 32;
 
-    /// The bytes one head takes at most in an encoded entry (writer, varint seq, hash).
-    const HEAD_BYTES: usize = 32 + 10 + 32;
-
-    #[test]
-    fn the_limits_agree_with_each_other() {
-        // Our own entries always fit the entry limit, whatever the number of writers.
-        assert!(HEADS_PER_ENTRY * HEAD_BYTES + MAX_PAYLOAD_BYTES + 256 <= MAX_ENTRY_BYTES);
-        assert!(HEADS_PER_ENTRY <= MAX_HEADS);
-        // An answer to one request fits one message, and one message fits an entry.
-        assert!(MAX_BATCH_BYTES + MAX_ENTRY_BYTES <= MAX_MESSAGE_BYTES);
-        // Catch-up requests stay within the window of entries allowed to wait.
-        assert!(MAX_BATCH_ENTRIES * MAX_INFLIGHT_REQUESTS as u64 <= MAX_SEQ_AHEAD);
-        // A full pending set holds at least one whole batch of the largest entries.
-        assert!(MAX_PENDING_BYTES >= MAX_BATCH_ENTRIES as usize * MAX_ENTRY_BYTES);
-        // A writer's quota fits the topic's.
-        assert!(MAX_WRITER_BYTES <= MAX_TOPIC_BYTES);
-        // A session may remember every writer a replica holds.
-        assert!(MAX_HAVE_WRITERS >= MAX_WRITERS);
-        assert!(SERVE_BURST_BYTES >= MAX_BATCH_BYTES as u64);
-    }
-}
+// The relations between the limits, checked when the crate compiles: a change that makes
+// them contradict each other does not build.
+const _: () = {
+    // Our own entries always fit the entry limit, whatever the number of writers.
+    assert!(HEADS_PER_ENTRY * HEAD_BYTES + MAX_PAYLOAD_BYTES + 256 <= MAX_ENTRY_BYTES);
+    assert!(HEADS_PER_ENTRY <= MAX_HEADS);
+    // An answer to one request fits one message, and one message fits an entry.
+    assert!(MAX_BATCH_BYTES + MAX_ENTRY_BYTES <= MAX_MESSAGE_BYTES);
+    // Catch-up requests stay within the window of entries allowed to wait.
+    assert!(MAX_BATCH_ENTRIES * MAX_INFLIGHT_REQUESTS as u64 <= MAX_SEQ_AHEAD);
+    // A full pending set holds at least one whole batch of the largest entries.
+    assert!(MAX_PENDING_BYTES >= MAX_BATCH_ENTRIES as usize * MAX_ENTRY_BYTES);
+    // A writer's quota fits the topic's.
+    assert!(MAX_WRITER_BYTES <= MAX_TOPIC_BYTES);
+    // A session may remember every writer a replica holds.
+    assert!(MAX_HAVE_WRITERS >= MAX_WRITERS);
+    // One answer always fits the serving budget's bucket.
+    assert!(SERVE_BURST_BYTES >= MAX_BATCH_BYTES as u64);
+};

@@ -7,7 +7,10 @@ use hellopears_core::fuzzing::{control_request, db_op, entry_decode, seed_corpus
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 
-fn replay(target: &str, run: fn(&[u8])) -> usize {
+/// A fuzz target's entry point.
+type Target = fn(&[u8]);
+
+fn replay(target: &str, run: Target) -> usize {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(target);
     let mut count = 0;
     for file in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("corpus {}: {e}", dir.display())) {
@@ -44,7 +47,7 @@ fn control_request_corpus_replays() {
 #[test]
 fn crashers_replay() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/crashers");
-    let targets: [(&str, fn(&[u8])); 4] = [
+    let targets: [(&str, Target); 4] = [
         ("entry_decode", entry_decode),
         ("sync_session", sync_session),
         ("db_op", db_op),

@@ -6,7 +6,7 @@ use hellopears_core::storage::{LoadedState, Storage, WriteBatch};
 use hellopears_core::topic::Topic;
 use indexed_db_futures::database::Database;
 use indexed_db_futures::prelude::*;
-use indexed_db_futures::transaction::TransactionMode;
+use indexed_db_futures::transaction::{TransactionDurability, TransactionMode, TransactionOptions};
 use wasm_bindgen::{JsCast, JsValue};
 
 const ENTRIES: &str = "entries";
@@ -122,6 +122,10 @@ impl Storage for IdbStorage {
             .db
             .transaction([ENTRIES, FORKS, META])
             .with_mode(TransactionMode::Readwrite)
+            // Committed only once on disk: a batch is acknowledged to the user and announced
+            // to peers after this write, so "written to the OS" (Chromium's default) is not
+            // enough.
+            .with_options(TransactionOptions::new().with_durability(TransactionDurability::Strict))
             .build()
             .map_err(err("starting a write"))?;
         let entries = tx.object_store(ENTRIES).map_err(err("opening entries"))?;

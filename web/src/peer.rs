@@ -94,6 +94,17 @@ pub fn spawn(topic: Topic, ui: Ui, commands: mpsc::UnboundedReceiver<Command>, g
     });
 }
 
+/// Asks the browser not to evict this origin's storage (the writer key and every entry live
+/// there) under storage pressure; the answer is logged.
+fn ask_for_persistent_storage() {
+    let Some(storage) = web_sys::window().map(|window| window.navigator().storage()) else { return };
+    let Ok(asked) = storage.persist() else { return };
+    spawn_local(async move {
+        let granted = wasm_bindgen_futures::JsFuture::from(asked).await.ok().and_then(|v| v.as_bool());
+        log(&format!("hellopears: persistent storage granted: {granted:?}"));
+    });
+}
+
 /// Everything the tab's task owns.
 struct Tab {
     swarm: libp2p::Swarm<Behaviour>,
@@ -121,6 +132,7 @@ async fn run(
     garbage: bool,
 ) -> Result<(), String> {
     let storage = IdbStorage::open(&database_name(&topic)).await.map_err(|e| e.to_string())?;
+    ask_for_persistent_storage();
     let slot = crate::locks::writer_slot(&database_name(&topic), WRITER_SLOTS).await;
     let state = storage.load().await.map_err(|e| e.to_string())?;
     mark("hellopears-loaded");

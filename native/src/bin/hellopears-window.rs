@@ -109,8 +109,12 @@ fn run(args: Args, out: Out) -> Result<(), String> {
     // WebKit keeps its own data (caches, HSTS, storage) under the program's XDG data dir,
     // which is the peer's default data dir: give it a private throwaway directory instead,
     // and no persistent storage at all (the page keeps nothing; the peer does).
-    let webkit_dir = std::env::temp_dir().join(format!("hellopears-webview-{}", std::process::id()));
-    let mut web_context = wry::WebContext::new(Some(webkit_dir.clone()));
+    // A fresh directory with an unpredictable name, this user's only (0700).
+    let webkit_dir = tempfile::Builder::new()
+        .prefix("hellopears-webview-")
+        .tempdir()
+        .map_err(|error| format!("no directory for the web view ({error})"))?;
+    let mut web_context = wry::WebContext::new(Some(webkit_dir.path().to_path_buf()));
     let root = args.root;
     let page_out = out.clone();
     let builder = WebViewBuilder::new_with_web_context(&mut web_context)
@@ -183,7 +187,7 @@ fn run(args: Args, out: Out) -> Result<(), String> {
     drop(webview);
     drop(window);
     drop(web_context);
-    let _ = std::fs::remove_dir_all(&webkit_dir);
+    drop(webkit_dir);
     Ok(())
 }
 
