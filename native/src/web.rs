@@ -55,8 +55,27 @@ pub async fn serve(
         .map_err(|error| anyhow::anyhow!("cannot serve the web app on {addr}: {error}"))?;
     let bound = listener.local_addr()?;
     tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, app).await {
-            tracing::error!(%error, "web server stopped");
+        loop {
+            let (stream, _) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::debug!(%error, "web server accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let service = hyper_util::service::TowerToHyperService::new(app.clone());
+            tokio::spawn(async move {
+                // A client has HTTP_HEADER_MS to send its request's headers (slow-loris).
+                let served = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(std::time::Duration::from_millis(hellopears_core::limits::HTTP_HEADER_MS))
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+                if let Err(error) = served {
+                    tracing::debug!(%error, "web connection ended");
+                }
+            });
         }
     });
     Ok(bound)

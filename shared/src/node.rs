@@ -102,7 +102,7 @@ impl Default for Config {
         Self {
             session: SessionConfig::default(),
             pex: true,
-            backlog_limit: 1024,
+            backlog_limit: crate::limits::BACKLOG_FRAMES,
             max_stream_failures: 3,
             reopen_delay_ms: 1_000,
             persist_retry_ms: 500,
@@ -650,7 +650,9 @@ impl<P: Ord + Clone + Debug> Node<P> {
                 let Some(state) = self.remotes.get_mut(&remote) else { return };
                 if state.stream == Stream::Open {
                     self.out.push(Output::Send(remote, frame));
-                } else if state.backlog.len() < self.config.backlog_limit {
+                } else if state.backlog.len() < self.config.backlog_limit
+                    && state.backlog.iter().map(Vec::len).sum::<usize>() + frame.len() <= crate::limits::BACKLOG_BYTES
+                {
                     state.backlog.push_back(frame);
                 }
             }

@@ -133,3 +133,42 @@ fn parse_two(verdict: &str, first: &str, second: &str) -> (u64, u64) {
     let m = rest.split_whitespace().next().expect("second number");
     (n.parse().expect("number"), m.parse().expect("number"))
 }
+
+/// The web server: a page under a foreign host name (DNS rebinding) is refused, pages carry
+/// a CSP that allows no inline or foreign script, and a client that never finishes its
+/// headers is cut off (slow-loris).
+#[test]
+fn the_web_server_refuses_rebinding_and_slow_clients() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut args = LOOPBACK.to_vec();
+    args.extend(["--web", "127.0.0.1:0"]);
+    let peer = Peer::start(dir.path(), &args);
+    let url = peer.web.clone().expect("the peer serves the web app");
+    let host = url.trim_start_matches("http://").trim_end_matches('/').split('/').next().expect("host").to_owned();
+    let get = |host_header: &str| {
+        let mut stream = std::net::TcpStream::connect(&host).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        write!(stream, "GET /config.json HTTP/1.1\r\nHost: {host_header}\r\nConnection: close\r\n\r\n").expect("write");
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        response
+    };
+    let rebinding = get("attacker.example:4270");
+    assert!(rebinding.starts_with("HTTP/1.1 421"), "{rebinding}");
+    assert!(!rebinding.contains("peers"), "config.json leaked: {rebinding}");
+    let own = get(&host);
+    assert!(own.starts_with("HTTP/1.1 200"), "{own}");
+    assert!(own.to_ascii_lowercase().contains("content-security-policy: default-src 'self'"), "{own}");
+    // Headers started and never finished: the server closes the connection.
+    let mut slow = std::net::TcpStream::connect(&host).expect("connect");
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: ").expect("write");
+    let limit = hellopears_core::limits::HTTP_HEADER_MS / 1000;
+    slow.set_read_timeout(Some(Duration::from_secs(limit + 10))).expect("timeout");
+    let mut answer = Vec::new();
+    let read = slow.read_to_end(&mut answer);
+    assert!(read.is_ok(), "a slow client kept its connection: {read:?}");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 408"), "{answer}");
+    peer.stop();
+}
