@@ -6,6 +6,7 @@
 pub use hellopears_core::ui as model;
 pub use hellopears_core::ui::{share_fragment, topic_from_fragment};
 
+pub mod addresses;
 #[cfg(target_arch = "wasm32")]
 pub mod app;
 #[cfg(target_arch = "wasm32")]

@@ -20,14 +20,14 @@ use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, identify, identity, ping};
 use wasm_bindgen_futures::spawn_local;
 
+use crate::addresses::AddressBook;
 use crate::app::Ui;
 use crate::idb::{IdbStorage, database_name};
 
 const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new(PROTOCOL_ID);
 const NODE_KEY: &str = "node-key";
 const KNOWN_PEERS: &str = "known-peers";
-/// Desktop addresses remembered for redialing.
-const MAX_KNOWN: usize = 64;
+const LEARNED_PEERS: &str = "learned-peers";
 /// Writer slots: each open tab of a list in one browser writes with its own key, held by a
 /// Web Lock, so two tabs never append to one log (a fork).
 const WRITER_SLOTS: u32 = 16;
@@ -117,7 +117,7 @@ struct Tab {
     writers: HashMap<PeerId, Writer>,
     addrs: HashMap<PeerId, Multiaddr>,
     next_epoch: u64,
-    known: Vec<Multiaddr>,
+    known: AddressBook<Multiaddr>,
     redial: HashMap<PeerId, Redial>,
     next_command: CommandId,
     garbage: bool,
@@ -202,7 +202,8 @@ impl Tab {
                 key
             }
         };
-        let known = known_peers(&state);
+        let known =
+            AddressBook { named: stored_addrs(&state, KNOWN_PEERS), learned: stored_addrs(&state, LEARNED_PEERS) };
         let mut secret = [0u8; 32];
         getrandom::fill(&mut secret).map_err(|e| format!("no randomness for a key: {e}"))?;
         let config = node::Config { writer_key: slotted(node::WRITER_SECRET), ..node::Config::default() };
@@ -265,7 +266,7 @@ impl Tab {
             }
             Output::Dial(record) => {
                 if let Some(addr) = dialable(self.me, &record)
-                    && self.learn(addr)
+                    && self.learn(addr, false)
                 {
                     self.save_known();
                     self.dial_due();
@@ -321,7 +322,7 @@ impl Tab {
         match served {
             Ok(addrs) => {
                 for addr in addrs {
-                    self.learn(addr);
+                    self.learn(addr, true);
                 }
                 self.save_known();
                 self.dial_due();
@@ -358,21 +359,21 @@ impl Tab {
     }
 
     /// Remembers a desktop address; true if it is new.
-    fn learn(&mut self, addr: Multiaddr) -> bool {
-        if self.known.contains(&addr) {
-            return false;
-        }
-        // Newest first; the oldest are forgotten.
-        self.known.insert(0, addr);
-        self.known.truncate(MAX_KNOWN);
-        true
+    /// Remembers an address: one the serving page named (`named`), or one learned by peer
+    /// exchange. Newest first; the oldest of its kind are forgotten.
+    fn learn(&mut self, addr: Multiaddr, named: bool) -> bool {
+        self.known.learn(addr, named)
     }
 
     /// Saves the remembered addresses, off the event loop.
     fn save_known(&self) {
-        let list: Vec<String> = self.known.iter().map(|a| a.to_string()).collect();
-        let bytes = serde_json::to_vec(&list).unwrap_or_default();
-        let batch = WriteBatch { meta: vec![(KNOWN_PEERS.into(), Some(bytes))], ..WriteBatch::default() };
+        let list: Vec<String> = self.known.named.iter().map(|a| a.to_string()).collect();
+        let learned: Vec<String> = self.known.learned.iter().map(|a| a.to_string()).collect();
+        let meta = vec![
+            (KNOWN_PEERS.into(), Some(serde_json::to_vec(&list).unwrap_or_default())),
+            (LEARNED_PEERS.into(), Some(serde_json::to_vec(&learned).unwrap_or_default())),
+        ];
+        let batch = WriteBatch { meta, ..WriteBatch::default() };
         let storage = self.storage.clone();
         spawn_local(async move {
             if let Err(error) = storage.write(&batch).await {
@@ -392,7 +393,7 @@ impl Tab {
         use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
         let now = now_ms();
         let mut by_peer: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
-        for addr in &self.known {
+        for addr in self.known.all() {
             if let Some(peer) = peer_of(addr) {
                 by_peer.entry(peer).or_default().push(addr.clone());
             }
@@ -440,10 +441,10 @@ impl Tab {
     }
 }
 
-fn known_peers(state: &LoadedState) -> Vec<Multiaddr> {
+fn stored_addrs(state: &LoadedState, key: &str) -> Vec<Multiaddr> {
     state
         .meta
-        .get(KNOWN_PEERS)
+        .get(key)
         .and_then(|bytes| serde_json::from_slice::<Vec<String>>(bytes).ok())
         .unwrap_or_default()
         .iter()

@@ -86,3 +86,18 @@ fn seqs_beyond_32_bits_mean_the_same_in_the_tab() {
     assert_eq!(std::mem::size_of::<usize>(), 4, "this runs on wasm32");
     hellopears_core::testing::check_seqs_beyond_32_bits();
 }
+
+/// Finding 8: a flood of peer-exchange addresses cannot push the desktops the page named
+/// out of the tab's memory.
+#[wasm_bindgen_test]
+fn a_flood_of_learned_addresses_keeps_the_named_desktops() {
+    use hellopears_web::addresses::{AddressBook, MAX_LEARNED};
+    let mut book = AddressBook::default();
+    assert!(book.learn("desktop".to_owned(), true));
+    for n in 0..1_000 {
+        book.learn(format!("attacker {n}"), false);
+    }
+    assert_eq!(book.named, vec!["desktop".to_owned()]);
+    assert_eq!(book.learned.len(), MAX_LEARNED);
+    assert_eq!(book.all().next().map(String::as_str), Some("desktop"));
+}
