@@ -59,7 +59,7 @@ use std::fmt::Debug;
 use crate::keys::{KeyError, Keypair};
 use crate::replica::{Notice, OpenError, Replica};
 use crate::storage::{LoadedState, WriteBatch};
-use crate::sync::{Message, Session, SessionConfig};
+use crate::sync::{Message, Session, SessionConfig, SyncError};
 use crate::todo::{self, TodoError};
 use crate::topic::Topic;
 use crate::ui::{Command, Outcome, PeerView, Snapshot, SyncStatus, TodoView};
@@ -449,6 +449,9 @@ impl<P: Ord + Clone + Debug> Node<P> {
                     self.out.push(Output::Changed);
                 }
             }
+            // A peer of another list is not hostile (another of the user's lists, a LAN
+            // neighbour's): it is dropped, not banned.
+            Err(error @ SyncError::TopicMismatch) => self.drop_remote(remote, format!("protocol violation: {error}")),
             Err(error) if error.is_fatal() => self.ban_remote(remote, format!("protocol violation: {error}")),
             // An honest peer can cause these (a forked writer, a full pending set); the
             // session already recovers from them.
