@@ -260,7 +260,13 @@ pub struct Node<P> {
     waiting: VecDeque<(PersistId, Waiting<P>)>,
     out: Vec<Output<P>>,
     now: u64,
+    /// Remotes of another list, disconnected once a grace period has passed (so our own
+    /// `Hello` reaches them and they log why, instead of losing it to a closed connection).
+    closing: Vec<(P, u64, String)>,
 }
+
+/// How long a remote of another list keeps its connection after we stop syncing with it.
+const OTHER_LIST_GRACE_MS: u64 = 2_000;
 
 impl<P: Ord + Clone + Debug> Node<P> {
     /// Opens a node on a list's stored state. `fresh_secret` (random bytes from the driver)
@@ -296,6 +302,7 @@ impl<P: Ord + Clone + Debug> Node<P> {
             waiting: VecDeque::new(),
             out: Vec::new(),
             now: 0,
+            closing: Vec::new(),
         }
     }
 
@@ -310,6 +317,7 @@ impl<P: Ord + Clone + Debug> Node<P> {
         match input {
             Input::Connected { remote, open } => self.on_connected(remote, open),
             Input::Disconnected(remote) => {
+                self.closing.retain(|(closing, _, _)| *closing != remote);
                 if self.remotes.remove(&remote).is_some() {
                     self.out.push(Output::Changed);
                 }
@@ -451,7 +459,13 @@ impl<P: Ord + Clone + Debug> Node<P> {
             }
             // A peer of another list is not hostile (another of the user's lists, a LAN
             // neighbour's): it is dropped, not banned.
-            Err(error @ SyncError::TopicMismatch) => self.drop_remote(remote, format!("protocol violation: {error}")),
+            Err(error @ SyncError::TopicMismatch) => {
+                if self.remotes.remove(&remote).is_some() {
+                    let due = self.now + OTHER_LIST_GRACE_MS;
+                    self.closing.push((remote, due, format!("protocol violation: {error}")));
+                    self.out.push(Output::Changed);
+                }
+            }
             Err(error) if error.is_fatal() => self.ban_remote(remote, format!("protocol violation: {error}")),
             // An honest peer can cause these (a forked writer, a full pending set); the
             // session already recovers from them.
@@ -545,6 +559,10 @@ impl<P: Ord + Clone + Debug> Node<P> {
 
     fn on_tick(&mut self) {
         let now = self.now;
+        let due: Vec<(P, u64, String)> = self.closing.extract_if(.., |(_, at, _)| *at <= now).collect();
+        for (remote, _, reason) in due {
+            self.out.push(Output::Disconnect(remote, reason));
+        }
         let ids: Vec<P> = self.remotes.keys().cloned().collect();
         for remote in ids {
             let Some(state) = self.remotes.get_mut(&remote) else { continue };
