@@ -16,6 +16,9 @@ use std::sync::{Arc, Mutex};
 use clap::Parser;
 use hellopears_core::ui::{WINDOW_MARKER, WINDOW_PUSH, WindowMessage};
 use tao::event::{Event, WindowEvent};
+
+/// Where the app's page is served from inside the window.
+const APP_ORIGIN: &str = "app://localhost";
 use tao::event_loop::{ControlFlow, EventLoopBuilder};
 use tao::platform::run_return::EventLoopExtRunReturn;
 use tao::window::WindowBuilder;
@@ -126,13 +129,23 @@ fn run(args: Args, out: Out) -> Result<(), String> {
                 let _ = load_proxy.send_event(UserEvent::Loaded);
             }
         })
-        .with_ipc_handler(move |request: Request<String>| match serde_json::from_str::<WindowMessage>(request.body()) {
-            Ok(message) => {
-                page_out.send(&HostOut::Page(message));
+        // The window shows the app and nothing else: no navigation away from it, and only the
+        // app's own page may send commands to the peer.
+        .with_navigation_handler(|url| url.starts_with(APP_ORIGIN))
+        .with_new_window_req_handler(|_url, _features| wry::NewWindowResponse::Deny)
+        .with_ipc_handler(move |request: Request<String>| {
+            if !request.uri().to_string().starts_with(APP_ORIGIN) {
+                tracing::warn!(uri = %request.uri(), "ignoring a message from a page that is not the app");
+                return;
             }
-            Err(error) => tracing::warn!(%error, "ignoring a malformed message from the page"),
+            match serde_json::from_str::<WindowMessage>(request.body()) {
+                Ok(message) => {
+                    page_out.send(&HostOut::Page(message));
+                }
+                Err(error) => tracing::warn!(%error, "ignoring a malformed message from the page"),
+            }
         })
-        .with_url(format!("app://localhost/index.html{}", args.fragment));
+        .with_url(format!("{APP_ORIGIN}/index.html{}", args.fragment));
     let webview = {
         use tao::platform::unix::WindowExtUnix;
         use wry::WebViewBuilderExtUnix;
