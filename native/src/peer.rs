@@ -131,22 +131,30 @@ pub async fn run(
     // The stored list goes to a window or terminal UI at once, before any network event.
     peer.after_event();
     loop {
+        // What the user asked (the CLI and the UIs) is taken first, at every turn, so no
+        // amount of network traffic delays it; everything else is taken fairly (a biased
+        // order would let a busy source starve the ones after it).
+        match inbox.try_recv() {
+            Ok(Inbound::Request(request, reply)) => {
+                peer.on_request(request, reply);
+                peer.after_event();
+                continue;
+            }
+            Ok(Inbound::Shutdown) => break,
+            Err(_) => {}
+        }
         tokio::select! {
-            // In this order: stopping, then what the user asked (the CLI and the UIs are
-            // answered before more network traffic is taken), then everything else.
-            biased;
             _ = &mut shutdown => break,
             Some(inbound) = inbox.recv() => match inbound {
                 Inbound::Request(request, reply) => peer.on_request(request, reply),
                 Inbound::Shutdown => break,
             },
             Some((id, result)) = peer.persisted_rx.recv() => peer.feed(Input::Persisted(id, result)),
-            _ = tick.tick() => peer.on_tick(),
-            _ = look_up.tick() => peer.discovery.look_up(&mut peer.swarm),
+            Some(event) = peer.streams_rx.recv() => peer.on_stream(event),
             event = peer.swarm.select_next_some() => peer.on_swarm(event),
             Some((remote, stream)) = incoming.next() => peer.on_incoming(remote, stream),
-            // Last: frames, the one source a remote can keep busy.
-            Some(event) = peer.streams_rx.recv() => peer.on_stream(event),
+            _ = tick.tick() => peer.on_tick(),
+            _ = look_up.tick() => peer.discovery.look_up(&mut peer.swarm),
         }
         peer.after_event();
     }
