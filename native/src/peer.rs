@@ -198,6 +198,8 @@ struct Peer {
     inbound: HashMap<PeerId, usize>,
     /// Peers refused until then, for breaking the protocol.
     banned: HashMap<PeerId, Instant>,
+    /// Peers that dialed us directly: AutoNAT servers once their sync session is open.
+    autonat_candidates: HashMap<PeerId, Multiaddr>,
     next_epoch: u64,
     streams_tx: mpsc::Sender<streams::Event>,
     streams_rx: mpsc::Receiver<streams::Event>,
@@ -243,6 +245,7 @@ impl Peer {
             writers: HashMap::new(),
             inbound: HashMap::new(),
             banned: HashMap::new(),
+            autonat_candidates: HashMap::new(),
             next_epoch: 0,
             streams_tx,
             streams_rx,
@@ -451,6 +454,15 @@ impl Peer {
         self.feed(Input::Tick);
         let now = Instant::now();
         self.discovery.tick(&mut self.swarm, now);
+        if !self.autonat_candidates.is_empty() {
+            let proven: Vec<PeerId> =
+                self.node.peers().map(|peer| *peer.id).filter(|id| self.autonat_candidates.contains_key(id)).collect();
+            for remote in proven {
+                if let Some(addr) = self.autonat_candidates.remove(&remote) {
+                    self.swarm.behaviour_mut().autonat.add_server(remote, Some(addr));
+                }
+            }
+        }
         let served: Vec<PeerId> = self.banned.iter().filter(|(_, until)| **until <= now).map(|(p, _)| *p).collect();
         for remote in served {
             self.banned.remove(&remote);
@@ -500,6 +512,7 @@ impl Peer {
                 if num_established == 0 {
                     tracing::info!(peer = %peer_id, cause = ?cause, "disconnected");
                     self.writers.remove(&peer_id);
+                    self.autonat_candidates.remove(&peer_id);
                     let had = self.node.remote_count();
                     self.feed(Input::Disconnected(peer_id));
                     if had > 0 && self.node.remote_count() == 0 {
@@ -524,11 +537,14 @@ impl Peer {
         let connection =
             Connection { addr: addr.clone(), relayed: endpoint.is_relayed(), dialed: endpoint.is_dialer() };
         let up = self.links.established(remote, id, connection, Instant::now());
+        // AutoNAT servers are peers reached directly (a dial-back of a relayed or punched peer
+        // would collide with the punched connection): those we dialed, and those that dialed
+        // us once they proved they are on our list (a stranger that dials us must not choose
+        // the external address we advertise; AutoNAT takes the first answer as the truth).
         if up.plain_direct && endpoint.is_dialer() {
-            // AutoNAT servers are peers we dialed directly: a dial-back of a relayed or punched
-            // peer would collide with the punched connection, and a stranger that dialed us
-            // must not choose the external address we advertise.
             self.swarm.behaviour_mut().autonat.add_server(remote, Some(addr.clone()));
+        } else if up.plain_direct {
+            self.autonat_candidates.insert(remote, addr.clone());
         }
         // A punch replaces the relayed connection: sync moves to the direct one (its
         // streams are reopened there) and the relay is freed.
