@@ -9,6 +9,13 @@ use hellopears_tests::{Peer, list, ok, run, wait_until};
 
 const LOOPBACK: &[&str] = &["--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns", "--no-dht"];
 
+/// The load tests take the whole machine: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Peak resident memory of a process (VmHWM), in KiB.
 fn peak_rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -45,6 +52,7 @@ fn sixteen_peers_adding_and_editing_each_others_todos_converge() {
     const PEERS: usize = 16;
     const EACH: usize = 500;
     const EDITS: usize = 20;
+    let _serial = serial();
     let dirs: Vec<tempfile::TempDir> = (0..PEERS).map(|_| tempfile::tempdir().expect("tempdir")).collect();
     let peers = start_peers(&dirs, &[]);
     let connected = wait_until(Duration::from_secs(60), || {
@@ -112,6 +120,7 @@ fn sixteen_peers_adding_and_editing_each_others_todos_converge() {
 #[test]
 fn a_peer_with_fifty_connected_peers_keeps_answering_list() {
     const PEERS: usize = 51;
+    let _serial = serial();
     let dirs: Vec<tempfile::TempDir> = (0..PEERS).map(|_| tempfile::tempdir().expect("tempdir")).collect();
     // Leaves connect to the hub only: the hub has 50 peers.
     let peers = start_peers(&dirs, &["--no-pex"]);
