@@ -114,6 +114,10 @@ fn a_fork_across_a_partition_does_not_split_honest_replicas() {
     b.todos().add("from b", 2).expect("write");
     a.take_notices();
     b.take_notices();
+    // The branches are old news on each side (not pushed again): the replicas can only
+    // learn of the fork through the heads that name the other branch.
+    a.take_fresh();
+    b.take_fresh();
     exchange(&mut a, &mut b);
     for replica in [&mut a, &mut b] {
         assert!(replica.base().is_quarantined(&forker.id()));
