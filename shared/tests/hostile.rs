@@ -98,18 +98,26 @@ fn many_throwaway_writers_do_not_stop_our_writes() {
 fn a_fork_across_a_partition_does_not_split_honest_replicas() {
     let topic = Topic::from_name("fork split");
     let forker = Keypair::derive_for_tests(402, 9);
-    let branch = |payload: u64| {
-        Entry::sign(
-            EntryBody { writer: forker.id(), seq: 0, prev: None, heads: vec![], clock: 1, payload: op(payload) },
-            &forker,
-        )
+    // Each branch inserts the same todo id with another text: replicas would show different
+    // todos unless the disputed entries are voided on both.
+    let branch = |text: &str| {
+        use hellopears_core::db::{Document, Value};
+        let mut doc = Document::new();
+        let id = hellopears_core::db::derived_id(&forker.id(), 0, hellopears_core::todo::ID_LEN);
+        doc.insert("_id".into(), Value::Str(id.into()));
+        doc.insert("text".into(), Value::Str(text.into()));
+        doc.insert("done".into(), Value::Bool(false));
+        doc.insert("created".into(), Value::Int(0));
+        let payload = DbOp::Insert { collection: "todos".into(), doc: doc.into() }.encode();
+        Entry::sign(EntryBody { writer: forker.id(), seq: 0, prev: None, heads: vec![], clock: 1, payload }, &forker)
     };
     let mut a = replica(&topic, 10);
     let mut b = replica(&topic, 11);
-    a.ingest(branch(1)).expect("branch X");
-    b.ingest(branch(2)).expect("branch Y");
+    a.ingest(branch("branch X")).expect("branch X");
+    b.ingest(branch("branch Y")).expect("branch Y");
     a.update();
     b.update();
+    assert_eq!(hellopears_core::todo::list(a.db())[0].text, "branch X");
     a.todos().add("from a", 1).expect("write");
     b.todos().add("from b", 2).expect("write");
     a.take_notices();
