@@ -151,6 +151,7 @@ pub async fn run(
             },
             Some((id, result)) = peer.persisted_rx.recv() => peer.feed(Input::Persisted(id, result)),
             Some(event) = peer.streams_rx.recv() => peer.on_stream(event),
+            Some(event) = peer.readers.next(), if !peer.readers.is_empty() => peer.on_stream(event),
             event = peer.swarm.select_next_some() => peer.on_swarm(event),
             Some((remote, stream)) = incoming.next() => peer.on_incoming(remote, stream),
             _ = tick.tick() => peer.on_tick(),
@@ -203,6 +204,8 @@ struct Peer {
     next_epoch: u64,
     streams_tx: mpsc::Sender<streams::Event>,
     streams_rx: mpsc::Receiver<streams::Event>,
+    /// Every inbound stream's frames, taken in turn.
+    readers: futures::stream::SelectAll<streams::Frames>,
     persisted_tx: mpsc::Sender<(node::PersistId, Result<(), String>)>,
     persisted_rx: mpsc::Receiver<(node::PersistId, Result<(), String>)>,
     pending: HashMap<CommandId, PendingReply>,
@@ -249,6 +252,7 @@ impl Peer {
             next_epoch: 0,
             streams_tx,
             streams_rx,
+            readers: futures::stream::SelectAll::new(),
             persisted_tx,
             persisted_rx,
             pending: HashMap::new(),
@@ -379,7 +383,7 @@ impl Peer {
             return;
         }
         *open += 1;
-        streams::spawn_reader(remote, stream, self.streams_tx.clone());
+        self.readers.push(streams::spawn_reader(remote, stream));
         self.feed(Input::RemoteStream(remote));
     }
 

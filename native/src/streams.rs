@@ -69,8 +69,23 @@ pub fn open_writer(mut control: libp2p_stream::Control, peer: PeerId, epoch: u64
     });
 }
 
-/// Reads a peer's sync stream, frame by frame.
-pub fn spawn_reader(peer: PeerId, mut stream: libp2p::Stream, events: mpsc::Sender<Event>) {
+/// Frames queued from one inbound stream before its reader waits (and, through the stream's
+/// flow control, so does the peer sending them).
+const READER_QUEUE: usize = 64;
+
+/// The frames of one peer's inbound stream, as its reader task delivers them.
+pub type Frames = futures::stream::BoxStream<'static, Event>;
+
+/// Reads a peer's sync stream, frame by frame, into a queue of its own: the peer's task
+/// takes from every reader's queue in turn, so one peer flooding frames cannot delay the
+/// frames of the others (it only fills its own queue, and then waits).
+pub fn spawn_reader(peer: PeerId, stream: libp2p::Stream) -> Frames {
+    let (events, frames) = mpsc::channel(READER_QUEUE);
+    read_frames(peer, stream, events);
+    Box::pin(futures::stream::unfold(frames, |mut frames| async move { frames.recv().await.map(|e| (e, frames)) }))
+}
+
+fn read_frames(peer: PeerId, mut stream: libp2p::Stream, events: mpsc::Sender<Event>) {
     tokio::spawn(async move {
         let mut decoder = frame::FrameDecoder::default();
         let mut buffer = vec![0u8; READ_CHUNK];
