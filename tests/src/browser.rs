@@ -27,14 +27,19 @@ pub fn available() -> bool {
     found
 }
 
-/// The built web app (`cargo xtask web`), or `HELLOPEARS_WEB_ROOT`.
+/// The built web app: `HELLOPEARS_WEB_ROOT` (the test command sets it), else the build with
+/// test hooks that `cargo xtask test` makes (`target/web-dist-test`), else `cargo xtask web`'s.
 pub fn web_root() -> PathBuf {
     if let Some(dir) = std::env::var_os("HELLOPEARS_WEB_ROOT") {
         return PathBuf::from(dir);
     }
     let bin = crate::hellopears_bin();
-    let dist = bin.parent().and_then(Path::parent).map(|target| target.join("web-dist")).unwrap_or_default();
-    assert!(dist.join("index.html").is_file(), "{} is missing: run `cargo xtask web` first", dist.display());
+    let target = bin.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
+    let dist = [target.join("web-dist-test"), target.join("web-dist")]
+        .into_iter()
+        .find(|dir| dir.join("index.html").is_file())
+        .unwrap_or_else(|| target.join("web-dist-test"));
+    assert!(dist.join("index.html").is_file(), "{} is missing: run `cargo xtask test` first", dist.display());
     dist
 }
 
