@@ -416,11 +416,24 @@ impl Peer {
             let _ = reply.send(Err("no window is running on this data dir".into()));
             return;
         };
-        if let Err(mpsc::error::TrySendError::Full((_, reply)) | mpsc::error::TrySendError::Closed((_, reply))) =
-            eval.try_send((script, reply))
+        // The page may never answer (a script that never completes): the reply is an error
+        // after EVAL_MS, and the window forgets the request once nobody waits for it.
+        let (answer, answered) = oneshot::channel();
+        if let Err(mpsc::error::TrySendError::Full(_) | mpsc::error::TrySendError::Closed(_)) =
+            eval.try_send((script, answer))
         {
             let _ = reply.send(Err("the window is busy or closed".into()));
+            return;
         }
+        tokio::spawn(async move {
+            let patience = Duration::from_millis(limits::EVAL_MS);
+            let result = match tokio::time::timeout(patience, answered).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) => Err("the window closed".into()),
+                Err(_) => Err(format!("the window did not answer in {} s", patience.as_secs())),
+            };
+            let _ = reply.send(result);
+        });
     }
 
     fn node_status(&self) -> NodeStatus {

@@ -145,6 +145,8 @@ impl Relay {
                 Some((script, reply)) = evals.recv() => {
                     let id = self.next_id;
                     self.next_id += 1;
+                    // Requests whose caller gave up (timed out) are forgotten.
+                    self.pending.retain(|_, waiting| !waiting.is_closed());
                     self.pending.insert(id, reply);
                     self.send(&HostIn::Eval { id, script }).await;
                 }

@@ -133,6 +133,8 @@ pub const RELAY_RESERVATIONS_OUT: usize = 3;
 pub const CONTROL_LINE_BYTES: usize = 64 * 1024;
 /// How long a control-socket client may take to send its request.
 pub const CONTROL_READ_MS: u64 = 10_000;
+/// How long `hellopears eval` waits for the window's page to answer.
+pub const EVAL_MS: u64 = 30_000;
 /// How long the web server waits for a request's headers.
 pub const HTTP_HEADER_MS: u64 = 10_000;
 
