@@ -66,6 +66,12 @@ pub trait Apply {
     fn begin_update(&mut self) {}
     /// Called after it (for example to emit change notifications).
     fn end_update(&mut self) {}
+    /// After an update: where the view must be rebuilt from, when applying operations
+    /// changed how earlier ones read (a private list's view learned a content key that
+    /// earlier entries named). `None` (the default) when nothing needs redoing.
+    fn take_rebuild(&mut self) -> Option<Position> {
+        None
+    }
 }
 
 /// The sort key of an entry in the linear order.
@@ -394,6 +400,10 @@ pub struct Base<V: Apply> {
     disputes: Vec<Dep>,
     /// Writers named in the heads of entries held or waiting.
     referenced: rustc_hash::FxHashSet<WriterId>,
+    /// The list whose entries this base holds: entry signatures must name it.
+    list: [u8; 32],
+    /// Whether version 1 entries (signed without a list id) are accepted: public topics only.
+    legacy: bool,
 }
 
 impl<V: Apply> Base<V> {
@@ -420,7 +430,21 @@ impl<V: Apply> Base<V> {
             dirty_from: None,
             disputes: Vec::new(),
             referenced: rustc_hash::FxHashSet::default(),
+            list: [0; 32],
+            legacy: true,
         }
+    }
+
+    /// The list this base holds (see [`Base::set_list`]).
+    pub fn list(&self) -> &[u8; 32] {
+        &self.list
+    }
+
+    /// Names the list this base holds: every entry's signature must name it. `legacy`
+    /// accepts version 1 entries too, which name no list (public topics, for their older data).
+    pub fn set_list(&mut self, list: [u8; 32], legacy: bool) {
+        self.list = list;
+        self.legacy = legacy;
     }
 
     /// Whether a writer is held, or named by an entry held or waiting (so its entries are
@@ -568,7 +592,7 @@ impl<V: Apply> Base<V> {
             let starts_at_zero = chain.first().is_some_and(|e| e.seq() == 0);
             let key = writer.verifying_key();
             let tip_valid = match (&key, chain.last()) {
-                (Ok(key), Some(tip)) => tip.verify(key),
+                (Ok(key), Some(tip)) => self.signature_holds(tip, key),
                 _ => false,
             };
             if linked && starts_at_zero && tip_valid {
@@ -591,7 +615,7 @@ impl<V: Apply> Base<V> {
     /// Records fork evidence from elsewhere (a peer): checks it and quarantines the writer.
     /// Returns whether it was news.
     pub fn add_fork_evidence(&mut self, evidence: ForkEvidence) -> Result<bool, ForkEvidenceError> {
-        evidence.check()?;
+        evidence.check(&self.list)?;
         let writer = evidence.writer();
         // Evidence about a writer we do not hold takes no writer slot (it cannot squat them);
         // should the writer's entries come, the fork shows again.
@@ -743,6 +767,13 @@ impl<V: Apply> Base<V> {
             self.order.push(slot);
         }
         self.view.end_update();
+        if let Some(from) = self.view.take_rebuild() {
+            // The view learns keys only finitely often, so this ends.
+            self.dirty_from = Some(from);
+            let more = self.update();
+            stats.applied += more.applied;
+            stats.rolled_back += more.rolled_back;
+        }
         stats
     }
 
@@ -909,7 +940,17 @@ impl<V: Apply> Base<V> {
             Some(&index) => self.writers[index as usize].key,
             None => writer.verifying_key().map_err(|_| IngestError::InvalidWriterKey(writer))?,
         };
-        if entry.verify(&key) { Ok(()) } else { Err(IngestError::BadSignature { writer, seq: entry.seq() }) }
+        if self.signature_holds(entry, &key) {
+            Ok(())
+        } else {
+            Err(IngestError::BadSignature { writer, seq: entry.seq() })
+        }
+    }
+
+    /// Whether an entry's signature names this list (or it is a legacy entry where those
+    /// are accepted) and verifies.
+    fn signature_holds(&self, entry: &Entry, key: &VerifyingKey) -> bool {
+        (self.legacy || entry.version() != crate::log::LEGACY_ENTRY_VERSION) && entry.verify(key, &self.list)
     }
 
     fn ensure_writer(&mut self, writer: WriterId) -> Result<u32, IngestError> {

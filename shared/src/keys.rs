@@ -7,8 +7,11 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// Domain separation for entry signatures: a signature made for HelloPears entries
-/// is never valid for any other message the same key signs.
-const ENTRY_SIGNATURE_DOMAIN: &[u8] = b"hellopears/entry-signature/v1";
+/// is never valid for any other message the same key signs. Version 2 entries also sign the
+/// id of their list, so an entry cannot be replayed into another list.
+const ENTRY_SIGNATURE_DOMAIN: &[u8] = b"hellopears/entry-signature/v2";
+/// Version 1 entries (before lists had ids in their signatures); accepted only on public topics.
+const LEGACY_ENTRY_SIGNATURE_DOMAIN: &[u8] = b"hellopears/entry-signature/v1";
 
 /// A 32-byte SHA-256 digest: entry hashes, topic ids, discovery keys.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
@@ -107,6 +110,8 @@ pub enum KeyError {
 pub struct Keypair {
     signing: SigningKey,
     id: WriterId,
+    /// The list this key signs entries for (all zero until bound, as in unit tests).
+    list: [u8; 32],
 }
 
 impl fmt::Debug for Keypair {
@@ -120,7 +125,32 @@ impl Keypair {
     pub fn from_secret(secret: [u8; 32]) -> Self {
         let signing = SigningKey::from_bytes(&secret);
         let id = WriterId(signing.verifying_key().to_bytes());
-        Self { signing, id }
+        Self { signing, id, list: [0; 32] }
+    }
+
+    /// This key pair, signing entries for the list `list` (its topic id).
+    pub fn bound_to(mut self, list: [u8; 32]) -> Self {
+        self.list = list;
+        self
+    }
+
+    /// The list this key signs entries for.
+    pub fn list(&self) -> [u8; 32] {
+        self.list
+    }
+
+    /// The X25519 secret scalar of this key (the same key, on the Montgomery curve), for
+    /// opening content keys sealed to this device.
+    pub(crate) fn x25519_secret(&self) -> zeroize::Zeroizing<[u8; 32]> {
+        zeroize::Zeroizing::new(self.signing.to_scalar_bytes())
+    }
+
+    /// Signs `message` under a domain tag of its own (invites, join requests).
+    pub(crate) fn sign_tagged(&self, domain: &[u8], message: &[u8]) -> [u8; 64] {
+        let mut bytes = Vec::with_capacity(domain.len() + message.len());
+        bytes.extend_from_slice(domain);
+        bytes.extend_from_slice(message);
+        self.signing.sign(&bytes).to_bytes()
     }
 
     /// Builds a key pair from a stored secret of unknown length.
@@ -136,8 +166,8 @@ impl Keypair {
     }
 
     /// The secret bytes, for persisting the key.
-    pub fn secret(&self) -> [u8; 32] {
-        self.signing.to_bytes()
+    pub fn secret(&self) -> zeroize::Zeroizing<[u8; 32]> {
+        zeroize::Zeroizing::new(self.signing.to_bytes())
     }
 
     /// This writer's public identity.
@@ -145,23 +175,44 @@ impl Keypair {
         self.id
     }
 
-    /// Signs an entry hash.
+    /// Signs an entry hash (a version 2 entry, for the list this key is bound to).
     pub(crate) fn sign_entry(&self, hash: &Hash) -> [u8; 64] {
-        self.signing.sign(&entry_signing_message(hash)).to_bytes()
+        self.signing.sign(&entry_signing_message(2, &self.list, hash)).to_bytes()
     }
 }
 
-/// The exact bytes an entry signature covers: a domain tag and the entry hash.
-pub fn entry_signing_message(hash: &Hash) -> [u8; ENTRY_SIGNATURE_DOMAIN.len() + 32] {
-    let mut message = [0u8; ENTRY_SIGNATURE_DOMAIN.len() + 32];
-    message[..ENTRY_SIGNATURE_DOMAIN.len()].copy_from_slice(ENTRY_SIGNATURE_DOMAIN);
-    message[ENTRY_SIGNATURE_DOMAIN.len()..].copy_from_slice(&hash.0);
+/// The exact bytes an entry signature covers: a domain tag, the list id (from version 2 on)
+/// and the entry hash.
+pub fn entry_signing_message(version: u8, list: &[u8; 32], hash: &Hash) -> Vec<u8> {
+    let mut message = Vec::with_capacity(ENTRY_SIGNATURE_DOMAIN.len() + 64);
+    if version == 1 {
+        message.extend_from_slice(LEGACY_ENTRY_SIGNATURE_DOMAIN);
+    } else {
+        message.extend_from_slice(ENTRY_SIGNATURE_DOMAIN);
+        message.extend_from_slice(list);
+    }
+    message.extend_from_slice(&hash.0);
     message
 }
 
 /// Checks an entry signature with `verify_strict` (rejects small-order keys and
 /// non-canonical signatures, so a signature cannot be mauled into a second valid one).
-pub(crate) fn verify_entry_signature(key: &VerifyingKey, hash: &Hash, signature: &[u8; 64]) -> bool {
+pub(crate) fn verify_entry_signature(
+    key: &VerifyingKey,
+    version: u8,
+    list: &[u8; 32],
+    hash: &Hash,
+    signature: &[u8; 64],
+) -> bool {
     let signature = ed25519_dalek::Signature::from_bytes(signature);
-    key.verify_strict(&entry_signing_message(hash), &signature).is_ok()
+    key.verify_strict(&entry_signing_message(version, list, hash), &signature).is_ok()
+}
+
+/// Checks a signature made with [`Keypair::sign_tagged`].
+pub(crate) fn verify_tagged(key: &WriterId, domain: &[u8], message: &[u8], signature: &[u8; 64]) -> bool {
+    let Ok(key) = key.verifying_key() else { return false };
+    let mut bytes = Vec::with_capacity(domain.len() + message.len());
+    bytes.extend_from_slice(domain);
+    bytes.extend_from_slice(message);
+    key.verify_strict(&bytes, &ed25519_dalek::Signature::from_bytes(signature)).is_ok()
 }

@@ -17,11 +17,13 @@
 //! handed; it builds for native targets and `wasm32-unknown-unknown` alike.
 #![deny(missing_docs)]
 
+pub mod access;
 pub mod base;
 pub mod control;
 pub mod db;
 pub mod keys;
 pub mod limits;
+pub mod list;
 pub mod log;
 pub mod node;
 pub mod replica;

@@ -160,3 +160,19 @@ const _: () = {
     // One answer always fits the serving budget's bucket.
     assert!(SERVE_BURST_BYTES >= MAX_BATCH_BYTES as u64);
 };
+
+/// The longest display name of a member or device, in bytes (longer names are cut at a
+/// character boundary): names are shown in every UI and stored in the membership log.
+pub const MAX_NAME_BYTES: usize = 64;
+
+/// A display name cut to [`MAX_NAME_BYTES`], without control characters.
+pub fn clip_name(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.chars().filter(|c| !c.is_control()) {
+        if out.len() + c.len_utf8() > MAX_NAME_BYTES {
+            break;
+        }
+        out.push(c);
+    }
+    out
+}

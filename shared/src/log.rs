@@ -11,8 +11,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::keys::{Hash, Keypair, WriterId, verify_entry_signature};
 
-/// The entry format version carried in the first byte of every entry.
-pub const ENTRY_VERSION: u8 = 1;
+/// The entry format version carried in the first byte of every entry written now: its
+/// signature names the list (see [`crate::keys::entry_signing_message`]).
+pub const ENTRY_VERSION: u8 = 2;
+/// Entries written before lists had ids in their signatures: read on public topics only.
+pub const LEGACY_ENTRY_VERSION: u8 = 1;
 pub use crate::limits::{MAX_CLOCK, MAX_ENTRY_BYTES, MAX_HEADS};
 const SIGNATURE_LEN: usize = 64;
 
@@ -126,7 +129,7 @@ impl Entry {
         if bytes.len() < 1 + SIGNATURE_LEN {
             return Err(DecodeError::Truncated { len: bytes.len() });
         }
-        if bytes[0] != ENTRY_VERSION {
+        if bytes[0] != ENTRY_VERSION && bytes[0] != LEGACY_ENTRY_VERSION {
             return Err(DecodeError::UnknownVersion(bytes[0]));
         }
         let (body_bytes, signature_bytes) = bytes.split_at(bytes.len() - SIGNATURE_LEN);
@@ -153,9 +156,14 @@ impl Entry {
         Ok(Self(Arc::new(EntryInner { body, hash: Hash::digest(body_bytes), signature, bytes: bytes.into() })))
     }
 
-    /// Checks the signature against the author's key (`verify_strict`).
-    pub fn verify(&self, key: &VerifyingKey) -> bool {
-        verify_entry_signature(key, &self.0.hash, &self.0.signature)
+    /// Checks the signature against the author's key (`verify_strict`) for the list `list`.
+    pub fn verify(&self, key: &VerifyingKey, list: &[u8; 32]) -> bool {
+        verify_entry_signature(key, self.version(), list, &self.0.hash, &self.0.signature)
+    }
+
+    /// The format version (the first byte).
+    pub fn version(&self) -> u8 {
+        self.0.bytes.first().copied().unwrap_or(ENTRY_VERSION)
     }
 
     /// The signed content.
@@ -257,23 +265,24 @@ impl ForkEvidence {
         postcard::to_allocvec(&pair).unwrap_or_default()
     }
 
-    /// Decodes and checks evidence: two different, validly signed entries at one (writer, seq).
-    pub fn decode_and_check(bytes: &[u8]) -> Result<Self, ForkEvidenceError> {
+    /// Decodes and checks evidence: two different, validly signed entries at one (writer, seq)
+    /// of the list `list`.
+    pub fn decode_and_check(bytes: &[u8], list: &[u8; 32]) -> Result<Self, ForkEvidenceError> {
         let (first, second): (Vec<u8>, Vec<u8>) =
             postcard::from_bytes(bytes).map_err(|_| ForkEvidenceError::Malformed)?;
         let evidence = Self { first: Entry::decode(&first)?, second: Entry::decode(&second)? };
-        evidence.check()?;
+        evidence.check(list)?;
         Ok(evidence)
     }
 
-    /// Checks that this is a real fork.
-    pub fn check(&self) -> Result<(), ForkEvidenceError> {
+    /// Checks that this is a real fork in the list `list`.
+    pub fn check(&self, list: &[u8; 32]) -> Result<(), ForkEvidenceError> {
         let (a, b) = (&self.first, &self.second);
         if a.writer() != b.writer() || a.seq() != b.seq() || a.hash() == b.hash() {
             return Err(ForkEvidenceError::NotAFork);
         }
         let key = a.writer().verifying_key().map_err(|_| ForkEvidenceError::BadSignature)?;
-        if !a.verify(&key) || !b.verify(&key) {
+        if !a.verify(&key, list) || !b.verify(&key, list) {
             return Err(ForkEvidenceError::BadSignature);
         }
         Ok(())
@@ -296,8 +305,9 @@ mod tests {
         assert_eq!(decoded, entry);
         assert_eq!(decoded.body(), entry.body());
         let key = keypair.id().verifying_key().expect("valid key");
-        assert!(decoded.verify(&key));
+        assert!(decoded.verify(&key, &[0; 32]));
+        assert!(!decoded.verify(&key, &[1; 32]), "an entry of one list does not verify for another");
         let other = Keypair::derive_for_tests(1, 2).id().verifying_key().expect("valid key");
-        assert!(!decoded.verify(&other));
+        assert!(!decoded.verify(&other, &[0; 32]));
     }
 }

@@ -4,12 +4,14 @@
 //! The replica knows nothing of the app on top: the view it is handed decides the
 //! collections and indexes (the todo app builds its replicas in the `todo` module).
 
+use crate::access::{AccessError, Role};
 use crate::base::{Base, BaseEvent, IngestError, Ingested, UpdateStats};
 use crate::db::{Db, DbOp};
 use crate::keys::{Keypair, WriterId};
+use crate::list::{ListView, MemberOp, Membership};
 use crate::log::{DecodeError, Entry, ForkEvidence, ForkEvidenceError};
 use crate::storage::{LoadedState, WriteBatch};
-use crate::topic::Topic;
+use crate::topic::{Access, Topic};
 
 /// A problem found while opening stored state. The rest of the state is still loaded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -40,6 +42,28 @@ pub enum Notice {
     },
     /// A waiting entry was rejected once its dependencies arrived.
     Rejected(IngestError),
+    /// Every replica ignores an operation of a private list: its writer had no right to
+    /// it there, or it does not decrypt.
+    Refused {
+        /// The writer.
+        writer: WriterId,
+        /// The entry.
+        seq: u64,
+        /// Why.
+        reason: AccessError,
+    },
+}
+
+/// Why a local write was not made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WriteError {
+    /// This device may not do that in this list.
+    #[error("{0}")]
+    Access(#[from] AccessError),
+    /// The base refused the entry.
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
 }
 
 /// One topic's replica.
@@ -47,7 +71,7 @@ pub enum Notice {
 pub struct Replica {
     topic: Topic,
     keypair: Keypair,
-    base: Base<Db>,
+    base: Base<ListView>,
     unsaved: WriteBatch,
     fresh: Vec<Entry>,
     fresh_forks: Vec<ForkEvidence>,
@@ -57,8 +81,16 @@ pub struct Replica {
 impl Replica {
     /// An empty replica for a topic over `view`, writing as `keypair`.
     pub fn with_view(topic: Topic, keypair: Keypair, view: Db) -> Self {
+        let keypair = keypair.bound_to(topic.id().0);
+        let view = match topic.access() {
+            Access::Public => ListView::public(view),
+            Access::Private { capability, keys } => {
+                ListView::private(view, (**keys).clone(), keypair.clone(), capability.first_content_key())
+            }
+        };
         let mut base = Base::new(view);
         base.set_local(keypair.id());
+        base.set_list(topic.id().0, !topic.is_private());
         Self {
             topic,
             keypair,
@@ -73,6 +105,7 @@ impl Replica {
     /// Opens a replica from stored state. Corrupt or invalid stored items are reported and
     /// skipped; everything else is loaded.
     pub fn open_with_view(topic: Topic, keypair: Keypair, view: Db, state: LoadedState) -> (Self, Vec<OpenError>) {
+        let topic_id = topic.id().0;
         let mut replica = Self::with_view(topic, keypair, view);
         let mut errors = Vec::new();
         let mut entries = Vec::with_capacity(state.entries.len());
@@ -84,7 +117,7 @@ impl Replica {
         }
         errors.extend(replica.base.ingest_stored(entries).into_iter().map(OpenError::Rejected));
         for bytes in &state.forks {
-            match ForkEvidence::decode_and_check(bytes) {
+            match ForkEvidence::decode_and_check(bytes, &topic_id) {
                 Ok(evidence) => {
                     let _ = replica.base.add_fork_evidence(evidence);
                 }
@@ -95,6 +128,7 @@ impl Replica {
         // Loaded items are already stored and need not be pushed: drop the bookkeeping.
         replica.base.take_integrated();
         replica.base.take_events();
+        replica.base.view_mut().take_refused();
         (replica, errors)
     }
 
@@ -114,23 +148,52 @@ impl Replica {
     }
 
     /// The base (logs, order, view).
-    pub fn base(&self) -> &Base<Db> {
+    pub fn base(&self) -> &Base<ListView> {
         &self.base
     }
 
     /// The document DB view.
     pub fn db(&self) -> &Db {
-        self.base.view()
+        self.base.view().db()
     }
 
     /// The document DB view, for local settings (indexes, subscriptions).
     pub fn db_mut(&mut self) -> &mut Db {
-        self.base.view_mut()
+        self.base.view_mut().db_mut()
     }
 
-    /// Writes one operation as the local writer and applies it to the view.
-    pub fn write(&mut self, op: &DbOp) -> Result<Entry, IngestError> {
-        let entry = self.base.append_local(&self.keypair, op.encode())?;
+    /// The list's view (DB and, for a private list, membership).
+    pub fn list(&self) -> &ListView {
+        self.base.view()
+    }
+
+    /// The membership of a private list.
+    pub fn membership(&self) -> Option<&Membership> {
+        self.base.view().membership()
+    }
+
+    /// This device's role in a private list (`None` on a public topic).
+    pub fn role(&self) -> Option<Role> {
+        self.base.view().role()
+    }
+
+    /// Writes one operation as the local writer and applies it to the view (sealed under
+    /// the current content key in a private list).
+    pub fn write(&mut self, op: &DbOp) -> Result<Entry, WriteError> {
+        let seq = self.base.len(&self.keypair.id());
+        let payload = self.base.view().seal_op(seq, &op.encode())?;
+        self.append(payload)
+    }
+
+    /// Writes one membership operation of a private list as the local writer.
+    pub fn write_member(&mut self, op: &MemberOp) -> Result<Entry, WriteError> {
+        let seq = self.base.len(&self.keypair.id());
+        let payload = self.base.view().seal_member_op(seq, op)?;
+        self.append(payload)
+    }
+
+    fn append(&mut self, payload: Vec<u8>) -> Result<Entry, WriteError> {
+        let entry = self.base.append_local(&self.keypair, payload)?;
         self.base.update();
         self.drain_base();
         Ok(entry)
@@ -157,7 +220,11 @@ impl Replica {
 
     /// Applies ingested entries to the view.
     pub fn update(&mut self) -> UpdateStats {
-        self.base.update()
+        let stats = self.base.update();
+        for (writer, seq, reason) in self.base.view_mut().take_refused() {
+            self.notices.push(Notice::Refused { writer, seq, reason });
+        }
+        stats
     }
 
     /// What to persist since the last call.
@@ -195,6 +262,9 @@ impl Replica {
                 }
                 BaseEvent::Rejected(error) => self.notices.push(Notice::Rejected(error)),
             }
+        }
+        for (writer, seq, reason) in self.base.view_mut().take_refused() {
+            self.notices.push(Notice::Refused { writer, seq, reason });
         }
     }
 }

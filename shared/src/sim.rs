@@ -132,7 +132,7 @@ impl Sim {
         let topic = Topic::from_name("sim");
         let peers = (0..peers)
             .map(|i| {
-                let secret = Keypair::derive_for_tests(seed, i as u64).secret();
+                let secret = *Keypair::derive_for_tests(seed, i as u64).secret();
                 let storage = MemoryStorage::new();
                 let (node, _) = Node::open(topic.clone(), Default::default(), secret, node::Config::default())
                     .unwrap_or_else(|_| unreachable!("no stored key to be corrupt"));

@@ -386,7 +386,7 @@ impl Session {
                 result?;
             }
             Message::Fork { evidence } => {
-                let evidence = ForkEvidence::decode_and_check(&evidence)?;
+                let evidence = ForkEvidence::decode_and_check(&evidence, replica.base().list())?;
                 self.remote.remove(&evidence.writer());
                 replica.add_fork_evidence(evidence)?;
             }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::base::IngestError;
 use crate::db::{Db, DbOp, Direction, Document, Filter, Query, Update, Value};
 use crate::keys::Keypair;
-use crate::replica::{OpenError, Replica};
+use crate::replica::{OpenError, Replica, WriteError};
 use crate::storage::LoadedState;
 use crate::topic::Topic;
 
@@ -71,6 +71,18 @@ pub enum TodoError {
     /// The write itself failed.
     #[error(transparent)]
     Write(#[from] IngestError),
+    /// This device may not write in this list (read-only, blind, removed, not yet admitted).
+    #[error("{0}")]
+    Access(#[from] crate::access::AccessError),
+}
+
+impl From<WriteError> for TodoError {
+    fn from(error: WriteError) -> Self {
+        match error {
+            WriteError::Access(error) => TodoError::Access(error),
+            WriteError::Ingest(error) => TodoError::Write(error),
+        }
+    }
 }
 
 /// The todo app's view: documents stamped with their author, and the index the list uses

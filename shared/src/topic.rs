@@ -5,7 +5,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::keys::Hash;
+use crate::access::{Capability, ListKeys};
+use crate::keys::{Hash, WriterId};
 
 /// The 32-byte id of a topic: SHA-256 of its name.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -16,12 +17,27 @@ pub struct TopicId(pub [u8; 32]);
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct DiscoveryKey(pub [u8; 32]);
 
-/// A topic: its name, id and discovery key.
+/// Who can read and write a list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// An open topic: anyone who knows the name can read and write.
+    Public,
+    /// A private list: its capability and the keys it derives (see [`crate::access`]).
+    Private {
+        /// What this device holds.
+        capability: Capability,
+        /// The derived keys.
+        keys: Box<ListKeys>,
+    },
+}
+
+/// A topic (a list): its name, id, discovery key and access.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Topic {
     name: String,
     id: TopicId,
     discovery: DiscoveryKey,
+    access: Access,
 }
 
 impl Topic {
@@ -34,7 +50,36 @@ impl Topic {
     /// A topic known by its id (for example from a share link).
     pub fn from_id(name: String, id: TopicId) -> Self {
         let discovery = DiscoveryKey(Hash::digest_parts(&[b"hellopears/discovery/v1", &id.0]).0);
-        Self { name, id, discovery }
+        Self { name, id, discovery, access: Access::Public }
+    }
+
+    /// A private list created by `owner`, as this device holds it.
+    pub fn private(name: String, capability: Capability, owner: WriterId) -> Self {
+        let keys = ListKeys::derive(&capability, owner);
+        Self {
+            name,
+            id: TopicId(keys.id),
+            discovery: DiscoveryKey(keys.discovery),
+            access: Access::Private { capability, keys: Box::new(keys) },
+        }
+    }
+
+    /// Who can read and write it.
+    pub fn access(&self) -> &Access {
+        &self.access
+    }
+
+    /// Whether it is a private list.
+    pub fn is_private(&self) -> bool {
+        matches!(self.access, Access::Private { .. })
+    }
+
+    /// The keys of a private list.
+    pub fn list_keys(&self) -> Option<&ListKeys> {
+        match &self.access {
+            Access::Public => None,
+            Access::Private { keys, .. } => Some(keys),
+        }
     }
 
     /// The name this topic was opened with.
@@ -55,7 +100,11 @@ impl Topic {
 
 impl fmt::Debug for Topic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Topic").field("name", &self.name).field("id", &self.id).finish()
+        f.debug_struct("Topic")
+            .field("name", &self.name)
+            .field("id", &self.id)
+            .field("private", &self.is_private())
+            .finish()
     }
 }
 

@@ -18,7 +18,12 @@ fn op(n: u64) -> Vec<u8> {
 
 /// A signed seq-0 entry of a fresh writer.
 fn throwaway(group: u64, index: u64) -> Entry {
-    let key = Keypair::derive_for_tests(group, index);
+    throwaway_in([0; 32], group, index)
+}
+
+/// A signed seq-0 entry of a fresh writer, for the list `list`.
+fn throwaway_in(list: [u8; 32], group: u64, index: u64) -> Entry {
+    let key = Keypair::derive_for_tests(group, index).bound_to(list);
     Entry::sign(EntryBody { writer: key.id(), seq: 0, prev: None, heads: vec![], clock: 1, payload: op(index) }, &key)
 }
 
@@ -71,7 +76,7 @@ fn many_throwaway_writers_do_not_stop_our_writes() {
     let mut a = replica(&topic, 0);
     let mut b = replica(&topic, 1);
     for index in 0..1_100 {
-        assert!(matches!(a.ingest(throwaway(401, index)), Ok(Ingested::Integrated(1))));
+        assert!(matches!(a.ingest(throwaway_in(topic.id().0, 401, index)), Ok(Ingested::Integrated(1))));
     }
     a.update();
     a.take_fresh();
@@ -97,7 +102,7 @@ fn many_throwaway_writers_do_not_stop_our_writes() {
 #[test]
 fn a_fork_across_a_partition_does_not_split_honest_replicas() {
     let topic = Topic::from_name("fork split");
-    let forker = Keypair::derive_for_tests(402, 9);
+    let forker = Keypair::derive_for_tests(402, 9).bound_to(topic.id().0);
     // Each branch inserts the same todo id with another text: replicas would show different
     // todos unless the disputed entries are voided on both.
     let branch = |text: &str| {

@@ -109,8 +109,8 @@ fn head_mismatch_waits_as_disputed() {
 fn unknown_version_is_rejected() {
     let writer = Keypair::derive_for_tests(6, 0);
     let mut bytes = Entry::sign(body(&writer, 0, None, 1), &writer).bytes().to_vec();
-    bytes[0] = 2;
-    assert_eq!(Entry::decode(&bytes), Err(DecodeError::UnknownVersion(2)));
+    bytes[0] = 3;
+    assert_eq!(Entry::decode(&bytes), Err(DecodeError::UnknownVersion(3)));
 }
 
 #[test]
@@ -165,7 +165,7 @@ fn fork_is_detected_quarantined_and_reported() {
     assert_eq!(base.forks().len(), 1);
     assert!(matches!(base.take_events().as_slice(), [BaseEvent::Fork(_)]));
     // Evidence is portable: it checks on its own and survives encoding.
-    let decoded = ForkEvidence::decode_and_check(&evidence.encode()).expect("valid evidence");
+    let decoded = ForkEvidence::decode_and_check(&evidence.encode(), &[0; 32]).expect("valid evidence");
     assert_eq!(decoded, *evidence);
     // A quarantined writer's further entries are refused.
     let prev = base.entry(&writer.id(), 1).expect("held").hash();
@@ -173,13 +173,13 @@ fn fork_is_detected_quarantined_and_reported() {
     assert_eq!(base.ingest(next), Err(IngestError::Quarantined(writer.id())));
     // Forged evidence is refused.
     let not_a_fork = ForkEvidence { first: evidence.first.clone(), second: evidence.first.clone() };
-    assert!(not_a_fork.check().is_err());
+    assert!(not_a_fork.check(&[0; 32]).is_err());
 }
 
 #[test]
 fn fork_reaches_the_replica_user_and_other_replicas() {
     let topic = Topic::from_name("forks");
-    let forker = Keypair::derive_for_tests(11, 0);
+    let forker = Keypair::derive_for_tests(11, 0).bound_to(topic.id().0);
     let mut a = Replica::new(topic.clone(), Keypair::derive_for_tests(11, 1));
     let mut b = Replica::new(topic, Keypair::derive_for_tests(11, 2));
     let one = Entry::sign(body(&forker, 0, None, 1), &forker);
@@ -214,4 +214,14 @@ fn out_of_order_entries_wait_and_then_integrate() {
     assert_eq!(base.ingest(entries[0].clone()), Ok(Ingested::Integrated(5)));
     assert_eq!(base.pending_count(), 0);
     assert_eq!(base.ingest(entries[3].clone()), Ok(Ingested::Duplicate));
+}
+
+#[test]
+fn an_entry_of_one_list_is_refused_in_another() {
+    let writer = Keypair::derive_for_tests(12, 0).bound_to(Topic::from_name("a").id().0);
+    let entry = Entry::sign(body(&writer, 0, None, 1), &writer);
+    let mut a = Replica::new(Topic::from_name("a"), Keypair::derive_for_tests(12, 1));
+    let mut b = Replica::new(Topic::from_name("b"), Keypair::derive_for_tests(12, 2));
+    assert!(a.ingest(entry.clone()).is_ok());
+    assert_eq!(b.ingest(entry), Err(IngestError::BadSignature { writer: writer.id(), seq: 0 }));
 }

@@ -24,7 +24,7 @@ struct Pair {
 }
 
 fn node(topic: &str, index: u64) -> Node<u8> {
-    let secret = Keypair::derive_for_tests(100, index).secret();
+    let secret = *Keypair::derive_for_tests(100, index).secret();
     Node::open(Topic::from_name(topic), LoadedState::default(), secret, node::Config::default()).expect("open").0
 }
 
