@@ -72,12 +72,16 @@ pub fn prepare_peer(
         ];
     }
     let backend = Backend::open(data.as_deref(), &topic)?;
-    let node =
-        local::open_node(&backend, topic, hellopears_core::node::Config { pex: discovery.pex, ..Default::default() })?;
     let node_key = match &data {
         Some(dir) => local::node_key(dir)?,
         None => libp2p::identity::Keypair::generate_ed25519(),
     };
+    let identity = node_key.public().to_peer_id().to_bytes();
+    let node = local::open_node(
+        &backend,
+        topic,
+        hellopears_core::node::Config { pex: discovery.pex, identity, ..Default::default() },
+    )?;
     let webrtc_certificate = local::webrtc_certificate(data.as_deref())?;
     let config = peer::PeerConfig {
         listen,

@@ -576,7 +576,7 @@ impl Peer {
         // of the connection is set up: open ours once its stream arrives, or after a while.
         let from_browser = !endpoint.is_dialer() && is_webrtc(&addr);
         let open = if from_browser { Open::AfterRemote { fallback_ms: BROWSER_STREAM_FALLBACK_MS } } else { Open::Now };
-        self.feed(Input::Connected { remote, open });
+        self.feed(Input::Connected { remote, open, identity: remote.to_bytes() });
         self.say(format!("connected to {remote} ({} peers)", self.node.remote_count()));
     }
 

@@ -72,7 +72,7 @@ fn verify_ingest(c: &mut Criterion) {
                 let bytes = entry.bytes();
                 let mut signature = [0u8; 64];
                 signature.copy_from_slice(&bytes[bytes.len() - 64..]);
-                let message = entry_signing_message(&entry.hash());
+                let message = entry_signing_message(entry.version(), &[0; 32], &entry.hash());
                 assert!(key.verify_strict(&message, &Signature::from_bytes(&signature)).is_ok());
             }
         });

@@ -34,7 +34,7 @@ pub fn sync_session(data: &[u8]) {
     }
     let mut session = Session::new(SessionConfig::default());
     let _ = session.start(&replica, 0);
-    let hello = Message::Hello { discovery: topic.discovery_key(), acknowledged: false };
+    let hello = Message::Hello { discovery: topic.discovery_key(), acknowledged: false, proof: None };
     let _ = session.handle(&mut replica, hello, 1);
     let mut rest = data;
     let mut now = 2;
@@ -109,7 +109,7 @@ pub fn seed_corpus() -> Vec<(&'static str, String, Vec<u8>)> {
     }
     let writer = other.writer_id();
     let messages = [
-        Message::Hello { discovery: topic.discovery_key(), acknowledged: false },
+        Message::Hello { discovery: topic.discovery_key(), acknowledged: false, proof: None },
         Message::Have { writers: vec![WriterLen { writer, len: entries.len() as u64 }] },
         Message::Want { writer: Keypair::derive_for_tests(0, 1).id(), start: 0, end: 10 },
         Message::Entries { entries: entries.iter().map(|e| e.bytes().to_vec()).collect() },

@@ -165,14 +165,19 @@ const _: () = {
 /// character boundary): names are shown in every UI and stored in the membership log.
 pub const MAX_NAME_BYTES: usize = 64;
 
-/// A display name cut to [`MAX_NAME_BYTES`], without control characters.
-pub fn clip_name(name: &str) -> String {
+/// `text` cut to at most `max` bytes at a character boundary, without control characters.
+pub fn clip_text(text: &str, max: usize) -> String {
     let mut out = String::new();
-    for c in name.chars().filter(|c| !c.is_control()) {
-        if out.len() + c.len_utf8() > MAX_NAME_BYTES {
+    for c in text.chars().filter(|c| !c.is_control()) {
+        if out.len() + c.len_utf8() > max {
             break;
         }
         out.push(c);
     }
     out
+}
+
+/// A display name cut to [`MAX_NAME_BYTES`], without control characters.
+pub fn clip_name(name: &str) -> String {
+    clip_text(name, MAX_NAME_BYTES)
 }

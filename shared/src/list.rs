@@ -115,7 +115,8 @@ struct InviteRecord {
 pub struct Membership {
     members: Vec<Member>,
     invites: Vec<InviteRecord>,
-    /// Content key ids in the order they were introduced, with where.
+    /// The ids of content keys chosen at removals, in order, with where. Content key 0
+    /// (from the root secret) is the one held key not listed: it precedes every entry.
     key_ids: Vec<([u8; 8], Position)>,
 }
 
@@ -212,13 +213,8 @@ impl ListView {
             until: None,
             invited_by: None,
         };
-        let mut membership = Membership { members: vec![owner], ..Membership::default() };
-        let mut keyring = Vec::new();
-        if let Some(key) = first_key {
-            let key = ContentKey::new(key);
-            membership.key_ids.push((key.id, ORIGIN));
-            keyring.push(key);
-        }
+        let membership = Membership { members: vec![owner], ..Membership::default() };
+        let keyring = first_key.map(ContentKey::new).into_iter().collect();
         Self {
             db,
             private: Some(Box::new(Private { keys, device, membership, keyring, rebuild: None, refused: Vec::new() })),
@@ -330,7 +326,17 @@ impl ListView {
 impl Private {
     /// The newest content key (in the order) that this device holds.
     fn current_key(&self) -> Option<&ContentKey> {
-        self.membership.key_ids.iter().rev().find_map(|(id, _)| self.keyring.iter().find(|key| key.id == *id))
+        self.membership
+            .key_ids
+            .iter()
+            .rev()
+            .find_map(|(id, _)| self.keyring.iter().find(|key| key.id == *id))
+            .or_else(|| self.first_key())
+    }
+
+    /// Content key 0: the held key no removal introduced.
+    fn first_key(&self) -> Option<&ContentKey> {
+        self.keyring.iter().find(|key| !self.membership.key_ids.iter().any(|(id, _)| *id == key.id))
     }
 
     fn learn(&mut self, key: ContentKey, introduced: Position, now: Position) {
@@ -346,10 +352,10 @@ impl Private {
     /// Decrypts a todo operation at `at`, if its key was introduced before it and is held.
     fn open_content(&self, envelope: &Envelope, ctx: &ApplyContext) -> Result<Vec<u8>, AccessError> {
         let at = position(ctx);
+        // A key chosen at a removal counts only after it; key 0 counts from the start.
         let introduced = self.membership.key_ids.iter().find(|(id, _)| *id == envelope.key_id);
-        match introduced {
-            Some((_, since)) if *since < at => {}
-            _ => return Err(AccessError::UnknownKey(hex::encode(envelope.key_id))),
+        if introduced.is_some_and(|(_, since)| *since >= at) {
+            return Err(AccessError::UnknownKey(hex::encode(envelope.key_id)));
         }
         let key = self
             .keyring
@@ -403,7 +409,7 @@ impl Private {
                     let introduced: Vec<([u8; 8], Position)> = self.membership.key_ids.clone();
                     for sealed in keys {
                         if let Ok(key) = sealed.open(&self.device, &self.keys.id) {
-                            let since = introduced.iter().find(|(id, _)| *id == key.id).map_or(at, |(_, p)| *p);
+                            let since = introduced.iter().find(|(id, _)| *id == key.id).map_or(ORIGIN, |(_, p)| *p);
                             self.learn(key, since, at);
                         }
                     }
@@ -424,12 +430,11 @@ impl Private {
                     self.membership.key_ids.push((key_id, at));
                 }
                 let own = self.device.id();
-                if let Some((_, sealed)) = keys.iter().find(|(recipient, _)| *recipient == own) {
-                    if let Ok(key) = sealed.open(&self.device, &self.keys.id) {
-                        if key.id == key_id {
-                            self.learn(key, at, at);
-                        }
-                    }
+                if let Some((_, sealed)) = keys.iter().find(|(recipient, _)| *recipient == own)
+                    && let Ok(key) = sealed.open(&self.device, &self.keys.id)
+                    && key.id == key_id
+                {
+                    self.learn(key, at, at);
                 }
             }
             MemberOp::Name { name } => {

@@ -25,8 +25,8 @@
 //! let (mut a, _) = Node::<u8>::open(topic.clone(), LoadedState::default(), [1; 32], Config::default()).unwrap();
 //! let (mut b, _) = Node::<u8>::open(topic, LoadedState::default(), [2; 32], Config::default()).unwrap();
 //! let mut to_a = a.handle(Input::Command(1, Command::Add("milk".into())), 0);
-//! to_a.extend(a.handle(Input::Connected { remote: 2, open: Open::Now }, 0));
-//! let mut to_b = b.handle(Input::Connected { remote: 1, open: Open::Now }, 0);
+//! to_a.extend(a.handle(Input::Connected { remote: 2, open: Open::Now, identity: vec![] }, 0));
+//! let mut to_b = b.handle(Input::Connected { remote: 1, open: Open::Now, identity: vec![] }, 0);
 //! // Carry out what each node asks: persist (to memory here), open streams, deliver frames.
 //! for _ in 0..20 {
 //!     let mut next_a = Vec::new();
@@ -95,6 +95,9 @@ pub struct Config {
     /// The meta key of this device's writer secret ([`WRITER_SECRET`]; browser tabs open
     /// at once write with a key each).
     pub writer_key: String,
+    /// This peer's Noise-authenticated id (the bytes of its libp2p peer id): a private
+    /// list's session proofs are bound to it and to the remote's.
+    pub identity: Vec<u8>,
 }
 
 impl Default for Config {
@@ -108,6 +111,7 @@ impl Default for Config {
             persist_retry_ms: 500,
             held_limit: 16_384,
             writer_key: WRITER_SECRET.to_owned(),
+            identity: Vec::new(),
         }
     }
 }
@@ -135,6 +139,9 @@ pub enum Input<P> {
         remote: P,
         /// When to open our stream.
         open: Open,
+        /// The remote's Noise-authenticated id (its libp2p peer id bytes), for the
+        /// session proofs of a private list (may be empty on public topics).
+        identity: Vec<u8>,
     },
     /// The last connection to a remote closed.
     Disconnected(P),
@@ -263,6 +270,10 @@ pub struct Node<P> {
     /// Remotes of another list, disconnected once a grace period has passed (so our own
     /// `Hello` reaches them and they log why, instead of losing it to a closed connection).
     closing: Vec<(P, u64, String)>,
+    /// The invite this device joins a private list with, until it is admitted.
+    invite: Option<(crate::access::Invite, String)>,
+    /// Why a member refused our join request, if one did.
+    refusal: Option<String>,
 }
 
 /// How long a remote of another list keeps its connection after we stop syncing with it.
@@ -303,7 +314,45 @@ impl<P: Ord + Clone + Debug> Node<P> {
             out: Vec::new(),
             now: 0,
             closing: Vec::new(),
+            invite: None,
+            refusal: None,
         }
+    }
+
+    /// Joins a private list with an invite: every session that opens asks its remote to
+    /// admit this device as `name`, until it is a member.
+    pub fn set_invite(&mut self, invite: crate::access::Invite, name: String) {
+        self.invite = Some((invite, name));
+        self.refusal = None;
+        let requests: Vec<P> =
+            self.remotes.iter().filter(|(_, state)| state.session.is_introduced()).map(|(p, _)| p.clone()).collect();
+        for remote in requests {
+            if let Some(join) = self.join_request() {
+                self.route(&remote, vec![join]);
+            }
+        }
+    }
+
+    /// Why a member refused our join request, if one did.
+    pub fn refusal(&self) -> Option<&str> {
+        self.refusal.as_deref()
+    }
+
+    /// Whether this device waits to be admitted to a private list.
+    pub fn is_joining(&self) -> bool {
+        self.invite.is_some() && self.replica.role().is_none()
+    }
+
+    fn join_request(&mut self) -> Option<Message> {
+        if self.replica.role().is_some() {
+            self.invite = None;
+            return None;
+        }
+        let (invite, name) = self.invite.as_ref()?;
+        let list = self.replica.topic().list_keys()?.id;
+        let device = self.replica.writer_id();
+        let proof = invite.prove(&list, &device, name).to_vec();
+        Some(Message::Join { invite: invite.key(), device, name: name.clone(), proof })
     }
 
     /// The replica (logs, order, view), for queries.
@@ -315,7 +364,7 @@ impl<P: Ord + Clone + Debug> Node<P> {
     pub fn handle(&mut self, input: Input<P>, now: u64) -> Vec<Output<P>> {
         self.now = now;
         match input {
-            Input::Connected { remote, open } => self.on_connected(remote, open),
+            Input::Connected { remote, open, identity } => self.on_connected(remote, open, identity),
             Input::Disconnected(remote) => {
                 self.closing.retain(|(closing, _, _)| *closing != remote);
                 if self.remotes.remove(&remote).is_some() {
@@ -395,12 +444,14 @@ impl<P: Ord + Clone + Debug> Node<P> {
         }
     }
 
-    fn on_connected(&mut self, remote: P, open: Open) {
+    fn on_connected(&mut self, remote: P, open: Open, identity: Vec<u8>) {
         if self.remotes.contains_key(&remote) {
             return;
         }
+        let mut session = Session::new(self.config.session.clone());
+        session.set_identities(self.config.identity.clone(), identity);
         let mut state = Remote {
-            session: Session::new(self.config.session.clone()),
+            session,
             stream: Stream::Opening,
             backlog: VecDeque::new(),
             failures: 0,
@@ -449,7 +500,14 @@ impl<P: Ord + Clone + Debug> Node<P> {
             Ok(reply) => {
                 let learned = state.session.take_learned_peers();
                 let introduced = state.session.is_introduced() && !was_introduced;
+                if let Some(reason) = state.session.take_refusal() {
+                    self.refusal = Some(reason);
+                    self.out.push(Output::Changed);
+                }
                 self.route(&remote, reply);
+                if introduced && let Some(join) = self.join_request() {
+                    self.route(&remote, vec![join]);
+                }
                 if self.config.pex {
                     self.out.extend(learned.into_iter().map(Output::Dial));
                 }
@@ -459,7 +517,9 @@ impl<P: Ord + Clone + Debug> Node<P> {
             }
             // A peer of another list is not hostile (another of the user's lists, a LAN
             // neighbour's): it is dropped, not banned.
-            Err(error @ SyncError::TopicMismatch) => {
+            // A peer that cannot prove it holds a private list is treated exactly like one of
+            // another list, so it cannot tell whether we hold the list.
+            Err(error @ (SyncError::TopicMismatch | SyncError::Access(_))) => {
                 if self.remotes.remove(&remote).is_some() {
                     let due = self.now + OTHER_LIST_GRACE_MS;
                     self.closing.push((remote, due, format!("protocol violation: {error}")));

@@ -213,8 +213,8 @@ impl Sim {
     /// Connects two peers.
     pub fn connect(&mut self, a: usize, b: usize) {
         self.links.push((a, b));
-        self.input(a, Input::Connected { remote: b, open: Open::Now });
-        self.input(b, Input::Connected { remote: a, open: Open::Now });
+        self.input(a, Input::Connected { remote: b, open: Open::Now, identity: vec![] });
+        self.input(b, Input::Connected { remote: a, open: Open::Now, identity: vec![] });
     }
 
     /// Connects every pair.
@@ -492,5 +492,7 @@ fn kind(message: &Message) -> &'static str {
         Message::Entries { .. } => "entries",
         Message::Fork { .. } => "fork",
         Message::Peers { .. } => "peers",
+        Message::Join { .. } => "join",
+        Message::Refused { .. } => "refused",
     }
 }

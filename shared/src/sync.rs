@@ -57,6 +57,26 @@ pub enum Message {
         /// Whether the sender has received our `Hello`; a hello without it, arriving after
         /// the session is open, means ours was lost, and is answered with another.
         acknowledged: bool,
+        /// On a private list: the sender's proof that it holds the list, bound to both
+        /// peer ids ([`crate::access::ListKeys::session_proof`]). Nothing else is sent on a
+        /// private list before the remote's proof checks.
+        proof: Option<[u8; 32]>,
+    },
+    /// A device asks to be admitted to a private list with an invite.
+    Join {
+        /// The invite's public key.
+        invite: WriterId,
+        /// The joining device's writer key.
+        device: WriterId,
+        /// Its display name.
+        name: String,
+        /// The invite's signature over the list, the device and the name.
+        proof: Vec<u8>,
+    },
+    /// A join request was refused, and why.
+    Refused {
+        /// Why, for the joiner's user.
+        reason: String,
     },
     /// The writers the sender holds and their log lengths.
     Have {
@@ -158,6 +178,9 @@ pub enum SyncError {
     /// Fork evidence that does not prove a fork.
     #[error("bad fork evidence: {0}")]
     BadForkEvidence(#[from] ForkEvidenceError),
+    /// The peer did not prove it holds this private list.
+    #[error("{0}")]
+    Access(crate::access::AccessError),
 }
 
 impl SyncError {
@@ -250,7 +273,18 @@ pub struct Session {
     new_writer_tokens: u64,
     new_writers_at: u64,
     new_writers: std::collections::HashSet<WriterId>,
+    /// Our and the remote's peer ids (Noise-authenticated), for a private list's proofs.
+    identities: Option<(Vec<u8>, Vec<u8>)>,
+    /// Whether the list is private (nothing is sent before the remote's proof checks).
+    private: bool,
+    /// Join requests received.
+    joins: u32,
+    /// Why the remote refused our join request, if it did.
+    refused: Option<String>,
 }
+
+/// Join requests one session may make.
+const MAX_JOINS_PER_SESSION: u32 = 4;
 
 /// Timeouts in a row after which a remote's claimed length is forgotten.
 const CLAIM_TIMEOUTS: u8 = 3;
@@ -278,15 +312,47 @@ impl Session {
             new_writer_tokens: NEW_WRITERS_BURST,
             new_writers_at: 0,
             new_writers: std::collections::HashSet::new(),
+            identities: None,
+            private: false,
+            joins: 0,
+            refused: None,
         }
+    }
+
+    /// Names both ends by their Noise-authenticated peer ids (`local`, `remote`): a private
+    /// list's session proofs are bound to them, so a proof cannot be replayed elsewhere.
+    pub fn set_identities(&mut self, local: Vec<u8>, remote: Vec<u8>) {
+        self.identities = Some((local, remote));
+    }
+
+    /// Why the remote refused our join request, if it did (once).
+    pub fn take_refusal(&mut self) -> Option<String> {
+        self.refused.take()
+    }
+
+    fn may_share(&self) -> bool {
+        !self.private || self.introduced
     }
 
     /// Opens the session: our `Hello` and `Have`, and any fork evidence we hold.
     pub fn start(&mut self, replica: &Replica, now: u64) -> Vec<Message> {
         self.hello_sent_at = Some(now);
+        self.private = replica.topic().is_private();
+        let proof = replica.topic().list_keys().map(|keys| {
+            let (local, remote) = self.identities.clone().unwrap_or_default();
+            keys.session_proof(&local, &remote)
+        });
         let mut out =
-            vec![Message::Hello { discovery: replica.topic().discovery_key(), acknowledged: self.introduced }];
-        out.push(self.have(replica, now));
+            vec![Message::Hello { discovery: replica.topic().discovery_key(), acknowledged: self.introduced, proof }];
+        if self.may_share() {
+            out.extend(self.opening(replica, now));
+        }
+        out
+    }
+
+    /// What follows our `Hello` once we may share: `Have` and the fork evidence we hold.
+    fn opening(&mut self, replica: &Replica, now: u64) -> Vec<Message> {
+        let mut out = vec![self.have(replica, now)];
         out.extend(replica.base().forks().into_iter().map(|ev| Message::Fork { evidence: ev.encode() }));
         out
     }
@@ -331,9 +397,15 @@ impl Session {
         self.stats.messages_received += 1;
         let mut out = Vec::new();
         match message {
-            Message::Hello { discovery, acknowledged } => {
+            Message::Hello { discovery, acknowledged, proof } => {
                 if discovery != replica.topic().discovery_key() {
                     return Err(SyncError::TopicMismatch);
+                }
+                self.private = replica.topic().is_private();
+                if let Some(keys) = replica.topic().list_keys() {
+                    let (local, remote) = self.identities.clone().unwrap_or_default();
+                    let proof = proof.ok_or(SyncError::Access(crate::access::AccessError::BadProof))?;
+                    keys.check_session_proof(&proof, &remote, &local).map_err(SyncError::Access)?;
                 }
                 let first = !self.introduced;
                 self.introduced = true;
@@ -347,6 +419,9 @@ impl Session {
                         self.restarted_at = Some(now);
                     }
                     out.extend(self.start(replica, now));
+                } else if first && self.private {
+                    // Withheld until the remote proved it holds the list.
+                    out.extend(self.opening(replica, now));
                 }
             }
             _ if !self.introduced => {
@@ -389,6 +464,25 @@ impl Session {
                 let evidence = ForkEvidence::decode_and_check(&evidence, replica.base().list())?;
                 self.remote.remove(&evidence.writer());
                 replica.add_fork_evidence(evidence)?;
+            }
+            Message::Join { invite, device, name, proof } => {
+                self.joins += 1;
+                if self.joins > MAX_JOINS_PER_SESSION {
+                    return Err(SyncError::OverLimit { what: "join requests" });
+                }
+                let admitted = <[u8; 64]>::try_from(proof.as_slice())
+                    .map_err(|_| crate::access::AccessError::BadInviteProof)
+                    .and_then(|proof| replica.list().admission(invite, device, name, proof, now));
+                let result = match admitted {
+                    Ok(op) => replica.write_member(&op).map(|_| ()).map_err(|error| error.to_string()),
+                    Err(error) => Err(error.to_string()),
+                };
+                if let Err(reason) = result {
+                    out.push(Message::Refused { reason });
+                }
+            }
+            Message::Refused { reason } => {
+                self.refused = Some(crate::limits::clip_text(&reason, 200));
             }
             Message::Peers { records } => {
                 if records.len() > MAX_PEER_RECORDS || records.iter().any(|r| r.len() > MAX_PEER_RECORD_BYTES) {
@@ -444,7 +538,7 @@ impl Session {
 
     /// Pushes fresh entries the remote is not known to hold.
     pub fn push(&mut self, entries: &[Entry]) -> Vec<Message> {
-        if self.hello_sent_at.is_none() {
+        if self.hello_sent_at.is_none() || !self.may_share() {
             return Vec::new();
         }
         let mut wanted = Vec::new();
@@ -460,11 +554,17 @@ impl Session {
     /// Gossips fork evidence.
     pub fn push_fork(&mut self, evidence: &ForkEvidence) -> Vec<Message> {
         self.remote.remove(&evidence.writer());
+        if !self.may_share() {
+            return Vec::new();
+        }
         vec![Message::Fork { evidence: evidence.encode() }]
     }
 
     /// Peer exchange: sends records of other peers on the topic.
     pub fn share_peers(&self, mut records: Vec<Vec<u8>>) -> Vec<Message> {
+        if !self.may_share() {
+            return Vec::new();
+        }
         records.retain(|record| record.len() <= MAX_PEER_RECORD_BYTES);
         records.chunks(MAX_PEER_RECORDS).map(|chunk| Message::Peers { records: chunk.to_vec() }).collect()
     }

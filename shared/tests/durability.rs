@@ -141,7 +141,7 @@ fn a_node_on_a_failing_backend_acknowledges_and_announces_only_what_is_stored() 
             Node::<u8>::open(topic.clone(), LoadedState::default(), [9; 32], Config::default()).expect("open");
         let mut acknowledged = BTreeSet::new();
         let mut now = 1_000;
-        let connected = node.handle(Input::Connected { remote: 1, open: Open::Now }, now);
+        let connected = node.handle(Input::Connected { remote: 1, open: Open::Now, identity: vec![] }, now);
         carry_out(&mut node, &storage, connected, now, &mut acknowledged);
         for n in 0..12 {
             now += 100;
@@ -176,7 +176,7 @@ fn while_storage_fails_frames_are_bounded_and_replies_kept() {
     let config = Config { held_limit: 8, ..Config::default() };
     let (mut node, _) = Node::<u8>::open(topic, LoadedState::default(), [5; 32], config).expect("open");
     let mut acknowledged = BTreeSet::new();
-    let connected = node.handle(Input::Connected { remote: 1, open: Open::Now }, 1);
+    let connected = node.handle(Input::Connected { remote: 1, open: Open::Now, identity: vec![] }, 1);
     carry_out(&mut node, &storage, connected, 1, &mut acknowledged);
     for n in 0..20 {
         let outputs = node.handle(Input::Command(n, Command::Add(format!("todo {n}"))), 2 + n);

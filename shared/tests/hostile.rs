@@ -265,7 +265,7 @@ fn remote_requests_are_bounded_by_budgets() {
     }
     let mut session = Session::new(SessionConfig::default());
     let _ = session.start(&ours, 0);
-    let hello = Message::Hello { discovery: topic.discovery_key(), acknowledged: true };
+    let hello = Message::Hello { discovery: topic.discovery_key(), acknowledged: true, proof: None };
     session.handle(&mut ours, hello, 1).expect("hello");
     let writer = ours.writer_id();
     let mut served = 0u64;
@@ -285,7 +285,7 @@ fn remote_requests_are_bounded_by_budgets() {
 
     let restarts = (0..100)
         .map(|_| {
-            let hello = Message::Hello { discovery: topic.discovery_key(), acknowledged: false };
+            let hello = Message::Hello { discovery: topic.discovery_key(), acknowledged: false, proof: None };
             session.handle(&mut ours, hello, 70_000).expect("hello")
         })
         .filter(|out| out.iter().any(|message| matches!(message, Message::Have { .. })))
@@ -328,7 +328,7 @@ fn oversized_lists_and_chatter_before_hello_are_violations() {
     assert!(last.is_err_and(|error| error.is_fatal()), "endless messages before hello end the session");
     let mut session = Session::new(SessionConfig::default());
     let _ = session.start(&ours, 0);
-    let hello = Message::Hello { discovery: topic.discovery_key(), acknowledged: true };
+    let hello = Message::Hello { discovery: topic.discovery_key(), acknowledged: true, proof: None };
     session.handle(&mut ours, hello, 1).expect("hello");
     let flood = Message::Entries { entries: vec![vec![1u8; 4]; 5_000] };
     assert!(session.handle(&mut ours, flood, 2).is_err_and(|error| error.is_fatal()));

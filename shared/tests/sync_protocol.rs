@@ -32,8 +32,8 @@ impl Pair {
     /// Connects two nodes (the remote of `a` is 1, of `b` is 0).
     fn connect(a: Node<u8>, b: Node<u8>) -> Self {
         let mut pair = Self { a, b, now: 0 };
-        let to_a = pair.a.handle(Input::Connected { remote: 1, open: Open::Now }, 0);
-        let to_b = pair.b.handle(Input::Connected { remote: 0, open: Open::Now }, 0);
+        let to_a = pair.a.handle(Input::Connected { remote: 1, open: Open::Now, identity: vec![] }, 0);
+        let to_b = pair.b.handle(Input::Connected { remote: 0, open: Open::Now, identity: vec![] }, 0);
         pair.drive(to_a, to_b);
         pair
     }
@@ -119,7 +119,7 @@ fn two_replicas_sync_both_ways_and_push_new_entries() {
 fn introduced_session(replica: &mut Replica) -> Session {
     let mut session = Session::new(SessionConfig::default());
     session.start(replica, 0);
-    let hello = Message::Hello { discovery: replica.topic().discovery_key(), acknowledged: true };
+    let hello = Message::Hello { discovery: replica.topic().discovery_key(), acknowledged: true, proof: None };
     session.handle(replica, hello, 0).expect("hello");
     session
 }
@@ -149,7 +149,7 @@ fn wrong_topic_and_missing_hello_are_refused() {
     let have = Message::Have { writers: vec![] };
     assert_eq!(session.handle(&mut r, have, 0), Err(SyncError::NotIntroduced));
     let other = Topic::from_name("another topic").discovery_key();
-    let hello = Message::Hello { discovery: other, acknowledged: false };
+    let hello = Message::Hello { discovery: other, acknowledged: false, proof: None };
     assert_eq!(session.handle(&mut r, hello, 0), Err(SyncError::TopicMismatch));
     assert!(SyncError::TopicMismatch.is_fatal());
 }

@@ -206,7 +206,11 @@ impl Tab {
             AddressBook { named: stored_addrs(&state, KNOWN_PEERS), learned: stored_addrs(&state, LEARNED_PEERS) };
         let mut secret = [0u8; 32];
         getrandom::fill(&mut secret).map_err(|e| format!("no randomness for a key: {e}"))?;
-        let config = node::Config { writer_key: slotted(node::WRITER_SECRET), ..node::Config::default() };
+        let config = node::Config {
+            writer_key: slotted(node::WRITER_SECRET),
+            identity: node_key.public().to_peer_id().to_bytes(),
+            ..node::Config::default()
+        };
         // A corrupt stored writer key stops the tab with a clear error, as it stops a desktop peer.
         let (node, errors) = Node::open(topic, state, secret, config).map_err(|e| e.to_string())?;
         for error in &errors {
@@ -340,7 +344,7 @@ impl Tab {
                 self.redial.remove(&peer_id);
                 if num_established.get() == 1 {
                     self.addrs.insert(peer_id, endpoint.get_remote_address().clone());
-                    self.feed(Input::Connected { remote: peer_id, open: Open::Now });
+                    self.feed(Input::Connected { remote: peer_id, open: Open::Now, identity: peer_id.to_bytes() });
                 }
             }
             SwarmEvent::ConnectionClosed { peer_id, num_established: 0, cause, .. } => {

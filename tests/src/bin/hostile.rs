@@ -139,7 +139,7 @@ async fn main() -> anyhow::Result<()> {
         }
     });
     let mut conn = open(&mut control, peer_id, &arrivals).await?;
-    let hello = Message::Hello { discovery: topic.discovery_key(), acknowledged: false };
+    let hello = Message::Hello { discovery: topic.discovery_key(), acknowledged: false, proof: None };
     let verdict = match mode.as_str() {
         "garbage" => {
             conn.send_raw(&[frame::encode(&[0xde, 0xad, 0xbe, 0xef, 1, 2, 3]), frame::encode(&[7; 300])].concat())
@@ -151,8 +151,11 @@ async fn main() -> anyhow::Result<()> {
             dropped(&mut conn, Duration::from_secs(10)).await
         }
         "other-topic" => {
-            let other =
-                Message::Hello { discovery: Topic::from_name("not yours").discovery_key(), acknowledged: false };
+            let other = Message::Hello {
+                discovery: Topic::from_name("not yours").discovery_key(),
+                acknowledged: false,
+                proof: None,
+            };
             conn.send(&other).await?;
             dropped(&mut conn, Duration::from_secs(10)).await
         }
