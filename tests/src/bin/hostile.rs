@@ -97,8 +97,9 @@ impl Conn {
     }
 }
 
-fn throwaway_entry(group: u64, index: u64) -> Vec<u8> {
-    let key = Keypair::derive_for_tests(group, index);
+/// A valid seq-0 entry of a fresh writer, signed for `topic`.
+fn throwaway_entry(topic: &Topic, group: u64, index: u64) -> Vec<u8> {
+    let key = Keypair::derive_for_tests(group, index).bound_to(topic.id().0);
     let body = EntryBody { writer: key.id(), seq: 0, prev: None, heads: vec![], clock: 1, payload: vec![1] };
     Entry::sign(body, &key).bytes().to_vec()
 }
@@ -185,7 +186,7 @@ async fn main() -> anyhow::Result<()> {
         }
         "many-writers" => {
             conn.send(&hello).await?;
-            let entries = (0..1_100).map(|i| throwaway_entry(7_001, i)).collect();
+            let entries = (0..1_100).map(|i| throwaway_entry(&topic, 7_001, i)).collect();
             conn.send(&Message::Entries { entries }).await?;
             held(&mut conn, hold).await
         }
@@ -194,7 +195,7 @@ async fn main() -> anyhow::Result<()> {
             let until = Instant::now() + hold;
             let mut next = 0;
             while Instant::now() < until {
-                let entries = (next..next + 200).map(|i| throwaway_entry(7_002, i)).collect();
+                let entries = (next..next + 200).map(|i| throwaway_entry(&topic, 7_002, i)).collect();
                 next += 200;
                 conn.send(&Message::Entries { entries }).await?;
                 let _ = conn.recv(Instant::now() + Duration::from_millis(10)).await;
