@@ -369,21 +369,18 @@ impl Private {
     fn apply_member(&mut self, op: MemberOp, ctx: &ApplyContext) -> Result<(), AccessError> {
         let at = position(ctx);
         let role = self.membership.role_at(&ctx.writer, &at);
-        let writer_allowed = role.is_some_and(Role::can_write);
+        // Everything but naming oneself is for writers.
+        if !matches!(op, MemberOp::Name { .. }) && !role.is_some_and(Role::can_write) {
+            return Err(AccessError::NotAllowed(ctx.writer.short()));
+        }
         match op {
             MemberOp::Invite { key, role, expires } => {
-                if !writer_allowed {
-                    return Err(AccessError::NotAllowed(ctx.writer.short()));
-                }
                 if role == Role::Owner || self.membership.invites.iter().any(|invite| invite.key == key) {
                     return Err(AccessError::NotAllowed("that invite".into()));
                 }
                 self.membership.invites.push(InviteRecord { key, role, expires, since: at, used: false });
             }
             MemberOp::Admit { invite, device, name, at: checked_at, proof, keys } => {
-                if !writer_allowed {
-                    return Err(AccessError::NotAllowed(ctx.writer.short()));
-                }
                 let record = self
                     .membership
                     .invites
@@ -416,9 +413,6 @@ impl Private {
                 }
             }
             MemberOp::Remove { device, key_id, keys } => {
-                if !writer_allowed {
-                    return Err(AccessError::NotAllowed(ctx.writer.short()));
-                }
                 let index = self
                     .membership
                     .members
