@@ -9,7 +9,9 @@ use hellopears_core::topic::Topic;
 use hellopears_core::ui::{self, Outcome, SyncStatus};
 use serde::{Deserialize, Serialize};
 
-use crate::local::{self, Backend};
+use crate::lists::Selection;
+use crate::local::{self, Backend, Home};
+use crate::store::ListRecord;
 
 pub use hellopears_core::control::{Action, Format, Reply, Request};
 
@@ -62,19 +64,6 @@ struct StatusReport {
     sync: String,
 }
 
-/// The error when a request names another list than the node holds.
-pub fn check_topic(request: &Request, topic: &Topic) -> Result<(), String> {
-    if request.topic == topic.name() {
-        return Ok(());
-    }
-    Err(format!(
-        "the peer running on this data dir serves topic {:?}, not {:?}: pass --topic {:?}, or stop that peer first",
-        topic.name(),
-        request.topic,
-        topic.name()
-    ))
-}
-
 /// What a query prints; `None` for actions that are not queries.
 pub fn query<P: Ord + Clone + std::fmt::Debug>(
     node: &Node<P>,
@@ -88,8 +77,203 @@ pub fn query<P: Ord + Clone + std::fmt::Debug>(
             let snapshot = node.snapshot(|peer| (format!("{peer:?}"), "connected".to_owned()));
             Some(serde_json::to_string(&snapshot).unwrap_or_default())
         }
-        Action::Command(_) | Action::Eval(_) => None,
+        Action::Members(format) => Some(members(node, *format)),
+        Action::Topic(format) => Some(topic_text(node.replica().topic(), *format)),
+        Action::Command(_)
+        | Action::Eval(_)
+        | Action::Lists(_)
+        | Action::NewList(_)
+        | Action::Invite { .. }
+        | Action::Join { .. }
+        | Action::SetDeviceName(_) => None,
     }
+}
+
+/// One member as `members` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemberView {
+    /// Display name ("" until set).
+    pub name: String,
+    /// owner, writer, read-only, blind.
+    pub role: String,
+    /// Writer key (hex).
+    pub writer: String,
+    /// Still a member.
+    pub active: bool,
+    /// Whether this is this device.
+    pub me: bool,
+    /// Entries it wrote.
+    pub entries: u64,
+    /// When it last changed a todo we can read, ms since the Unix epoch (its clock; 0: never).
+    pub last_seen: i64,
+}
+
+fn members<P: Ord + Clone + std::fmt::Debug>(node: &Node<P>, format: Format) -> String {
+    let replica = node.replica();
+    let Some(membership) = replica.membership() else {
+        return match format {
+            Format::Json => "[]\n".into(),
+            Format::Text => format!("{}: {}\n", replica.topic().name(), crate::lists::PUBLIC_LABEL),
+        };
+    };
+    let todos = todo::list(replica.db());
+    let views: Vec<MemberView> = membership
+        .members()
+        .iter()
+        .map(|member| {
+            let hex = member.device.to_hex();
+            MemberView {
+                name: member.name.clone(),
+                role: member.role.label().to_owned(),
+                writer: hex.clone(),
+                active: member.is_active(),
+                me: member.device == replica.writer_id(),
+                entries: replica.base().len(&member.device),
+                last_seen: todos
+                    .iter()
+                    .filter(|t| t.author == hex)
+                    .map(|t| t.updated.max(t.created))
+                    .max()
+                    .unwrap_or(0),
+            }
+        })
+        .collect();
+    match format {
+        Format::Json => format!("{}\n", serde_json::to_string(&views).unwrap_or_else(|_| "[]".into())),
+        Format::Text => {
+            let mut out = String::new();
+            for view in &views {
+                let name = if view.name.is_empty() { "(no name)".to_owned() } else { printable(&view.name) };
+                let state = match (view.active, view.me) {
+                    (false, _) => " (removed)",
+                    (true, true) => " (this device)",
+                    _ => "",
+                };
+                out += &format!(
+                    "{name}  {}  {}  {} entries{state}\n",
+                    view.role,
+                    ui::short(&view.writer, 16),
+                    view.entries
+                );
+            }
+            out
+        }
+    }
+}
+
+/// A new private list's record and this device's writer secret in it (its owner key):
+/// fresh random secrets.
+pub fn new_list_record(name: &str) -> Result<(crate::store::ListRecord, [u8; 32]), String> {
+    let name = hellopears_core::limits::clip_name(name);
+    if name.trim().is_empty() {
+        return Err("a list needs a name".into());
+    }
+    let mut root = [0u8; 32];
+    getrandom::fill(&mut root).map_err(|e| format!("no randomness for a list: {e}"))?;
+    // The owner is the writer key this device will have in the list: made now, stored
+    // with the list so the node opens with it.
+    let mut writer = [0u8; 32];
+    getrandom::fill(&mut writer).map_err(|e| format!("no randomness for a key: {e}"))?;
+    let owner = hellopears_core::Keypair::from_secret(writer).id();
+    Ok((crate::lists::create(&name, root, owner), writer))
+}
+
+/// Records an invite to a private list: the command that writes it, and the text to print
+/// (the link and its QR code) once it is durable.
+pub fn invite<P: Ord + Clone + std::fmt::Debug>(
+    node: &Node<P>,
+    role: hellopears_core::access::Role,
+    valid_ms: u64,
+    addresses: Vec<String>,
+    format: Format,
+) -> Result<(ui::Command, String), String> {
+    use hellopears_core::access::{Invite, InviteLink};
+    let replica = node.replica();
+    let topic = replica.topic();
+    let hellopears_core::topic::Access::Private { capability, keys } = topic.access() else {
+        return Err(format!("{} is a public topic: anyone who knows the name can join it", topic.name()));
+    };
+    match replica.role() {
+        Some(mine) if mine.can_write() => {}
+        Some(mine) => return Err(format!("this device is {} in {}: only writers invite", mine.label(), topic.name())),
+        None => return Err(format!("this device is not (yet) a member of {}", topic.name())),
+    }
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).map_err(|e| format!("no randomness for an invite: {e}"))?;
+    let invite = Invite::from_secret(secret);
+    let expires = now_ms().saturating_add(valid_ms);
+    let link = InviteLink {
+        name: topic.name().to_owned(),
+        replicate: capability.replicate(),
+        owner: keys.owner,
+        invite: secret,
+        role,
+        expires,
+        addresses,
+    };
+    let url = format!("{INVITE_BASE}#{}{}", hellopears_core::access::JOIN_FRAGMENT, link.encode());
+    let text = match format {
+        Format::Json => format!(
+            "{}\n",
+            serde_json::json!({"link": url, "role": role.label(), "expires": expires, "addresses": link.addresses})
+        ),
+        Format::Text => {
+            let mut out = format!("{url}\n\n");
+            out += &qr_text(&url);
+            out += &format!(
+                "\nOne device may join with this {} invite until {} (ms since the Unix epoch {expires}).\n",
+                role.label(),
+                human_time(expires)
+            );
+            if link.addresses.is_empty() {
+                out +=
+                    "No peer is running on this data dir: start `hellopears up` so the device can reach this list.\n";
+            }
+            out
+        }
+    };
+    Ok((ui::Command::Invite { key: invite.key(), role, expires }, text))
+}
+
+/// Where invite links point: the web app a desktop peer serves by default (`up --web`),
+/// so the same link opens the list in a browser tab; `hellopears join` reads it too. The
+/// secret is in the fragment, which browsers never send to any server.
+pub const INVITE_BASE: &str = "http://127.0.0.1:4270/";
+
+/// A QR code of `text` for the terminal (two rows per character).
+pub fn qr_text(text: &str) -> String {
+    match qrcode::QrCode::new(text.as_bytes()) {
+        Ok(code) => {
+            code.render::<qrcode::render::unicode::Dense1x2>()
+                .dark_color(qrcode::render::unicode::Dense1x2::Light)
+                .light_color(qrcode::render::unicode::Dense1x2::Dark)
+                .quiet_zone(true)
+                .build()
+                + "\n"
+        }
+        Err(error) => format!("(no QR code: {error})\n"),
+    }
+}
+
+fn human_time(ms: u64) -> String {
+    let days = ms / 86_400_000;
+    let (year, month, day) = civil_from_days(days as i64);
+    let rest = ms % 86_400_000;
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02} UTC", rest / 3_600_000, rest / 60_000 % 60)
+}
+
+/// Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 /// What a command printed once it is durable.
@@ -185,23 +369,93 @@ fn status_text(report: &StatusReport, running: bool) -> String {
     out + &report.sync + "\n"
 }
 
-/// Runs a request with no peer running, on the list's store opened by this process; the
-/// answer comes once its changes are durable.
-pub fn execute_offline(backend: Backend, topic: Topic, request: &Request) -> Reply {
+/// The `topic` output: a list's name, id and discovery key.
+pub fn topic_text(topic: &Topic, format: Format) -> String {
+    let access = if topic.is_private() { "private" } else { "public" };
+    match format {
+        Format::Json => format!(
+            "{}\n",
+            serde_json::json!({
+                "name": topic.name(),
+                "id": topic.id().to_string(),
+                "discovery_key": topic.discovery_key().to_string(),
+                "access": access,
+            })
+        ),
+        Format::Text => {
+            format!("topic {}\nid {}\ndiscovery key {}\n{access}\n", topic.name(), topic.id(), topic.discovery_key())
+        }
+    }
+}
+
+/// Runs a request with no peer running, on the data dir's store opened by this process;
+/// the answer comes once its changes are durable.
+pub fn execute_offline(home: &Home, selection: &Selection, request: &Request) -> Reply {
     let fail = |error: anyhow::Error| format!("{error:#}");
-    let mut node: Node<()> = local::open_node(&backend, topic, Default::default()).map_err(fail)?;
     let now = now_ms();
-    // The first write of a new store saves its writer key.
-    settle(&mut node, &backend, Input::Tick, now)?;
+    match &request.action {
+        Action::Lists(format) => {
+            let mut summaries = Vec::new();
+            for record in home.lists().map_err(fail)? {
+                let node = open_offline(home, &record, None)?;
+                summaries.push(crate::lists::summary(node.replica().topic(), node.replica(), record.joining.is_some()));
+            }
+            return Ok(crate::lists::lists_text(&summaries, *format == Format::Json));
+        }
+        Action::NewList(name) => {
+            let (record, writer) = new_list_record(name)?;
+            home.put(&record).map_err(fail)?;
+            let mut node = open_offline(home, &record, Some(writer))?;
+            let backend = home.backend(&record.topic()).map_err(fail)?;
+            settle(&mut node, &backend, Input::Command(0, ui::Command::SetName(home.device_name())), now)?;
+            return Ok(format!("created private list {} ({})\n", record.name, record.topic().id()));
+        }
+        Action::SetDeviceName(name) => {
+            let name = hellopears_core::limits::clip_name(name);
+            if name.is_empty() {
+                return Err("a device name needs some text".into());
+            }
+            home.set_device_name(&name).map_err(fail)?;
+            for record in home.lists().map_err(fail)? {
+                let mut node = open_offline(home, &record, None)?;
+                if node.replica().role().is_some() {
+                    let backend = home.backend(&record.topic()).map_err(fail)?;
+                    settle(&mut node, &backend, Input::Command(0, ui::Command::SetName(name.clone())), now)?;
+                }
+            }
+            return Ok(format!("this device is now {name:?}\n"));
+        }
+        Action::Join { .. } => return Err("joining needs a running peer".into()),
+        _ => {}
+    }
+    let record = home.select(selection).map_err(fail)?;
+    let backend = home.backend(&record.topic()).map_err(fail)?;
+    let mut node = open_offline(home, &record, None)?;
     match &request.action {
         Action::Command(command) => {
             let reply = settle(&mut node, &backend, Input::Command(0, command.clone()), now)?;
             let outcome = reply.ok_or_else(|| "the command was not saved".to_owned())??;
             Ok(outcome_text(&outcome))
         }
+        Action::Invite { role, valid_ms, format } => {
+            let (command, text) = invite(&node, *role, *valid_ms, Vec::new(), *format)?;
+            let reply = settle(&mut node, &backend, Input::Command(0, command), now)?;
+            reply.ok_or_else(|| "the invite was not saved".to_owned())??;
+            Ok(text)
+        }
         Action::Eval(_) => Err("no window is running on this data dir".into()),
         action => query(&node, action, None).ok_or_else(|| "nothing to show".into()),
     }
+}
+
+/// Opens a list's node in this process and saves what opening it wrote (a new writer key).
+fn open_offline(home: &Home, record: &ListRecord, writer: Option<[u8; 32]>) -> Result<Node<()>, String> {
+    let fail = |error: anyhow::Error| format!("{error:#}");
+    let backend = home.backend(&record.topic()).map_err(fail)?;
+    let mut node: Node<()> =
+        local::open_node_with_key(&backend, record.topic(), Default::default(), writer).map_err(fail)?;
+    settle(&mut node, &backend, Input::Tick, now_ms())?;
+    Ok(node)
 }
 
 /// Feeds one input and carries out the writes that follow, here and now; returns the reply
@@ -254,15 +508,6 @@ mod tests {
         assert!(text.contains("[ ] 01234567  t"), "{text}");
         assert!(text.contains("[ ] ää"), "{text}");
         assert_eq!(text.lines().count(), 5);
-    }
-
-    #[test]
-    fn a_request_for_another_list_is_refused_with_the_running_one_named() {
-        let request = Request { topic: "home".into(), action: Action::List(Format::Json) };
-        let error = check_topic(&request, &Topic::from_name("work")).expect_err("another topic");
-        assert!(error.contains("\"work\"") && error.contains("\"home\""), "{error}");
-        let request = Request { topic: "work".into(), action: Action::List(Format::Json) };
-        assert!(check_topic(&request, &Topic::from_name("work")).is_ok());
     }
 }
 

@@ -43,9 +43,9 @@ pub struct Discovery {
     /// Peer-exchange dials started in the current minute, and when it began.
     pex_dials: usize,
     pex_minute: Option<Instant>,
-    /// The DHT key of the list.
-    key: kad::RecordKey,
-    announced: bool,
+    /// The DHT keys of the lists served (their discovery keys), and those announced.
+    keys: Vec<kad::RecordKey>,
+    announced: HashSet<kad::RecordKey>,
 }
 
 impl Discovery {
@@ -55,7 +55,7 @@ impl Discovery {
         bootstrap: Vec<Multiaddr>,
         listeners: HashSet<ListenerId>,
         behind_nat: bool,
-        key: kad::RecordKey,
+        keys: Vec<kad::RecordKey>,
     ) -> Self {
         Self {
             me,
@@ -69,8 +69,27 @@ impl Discovery {
             circuit_dials: HashMap::new(),
             pex_dials: 0,
             pex_minute: None,
-            key,
-            announced: false,
+            keys,
+            announced: HashSet::new(),
+        }
+    }
+
+    /// Starts finding the peers of another list (created or joined while running).
+    pub fn add_key(&mut self, swarm: &mut Swarm<Behaviour>, key: kad::RecordKey) {
+        if !self.keys.contains(&key) {
+            self.keys.push(key);
+        }
+        self.announce(swarm);
+        self.look_up(swarm);
+    }
+
+    fn announce(&mut self, swarm: &mut Swarm<Behaviour>) {
+        let Some(kad) = swarm.behaviour_mut().kad.as_mut() else { return };
+        for key in &self.keys {
+            if !self.announced.contains(key) && kad.start_providing(key.clone()).is_ok() {
+                self.announced.insert(key.clone());
+                kad.get_providers(key.clone());
+            }
         }
     }
 
@@ -94,16 +113,15 @@ impl Discovery {
         if dialed {
             kad.add_address(&peer, addr.clone());
         }
-        if !self.announced {
-            self.announced = kad.start_providing(self.key.clone()).is_ok();
-            kad.get_providers(self.key.clone());
-        }
+        self.announce(swarm);
     }
 
     /// Asks the DHT for the list's peers again.
     pub fn look_up(&mut self, swarm: &mut Swarm<Behaviour>) {
         if let Some(kad) = swarm.behaviour_mut().kad.as_mut() {
-            kad.get_providers(self.key.clone());
+            for key in &self.keys {
+                kad.get_providers(key.clone());
+            }
         }
     }
 

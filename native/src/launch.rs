@@ -3,9 +3,8 @@
 
 use std::path::PathBuf;
 
-use hellopears_core::topic::Topic;
-
-use crate::local::{self, Backend};
+use crate::lists::Selection;
+use crate::local::{self, Home};
 use crate::{control, peer, web};
 
 /// Where `--web` serves the web app.
@@ -20,10 +19,10 @@ pub struct Site {
 /// Everything a peer needs to run, opened before the runtime starts.
 #[derive(Debug)]
 pub struct Prepared {
-    /// The list's node.
-    pub node: hellopears_core::Node<libp2p::PeerId>,
-    /// Its storage.
-    pub backend: Backend,
+    /// Every list of the data dir; the first is the one selected (the UIs show it).
+    pub slots: Vec<peer::Slot>,
+    /// The data dir.
+    pub home: Home,
     /// The libp2p identity.
     pub node_key: libp2p::identity::Keypair,
     /// How the peer runs.
@@ -36,22 +35,24 @@ pub struct Prepared {
 
 /// Runs a prepared peer with its control socket and web server until it stops.
 pub async fn serve(prepared: Prepared, handle: peer::PeerHandle, inbox: peer::PeerInbox) -> anyhow::Result<()> {
-    let Prepared { node, backend, node_key, config, socket, site } = prepared;
+    let Prepared { slots, home, node_key, config, socket, site } = prepared;
     let _served = socket.as_deref().map(|path| control::serve(path, handle.clone())).transpose()?;
-    if let Some(Site { addr, root }) = site {
-        let topic = node.replica().topic().clone();
+    if let Some(Site { addr, root }) = site
+        && let Some(first) = slots.first()
+    {
+        let topic = first.node.replica().topic().clone();
         let bound = web::serve(addr, topic.name().to_owned(), config.webrtc_addrs.clone(), root).await?;
         if !config.quiet {
             println!("web app on http://{bound}/{}", hellopears_core::ui::share_fragment(&topic));
         }
     }
-    peer::run(node, backend, node_key, config, inbox).await
+    peer::run(slots, home, node_key, config, inbox).await
 }
 
 /// Opens a list's node, keys and configuration for a peer.
 pub fn prepare_peer(
     data: Option<PathBuf>,
-    topic: Topic,
+    selection: &Selection,
     mut listen: Vec<libp2p::Multiaddr>,
     bootstrap: Vec<libp2p::Multiaddr>,
     discovery: peer::Discovering,
@@ -71,17 +72,25 @@ pub fn prepare_peer(
             format!("/ip4/0.0.0.0/udp/{port}/webrtc-direct").parse()?,
         ];
     }
-    let backend = Backend::open(data.as_deref(), &topic)?;
+    let home = Home::open(data.as_deref())?;
     let node_key = match &data {
         Some(dir) => local::node_key(dir)?,
         None => libp2p::identity::Keypair::generate_ed25519(),
     };
     let identity = node_key.public().to_peer_id().to_bytes();
-    let node = local::open_node(
-        &backend,
-        topic,
-        hellopears_core::node::Config { pex: discovery.pex, identity, ..Default::default() },
-    )?;
+    let selected = home.select(selection)?;
+    let mut records = vec![selected.clone()];
+    records.extend(home.lists()?.into_iter().filter(|r| r.topic().id() != selected.topic().id()));
+    let device_name = home.device_name();
+    let mut slots = Vec::new();
+    for record in records {
+        let topic = record.topic();
+        let backend = home.backend(&topic)?;
+        let config =
+            hellopears_core::node::Config { pex: discovery.pex, identity: identity.clone(), ..Default::default() };
+        let node = local::open_node(&backend, topic, config)?;
+        slots.push(peer::Slot::new(record, node, backend, &device_name));
+    }
     let webrtc_certificate = local::webrtc_certificate(data.as_deref())?;
     let config = peer::PeerConfig {
         listen,
@@ -96,5 +105,5 @@ pub fn prepare_peer(
         eval: None,
     };
     let socket = data.as_ref().map(|dir| dir.join(control::SOCKET));
-    Ok(Prepared { node, backend, node_key, config, socket, site: None })
+    Ok(Prepared { slots, home, node_key, config, socket, site: None })
 }

@@ -9,7 +9,8 @@ use hellopears_core::node::{self, Node};
 use hellopears_core::storage::{LoadedState, MemoryStorage, Storage, WriteBatch};
 use hellopears_core::topic::Topic;
 
-use crate::store::SledStorage;
+use crate::lists::Selection;
+use crate::store::{ListRecord, SledDb, SledStorage};
 
 /// How long opening a store waits for another process that holds it.
 pub const STORE_PATIENCE: Duration = Duration::from_secs(5);
@@ -26,6 +27,7 @@ pub enum Backend {
 impl Backend {
     /// Opens the store of `topic`: in `data` (sled, waiting briefly while another process
     /// holds it), or in memory.
+    #[cfg(test)]
     pub fn open(data: Option<&Path>, topic: &Topic) -> anyhow::Result<Self> {
         Ok(match data {
             Some(dir) => Backend::Sled(SledStorage::open_waiting(dir, topic, STORE_PATIENCE)?),
@@ -58,6 +60,94 @@ impl Backend {
     }
 }
 
+/// A data dir's lists: on disk (one sled database), or in memory (a throwaway peer).
+#[derive(Debug, Clone)]
+pub enum Home {
+    /// A data dir.
+    Sled(SledDb),
+    /// In memory: the lists made while the process runs.
+    Memory(std::sync::Arc<std::sync::Mutex<Vec<ListRecord>>>),
+}
+
+impl Home {
+    /// Opens the data dir (waiting briefly while another process holds it), or memory.
+    pub fn open(data: Option<&Path>) -> anyhow::Result<Self> {
+        Ok(match data {
+            Some(dir) => Home::Sled(SledDb::open_waiting(dir, STORE_PATIENCE)?),
+            None => Home::Memory(Default::default()),
+        })
+    }
+
+    /// Every list.
+    pub fn lists(&self) -> anyhow::Result<Vec<ListRecord>> {
+        Ok(match self {
+            Home::Sled(db) => db.lists()?,
+            Home::Memory(lists) => lists.lock().map(|l| l.clone()).unwrap_or_default(),
+        })
+    }
+
+    /// Adds or replaces a list.
+    pub fn put(&self, record: &ListRecord) -> anyhow::Result<()> {
+        match self {
+            Home::Sled(db) => db.put_list(record)?,
+            Home::Memory(lists) => {
+                if let Ok(mut lists) = lists.lock() {
+                    let id = record.topic().id();
+                    lists.retain(|l| l.topic().id() != id);
+                    lists.push(record.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The storage of one list.
+    pub fn backend(&self, topic: &Topic) -> anyhow::Result<Backend> {
+        Ok(match self {
+            Home::Sled(db) => Backend::Sled(db.list(topic)?),
+            Home::Memory(_) => Backend::Memory(MemoryStorage::new()),
+        })
+    }
+
+    /// The list a selection means; a public topic not yet in the data dir is added.
+    pub fn select(&self, selection: &Selection) -> anyhow::Result<ListRecord> {
+        let lists = self.lists()?;
+        if let Some(found) = selection.resolve(&lists).map_err(anyhow::Error::msg)? {
+            return Ok(found.clone());
+        }
+        let name = selection.public_name().unwrap_or(crate::lists::DEFAULT_TOPIC);
+        let record = ListRecord::public(name);
+        self.put(&record)?;
+        Ok(record)
+    }
+
+    /// This device's display name.
+    pub fn device_name(&self) -> String {
+        let stored = match self {
+            Home::Sled(db) => db.device_name().ok().flatten(),
+            Home::Memory(_) => None,
+        };
+        stored.unwrap_or_else(default_device_name)
+    }
+
+    /// Sets this device's display name.
+    pub fn set_device_name(&self, name: &str) -> anyhow::Result<()> {
+        if let Home::Sled(db) = self {
+            db.set_device_name(name)?;
+        }
+        Ok(())
+    }
+}
+
+/// A device name until the user sets one: the host's name.
+fn default_device_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "a desktop".to_owned())
+}
+
 /// Opens the node of a list on its storage: a new writer key is made from fresh randomness
 /// if none is stored (and saved by the node's first write).
 pub fn open_node<P: Ord + Clone + std::fmt::Debug>(
@@ -65,9 +155,23 @@ pub fn open_node<P: Ord + Clone + std::fmt::Debug>(
     topic: Topic,
     config: node::Config,
 ) -> anyhow::Result<Node<P>> {
+    open_node_with_key(backend, topic, config, None)
+}
+
+/// Opens the node of a list, writing as `writer` when no writer key is stored yet (the
+/// creator of a private list, whose key the list's id names).
+pub fn open_node_with_key<P: Ord + Clone + std::fmt::Debug>(
+    backend: &Backend,
+    topic: Topic,
+    config: node::Config,
+    writer: Option<[u8; 32]>,
+) -> anyhow::Result<Node<P>> {
     let state = backend.load()?;
     let mut secret = [0u8; 32];
-    getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("no randomness for a new key: {e}"))?;
+    match writer {
+        Some(writer) => secret = writer,
+        None => getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("no randomness for a new key: {e}"))?,
+    }
     let (node, errors) = Node::open(topic, state, secret, config)?;
     for error in &errors {
         tracing::warn!(%error, "skipped a stored item");

@@ -6,6 +6,7 @@ mod control;
 mod discovery;
 mod launch;
 mod links;
+mod lists;
 mod local;
 mod net;
 mod peer;
@@ -26,6 +27,7 @@ use hellopears_core::topic::Topic;
 use hellopears_core::ui::Command as UiCommand;
 
 use crate::commands::{Action, Format, Request};
+use hellopears_core::access::Role;
 
 /// HelloPears: a peer-to-peer, local-first todo list.
 #[derive(Debug, Parser)]
@@ -37,9 +39,13 @@ struct Cli {
     /// Keep everything in memory (a throwaway peer).
     #[arg(long, global = true)]
     memory: bool,
-    /// The topic to join.
-    #[arg(long, global = true, default_value = "todo")]
-    topic: String,
+    /// The public topic to use (anyone who knows the name can read and write it);
+    /// default: the data dir's only list, or the topic `todo`.
+    #[arg(long, global = true, value_name = "NAME")]
+    topic: Option<String>,
+    /// The list to use: a name, or a unique prefix of a list's name or id (see `lists`).
+    #[arg(long, global = true, value_name = "NAME", conflicts_with = "topic")]
+    list: Option<String>,
     /// More logging (repeat for more).
     #[arg(short, long, global = true, action = ArgAction::Count)]
     verbose: u8,
@@ -113,6 +119,58 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Create a private list: only the devices you invite can read and write it.
+    New {
+        /// Its name (shown to the people you invite).
+        name: String,
+    },
+    /// Show the lists of this data dir.
+    Lists {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print an invite link (and its QR code) to the list: one device may join with it.
+    Invite {
+        /// The device may read and sync, not write.
+        #[arg(long, conflicts_with = "blind")]
+        read_only: bool,
+        /// The device stores and serves the list encrypted, reading nothing (to keep the
+        /// list available while your devices are offline).
+        #[arg(long)]
+        blind: bool,
+        /// How long the invite is valid: 30s, 10m, 12h, 7d (default 7d).
+        #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = parse_duration)]
+        expires: u64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Join a list from an invite link, and wait until a member admits this device.
+    Join {
+        /// The invite link.
+        link: String,
+        /// How long to wait for a member (default 60s).
+        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+        wait: u64,
+    },
+    /// Show the members of a private list.
+    Members {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a member (by name or writer key prefix) from a private list: its later
+    /// writes are refused everywhere and it cannot read anything new.
+    Remove {
+        /// Name or writer key (or a unique prefix of it).
+        member: String,
+    },
+    /// Set this device's display name, shown to the members of your private lists.
+    Name {
+        /// The name, for example "Alice's laptop".
+        name: String,
     },
     /// Run an in-memory swarm of peers on the topic and show them converge.
     Simulate {
@@ -236,8 +294,26 @@ fn data_dir(cli: &Cli) -> anyhow::Result<Option<PathBuf>> {
     Ok(Some(dirs.data_dir().to_path_buf()))
 }
 
+/// A duration such as `90s`, `10m`, `12h` or `7d`, in ms.
+fn parse_duration(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 30s, 10m, 12h or 7d"))?;
+    let scale = match unit {
+        "ms" => 1,
+        "s" | "" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("unknown unit {unit:?}: use s, m, h or d")),
+    };
+    number.checked_mul(scale).filter(|ms| *ms > 0).ok_or_else(|| format!("{text:?} is out of range"))
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let topic = Topic::from_name(&cli.topic);
+    let selection = lists::Selection { list: cli.list.clone(), topic: cli.topic.clone() };
+    let topic = Topic::from_name(cli.topic.as_deref().unwrap_or(lists::DEFAULT_TOPIC));
     let interactive = cli.command.is_none() && std::io::IsTerminal::is_terminal(&std::io::stdout());
     let data = data_dir(&cli)?;
     let log_file = match (&data, interactive) {
@@ -249,18 +325,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     };
     init_logging(cli.verbose, cli.quiet, log_file);
     if interactive {
-        return interactive_ui(data, topic);
+        return interactive_ui(data, &selection);
     }
     let command = cli.command.as_ref();
     match command {
-        Some(Command::Topic { json }) => return print_topic(&topic, *json),
+        Some(Command::Topic { json }) if cli.list.is_none() => return print_topic(&topic, *json),
         Some(Command::Simulate { peers, ops, drop, seed }) => return simulate(*peers as usize, *ops, *drop, *seed),
         _ => {}
     }
     let fmt = |json: bool| if json { Format::Json } else { Format::Text };
     let action = match cli.command {
-        Some(Command::Up(args)) => return up(data, topic, args, false),
-        Some(Command::Window(args)) => return up(data, topic, args, true),
+        Some(Command::Up(args)) => return up(data, selection, args, false),
+        Some(Command::Window(args)) => return up(data, selection, args, true),
+        Some(Command::Join { link, wait }) => return join(data, &selection, link, wait),
         None => Action::List(Format::Text),
         Some(Command::List { json }) => Action::List(fmt(json)),
         Some(Command::Add { text }) => Action::Command(UiCommand::Add(text)),
@@ -271,10 +348,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Rm { id }) => Action::Command(UiCommand::Remove(id)),
         Some(Command::Status { json }) => Action::Status(fmt(json)),
         Some(Command::Eval { script }) => Action::Eval(script),
-        Some(Command::Topic { .. } | Command::Simulate { .. }) => return Ok(()),
+        Some(Command::New { name }) => Action::NewList(name),
+        Some(Command::Lists { json }) => Action::Lists(fmt(json)),
+        Some(Command::Invite { read_only, blind, expires, json }) => {
+            let role = match (read_only, blind) {
+                (true, _) => Role::ReadOnly,
+                (_, true) => Role::Blind,
+                _ => Role::Writer,
+            };
+            Action::Invite { role, valid_ms: expires, format: fmt(json) }
+        }
+        Some(Command::Members { json }) => Action::Members(fmt(json)),
+        Some(Command::Remove { member }) => Action::Command(UiCommand::RemoveMember(member)),
+        Some(Command::Name { name }) => Action::SetDeviceName(name),
+        Some(Command::Topic { json }) => Action::Topic(fmt(json)),
+        Some(Command::Simulate { .. }) => return Ok(()),
     };
-    let request = Request { topic: topic.name().to_owned(), action };
-    match reach(data.as_deref(), topic, &request) {
+    let request = Request { topic: cli.topic.clone().unwrap_or_default(), list: cli.list.clone(), action };
+    match reach(data.as_deref(), &selection, &request) {
         Ok(out) => {
             print!("{out}");
             Ok(())
@@ -286,17 +377,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 /// Runs a request on the peer holding the data dir, or, when none runs, on the store
 /// itself. A peer that is starting holds the store before its control socket is up: both
 /// are tried again for a few seconds.
-fn reach(data: Option<&std::path::Path>, topic: Topic, request: &Request) -> commands::Reply {
+fn reach(data: Option<&std::path::Path>, selection: &lists::Selection, request: &Request) -> commands::Reply {
     let Some(dir) = data else {
-        return commands::execute_offline(local::Backend::Memory(Default::default()), topic, request);
+        return commands::execute_offline(&local::Home::Memory(Default::default()), selection, request);
     };
     let deadline = std::time::Instant::now() + local::STORE_PATIENCE;
     loop {
         if let Some(reply) = control::request(dir, request) {
             return reply;
         }
-        match store::SledStorage::open(dir, &topic) {
-            Ok(store) => return commands::execute_offline(local::Backend::Sled(store), topic, request),
+        match store::SledDb::open(dir) {
+            Ok(db) => return commands::execute_offline(&local::Home::Sled(db), selection, request),
             Err(store::StoreError::Locked(_)) if std::time::Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }
@@ -305,14 +396,15 @@ fn reach(data: Option<&std::path::Path>, topic: Topic, request: &Request) -> com
     }
 }
 
-fn up(data: Option<PathBuf>, topic: Topic, args: PeerArgs, window: bool) -> anyhow::Result<()> {
+fn up(data: Option<PathBuf>, selection: lists::Selection, args: PeerArgs, window: bool) -> anyhow::Result<()> {
     let PeerArgs { listen, bootstrap, no_mdns, no_dht, no_pex, external_address, web, web_root } = args;
     let discovery = peer::Discovering { mdns: !no_mdns, dht: !no_dht, pex: !no_pex };
     let root = web::find_root(web_root);
     let site = web.map(|addr| launch::Site { addr, root: root.clone() });
-    let name = topic.name().to_owned();
+    let name =
+        selection.list.clone().or_else(|| selection.topic.clone()).unwrap_or_else(|| lists::DEFAULT_TOPIC.into());
     let prepare = move || {
-        let mut prepared = launch::prepare_peer(data, topic, listen, bootstrap, discovery, false)?;
+        let mut prepared = launch::prepare_peer(data, &selection, listen, bootstrap, discovery, false)?;
         prepared.config.external = external_address;
         prepared.site = site;
         Ok(prepared)
@@ -326,13 +418,37 @@ fn up(data: Option<PathBuf>, topic: Topic, args: PeerArgs, window: bool) -> anyh
     runtime.block_on(launch::serve(prepared, handle, inbox))
 }
 
+/// `join`: through the peer running on the data dir, or on one this process runs until
+/// a member admitted this device (or refused, or the wait is over).
+fn join(data: Option<PathBuf>, selection: &lists::Selection, link: String, wait: u64) -> anyhow::Result<()> {
+    let request = Request { topic: String::new(), list: None, action: Action::Join { link, wait_ms: wait } };
+    if let Some(dir) = &data
+        && let Some(reply) = control::request(dir, &request)
+    {
+        print!("{}", reply.map_err(anyhow::Error::msg)?);
+        return Ok(());
+    }
+    let discovery = peer::Discovering { mdns: true, dht: true, pex: true };
+    let mut prepared = launch::prepare_peer(data, selection, Vec::new(), Vec::new(), discovery, false)?;
+    prepared.config.quiet = true;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let (handle, inbox) = peer::channel();
+    let running = runtime.spawn(launch::serve(prepared, handle.clone(), inbox));
+    let reply = runtime.block_on(handle.request(request));
+    runtime.block_on(handle.shutdown());
+    runtime.block_on(running)??;
+    print!("{}", reply.map_err(anyhow::Error::msg)?);
+    Ok(())
+}
+
 /// The terminal UI: on the peer already running on the data dir, or on one it runs itself.
-fn interactive_ui(data: Option<PathBuf>, topic: Topic) -> anyhow::Result<()> {
-    let request = Request { topic: topic.name().to_owned(), action: Action::Snapshot };
+fn interactive_ui(data: Option<PathBuf>, selection: &lists::Selection) -> anyhow::Result<()> {
+    let topic_name = selection.topic.clone().unwrap_or_default();
+    let request = Request { topic: topic_name.clone(), list: selection.list.clone(), action: Action::Snapshot };
     if let Some(dir) = &data
         && control::request(dir, &request).is_some()
     {
-        return tui::run(tui::Backend::Remote(dir.clone(), topic.name().to_owned()));
+        return tui::run(tui::Backend::Remote(dir.clone(), topic_name));
     }
     let bootstrap = std::env::var("HELLOPEARS_BOOTSTRAP")
         .unwrap_or_default()
@@ -341,8 +457,8 @@ fn interactive_ui(data: Option<PathBuf>, topic: Topic) -> anyhow::Result<()> {
         .map(|addr| addr.trim().parse())
         .collect::<Result<Vec<libp2p::Multiaddr>, _>>()?;
     let discovery = peer::Discovering { mdns: true, dht: true, pex: true };
-    let name = topic.name().to_owned();
-    let mut prepared = launch::prepare_peer(data, topic, Vec::new(), bootstrap, discovery, true)?;
+    let mut prepared = launch::prepare_peer(data, selection, Vec::new(), bootstrap, discovery, true)?;
+    let name = prepared.slots.first().map(|slot| slot.record.name.clone()).unwrap_or_default();
     let (view_tx, view_rx) = tokio::sync::watch::channel(hellopears_core::ui::Snapshot::default());
     prepared.config.view = Some(view_tx);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;

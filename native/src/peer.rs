@@ -20,8 +20,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::commands::{self, Action, NodeStatus, PeerStatus, Reply, Request};
 use crate::discovery::{self, Discovery};
 use crate::links::{Connection, Links, is_webrtc};
-use crate::local::Backend;
+use crate::lists::Selection;
+use crate::local::{Backend, Home};
 use crate::net::{self, BehaviourEvent};
+use crate::store::ListRecord;
 use crate::streams::{self, SYNC_PROTOCOL};
 
 /// Which discovery mechanisms run, besides bootstrap addresses.
@@ -109,18 +111,55 @@ const TICK: Duration = Duration::from_millis(250);
 const LOOK_UP: Duration = Duration::from_secs(20);
 /// The UI snapshot is rebuilt at most this often while things change.
 const VIEW_INTERVAL: Duration = Duration::from_millis(100);
+/// How long a peer that opened no session on any of our lists stays connected.
+const STRANGER_GRACE: Duration = Duration::from_secs(2);
 /// How long the peer waits for its last write when stopping.
 const STOP_PATIENCE: Duration = Duration::from_secs(10);
 
+/// One list the peer serves: its node, its storage, and its sync streams.
+#[derive(Debug)]
+pub struct Slot {
+    /// The list as the data dir keeps it.
+    pub record: ListRecord,
+    /// Its node.
+    pub node: Node<PeerId>,
+    /// Its storage.
+    pub backend: Backend,
+    /// Our outbound sync stream to each peer, for this list.
+    writers: HashMap<PeerId, Writer>,
+    progress: Progress,
+}
+
+impl Slot {
+    /// A list to serve.
+    pub fn new(record: ListRecord, mut node: Node<PeerId>, backend: Backend, device_name: &str) -> Self {
+        if let Some(invite) = record.joining {
+            node.set_invite(hellopears_core::access::Invite::from_secret(invite), device_name.to_owned());
+        }
+        Self { record, node, backend, writers: HashMap::new(), progress: Progress::default() }
+    }
+}
+
+/// Where an inbound sync stream's frames go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// Its first frame (a `Hello`) has not come yet.
+    Unrouted,
+    /// To the list at this index.
+    List(usize),
+    /// Its `Hello` named no list we hold (or proved none): ignored.
+    Ignored,
+}
+
 /// Runs the peer until Ctrl-C, SIGTERM or [`PeerHandle::shutdown`].
 pub async fn run(
-    node: Node<PeerId>,
-    backend: Backend,
+    slots: Vec<Slot>,
+    home: Home,
     node_key: identity::Keypair,
     config: PeerConfig,
     inbox: PeerInbox,
 ) -> anyhow::Result<()> {
-    let mut peer = Peer::start(node, backend, node_key, config)?;
+    let mut peer = Peer::start(slots, home, node_key, config)?;
     let mut inbox = inbox.rx;
     let mut incoming =
         peer.control.accept(SYNC_PROTOCOL).map_err(|_| anyhow::anyhow!("sync protocol registered twice"))?;
@@ -149,7 +188,7 @@ pub async fn run(
                 Inbound::Request(request, reply) => peer.on_request(request, reply),
                 Inbound::Shutdown => break,
             },
-            Some((id, result)) = peer.persisted_rx.recv() => peer.feed(Input::Persisted(id, result)),
+            Some((list, id, result)) = peer.persisted_rx.recv() => peer.feed(list, Input::Persisted(id, result)),
             Some(event) = peer.streams_rx.recv() => peer.on_stream(event),
             Some(event) = peer.readers.next(), if !peer.readers.is_empty() => peer.on_stream(event),
             event = peer.swarm.select_next_some() => peer.on_swarm(event),
@@ -189,14 +228,19 @@ type PendingReply = oneshot::Sender<Reply>;
 struct Peer {
     swarm: libp2p::Swarm<net::Behaviour>,
     me: PeerId,
-    node: Node<PeerId>,
-    backend: Backend,
+    /// Every list served; the first is the one the UIs show.
+    slots: Vec<Slot>,
+    home: Home,
     links: Links,
     discovery: Discovery,
     control: libp2p_stream::Control,
-    writers: HashMap<PeerId, Writer>,
     /// Inbound sync streams open, per peer.
     inbound: HashMap<PeerId, usize>,
+    /// Where each inbound stream's frames go.
+    routes: HashMap<u64, Route>,
+    next_inbound: u64,
+    /// Peers none of whose streams named a list we hold, and when to drop them.
+    strangers: HashMap<PeerId, Instant>,
     /// Peers refused until then, for breaking the protocol.
     banned: HashMap<PeerId, Instant>,
     /// Peers that dialed us directly: AutoNAT servers once their sync session is open.
@@ -206,23 +250,19 @@ struct Peer {
     streams_rx: mpsc::Receiver<streams::Event>,
     /// Every inbound stream's frames, taken in turn.
     readers: futures::stream::SelectAll<streams::Frames>,
-    persisted_tx: mpsc::Sender<(node::PersistId, Result<(), String>)>,
-    persisted_rx: mpsc::Receiver<(node::PersistId, Result<(), String>)>,
+    persisted_tx: mpsc::Sender<(usize, node::PersistId, Result<(), String>)>,
+    persisted_rx: mpsc::Receiver<(usize, node::PersistId, Result<(), String>)>,
     pending: HashMap<CommandId, PendingReply>,
     next_command: CommandId,
+    /// Joins waiting to be admitted: the list, the reply, and when to give up.
+    joins: Vec<(usize, PendingReply, Instant)>,
     config: PeerConfig,
-    progress: Progress,
     view_dirty: bool,
     view_at: Instant,
 }
 
 impl Peer {
-    fn start(
-        node: Node<PeerId>,
-        backend: Backend,
-        node_key: identity::Keypair,
-        config: PeerConfig,
-    ) -> anyhow::Result<Self> {
+    fn start(slots: Vec<Slot>, home: Home, node_key: identity::Keypair, config: PeerConfig) -> anyhow::Result<Self> {
         let discovering = config.discovery;
         let mut swarm =
             net::build_swarm(node_key, discovering.mdns, discovering.dht, config.webrtc_certificate.clone())?;
@@ -232,21 +272,24 @@ impl Peer {
             // The relay serves only once an external address is confirmed: confirm ours now.
             swarm.add_external_address(addr.clone());
         }
-        let key = kad::RecordKey::new(&node.replica().topic().discovery_key().0);
-        let discovery = Discovery::new(me, config.bootstrap.clone(), listeners, config.external.is_empty(), key);
+        let keys =
+            slots.iter().map(|slot| kad::RecordKey::new(&slot.node.replica().topic().discovery_key().0)).collect();
+        let discovery = Discovery::new(me, config.bootstrap.clone(), listeners, config.external.is_empty(), keys);
         let control = swarm.behaviour().stream.new_control();
         let (streams_tx, streams_rx) = mpsc::channel(1024);
         let (persisted_tx, persisted_rx) = mpsc::channel(4);
         let mut peer = Self {
             swarm,
             me,
-            node,
-            backend,
+            slots,
+            home,
             links: Links::default(),
             discovery,
             control,
-            writers: HashMap::new(),
             inbound: HashMap::new(),
+            routes: HashMap::new(),
+            next_inbound: 0,
+            strangers: HashMap::new(),
             banned: HashMap::new(),
             autonat_candidates: HashMap::new(),
             next_epoch: 0,
@@ -257,11 +300,14 @@ impl Peer {
             persisted_rx,
             pending: HashMap::new(),
             next_command: 0,
-            progress: Progress { quiet: config.quiet, ..Progress::default() },
+            joins: Vec::new(),
             config,
             view_dirty: true,
             view_at: Instant::now().checked_sub(VIEW_INTERVAL).unwrap_or_else(Instant::now),
         };
+        for slot in &mut peer.slots {
+            slot.progress.quiet = peer.config.quiet;
+        }
         peer.introduce();
         Ok(peer)
     }
@@ -273,50 +319,85 @@ impl Peer {
     }
 
     fn introduce(&mut self) {
-        let replica = self.node.replica();
-        let line = format!(
-            "topic {} ({}), writer {}",
-            replica.topic().name(),
-            replica.topic().id(),
-            replica.writer_id().short()
-        );
         self.say(format!("peer id {}", self.me));
-        self.say(line);
+        for index in 0..self.slots.len() {
+            self.say(self.describe(index));
+        }
         self.say("alone: waiting for peers".into());
-        // The node's first write (a new writer key) goes out now.
-        self.feed(Input::Tick);
+        // Each node's first write (a new writer key) goes out now.
+        self.feed_all(|| Input::Tick);
     }
 
-    /// Hands an input to the node and carries out what it asks.
-    fn feed(&mut self, input: Input<PeerId>) {
+    /// The line that names a list when the peer starts serving it.
+    fn describe(&self, index: usize) -> String {
+        let replica = self.slots[index].node.replica();
+        let topic = replica.topic();
+        let access = if topic.is_private() {
+            format!("private list, {}", crate::lists::summary(topic, replica, self.slots[index].node.is_joining()).role)
+        } else {
+            crate::lists::PUBLIC_LABEL.to_owned()
+        };
+        format!("topic {} ({}), writer {} [{access}]", topic.name(), topic.id(), replica.writer_id().short())
+    }
+
+    /// Hands an input to one list's node and carries out what it asks.
+    fn feed(&mut self, list: usize, input: Input<PeerId>) {
         let now = commands::now_ms();
-        for output in self.node.handle(input, now) {
-            self.execute(output);
+        let Some(slot) = self.slots.get_mut(list) else { return };
+        let outputs = slot.node.handle(input, now);
+        for output in outputs {
+            self.execute(list, output);
         }
     }
 
-    fn execute(&mut self, output: Output<PeerId>) {
+    /// Hands an input to every list's node.
+    fn feed_all(&mut self, input: impl Fn() -> Input<PeerId>) {
+        for list in 0..self.slots.len() {
+            self.feed(list, input());
+        }
+    }
+
+    /// Whether any list syncs with a remote.
+    fn shares_a_list(&self, remote: &PeerId) -> bool {
+        self.slots.iter().any(|slot| slot.node.peers().any(|peer| peer.id == remote))
+    }
+
+    /// Peers whose sync session is open on any list.
+    fn remote_count(&self) -> usize {
+        let peers: HashSet<PeerId> =
+            self.slots.iter().flat_map(|slot| slot.node.peers().map(|peer| *peer.id)).collect();
+        peers.len()
+    }
+
+    fn execute(&mut self, list: usize, output: Output<PeerId>) {
         match output {
             Output::Persist(id, batch) => {
-                let (backend, done) = (self.backend.clone(), self.persisted_tx.clone());
+                let (backend, done) = (self.slots[list].backend.clone(), self.persisted_tx.clone());
                 tokio::spawn(async move {
                     let result = backend.write(batch).await;
                     if let Err(error) = &result {
                         tracing::error!(%error, "cannot save; retrying");
                     }
-                    let _ = done.send((id, result)).await;
+                    let _ = done.send((list, id, result)).await;
                 });
             }
-            Output::OpenStream(remote) => self.open_stream(remote),
-            Output::Send(remote, frame) => self.send(remote, frame),
+            Output::OpenStream(remote) => self.open_stream(list, remote),
+            Output::Send(remote, frame) => self.send(list, remote, frame),
             Output::Disconnect(remote, reason) => {
-                tracing::warn!(peer = %remote, %reason, "dropping peer");
-                self.writers.remove(&remote);
-                let _ = self.swarm.disconnect_peer_id(remote);
+                self.slots[list].writers.remove(&remote);
+                // The connection stays while another list syncs with this peer.
+                if !self.shares_a_list(&remote) {
+                    tracing::warn!(peer = %remote, %reason, "dropping peer");
+                    let _ = self.swarm.disconnect_peer_id(remote);
+                } else {
+                    tracing::debug!(peer = %remote, %reason, list = %self.slots[list].record.name, "not syncing this list");
+                }
             }
             Output::Ban(remote, reason) => {
                 tracing::warn!(peer = %remote, %reason, ban_ms = limits::BAN_MS, "banning peer");
-                self.writers.remove(&remote);
+                for slot in &mut self.slots {
+                    slot.writers.remove(&remote);
+                }
                 self.swarm.behaviour_mut().blocked.block_peer(remote);
                 self.banned.insert(remote, Instant::now() + Duration::from_millis(limits::BAN_MS));
                 let _ = self.swarm.disconnect_peer_id(remote);
@@ -330,20 +411,20 @@ impl Peer {
                     let _ = reply.send(result.map(|outcome| commands::outcome_text(&outcome)));
                 }
             }
-            Output::Notice(notice) => tracing::info!(?notice, "replica"),
+            Output::Notice(notice) => tracing::info!(?notice, list = %self.slots[list].record.name, "replica"),
             Output::Changed => self.view_dirty = true,
         }
     }
 
-    fn open_stream(&mut self, remote: PeerId) {
+    fn open_stream(&mut self, list: usize, remote: PeerId) {
         self.next_epoch += 1;
         let epoch = self.next_epoch;
-        self.writers.insert(remote, Writer { epoch, frames: None });
+        self.slots[list].writers.insert(remote, Writer { epoch, frames: None });
         streams::open_writer(self.control.clone(), remote, epoch, self.streams_tx.clone());
     }
 
-    fn send(&mut self, remote: PeerId, frame: Vec<u8>) {
-        let Some(frames) = self.writers.get(&remote).and_then(|w| w.frames.as_ref()) else { return };
+    fn send(&mut self, list: usize, remote: PeerId, frame: Vec<u8>) {
+        let Some(frames) = self.slots[list].writers.get(&remote).and_then(|w| w.frames.as_ref()) else { return };
         // The writer is gone or far behind: the periodic Have and request retries recover.
         if frames.try_send(frame).is_err() {
             tracing::debug!(peer = %remote, "sync writer busy, frame dropped");
@@ -352,63 +433,336 @@ impl Peer {
 
     fn on_stream(&mut self, event: streams::Event) {
         match event {
-            streams::Event::Frame(remote, frame) => self.feed(Input::Frame(remote, frame)),
-            streams::Event::Closed(remote, reason) => {
-                self.inbound_closed(remote);
+            streams::Event::Frame(remote, stream, frame) => self.on_frame(remote, stream, frame),
+            streams::Event::Closed(remote, stream, reason) => {
+                self.inbound_closed(remote, stream);
                 tracing::debug!(peer = %remote, %reason, "sync stream ended");
             }
-            streams::Event::Violation(remote, reason) => {
-                self.inbound_closed(remote);
-                self.feed(Input::Violation(remote, reason));
+            streams::Event::Violation(remote, stream, reason) => {
+                let route = self.inbound_closed(remote, stream);
+                match route {
+                    Some(Route::List(list)) => self.feed(list, Input::Violation(remote, reason)),
+                    _ => self.feed(0, Input::Violation(remote, reason)),
+                }
             }
             streams::Event::Opened(remote, epoch, frames) => {
-                let Some(writer) = self.writers.get_mut(&remote).filter(|w| w.epoch == epoch) else { return };
-                writer.frames = Some(frames);
-                self.feed(Input::StreamOpened(remote));
+                let Some(list) = self.writer_list(&remote, epoch) else { return };
+                if let Some(writer) = self.slots[list].writers.get_mut(&remote) {
+                    writer.frames = Some(frames);
+                }
+                self.feed(list, Input::StreamOpened(remote));
             }
             streams::Event::Lost(remote, epoch) => {
-                if self.writers.get(&remote).is_some_and(|w| w.epoch == epoch) {
-                    self.writers.remove(&remote);
+                if let Some(list) = self.writer_list(&remote, epoch) {
+                    self.slots[list].writers.remove(&remote);
                     tracing::debug!(peer = %remote, "sync stream lost");
-                    self.feed(Input::StreamLost(remote));
+                    self.feed(list, Input::StreamLost(remote));
                 }
             }
         }
     }
 
+    /// The list whose outbound stream to `remote` is of this epoch.
+    fn writer_list(&self, remote: &PeerId, epoch: u64) -> Option<usize> {
+        self.slots.iter().position(|slot| slot.writers.get(remote).is_some_and(|w| w.epoch == epoch))
+    }
+
+    /// A frame of an inbound stream: the first one (a `Hello`) decides which list the
+    /// stream is for; a `Hello` no list of ours accepts leaves the stream ignored, so a
+    /// peer cannot tell a list we do not hold from a proof that failed.
+    fn on_frame(&mut self, remote: PeerId, stream: u64, frame: Vec<u8>) {
+        let route = self.routes.get(&stream).copied().unwrap_or(Route::Ignored);
+        let list = match route {
+            Route::List(list) => list,
+            Route::Ignored => return,
+            Route::Unrouted => match self.route(&remote, &frame) {
+                Err(error) => {
+                    // Not a message at all: a protocol violation, whichever list it was for.
+                    self.routes.insert(stream, Route::Ignored);
+                    self.feed(0, Input::Violation(remote, format!("protocol violation: {error}")));
+                    return;
+                }
+                Ok(Some(list)) => {
+                    self.routes.insert(stream, Route::List(list));
+                    self.strangers.remove(&remote);
+                    self.feed(list, Input::RemoteStream(remote));
+                    list
+                }
+                Ok(None) => {
+                    self.routes.insert(stream, Route::Ignored);
+                    tracing::info!(peer = %remote, "a sync stream for no list of ours");
+                    if !self.shares_a_list(&remote) {
+                        self.strangers.entry(remote).or_insert_with(|| Instant::now() + STRANGER_GRACE);
+                    }
+                    return;
+                }
+            },
+        };
+        self.feed(list, Input::Frame(remote, frame));
+    }
+
+    /// The list a stream's first frame opens a session on.
+    fn route(&self, remote: &PeerId, frame: &[u8]) -> Result<Option<usize>, hellopears_core::sync::SyncError> {
+        let hellopears_core::Message::Hello { discovery, proof, .. } = hellopears_core::Message::decode(frame)? else {
+            return Ok(None);
+        };
+        let (me, them) = (self.me.to_bytes(), remote.to_bytes());
+        Ok(self.slots.iter().position(|slot| {
+            let topic = slot.node.replica().topic();
+            match (topic.list_keys(), proof) {
+                (Some(keys), Some(proof)) => keys.check_session_proof(&proof, &them, &me).is_ok(),
+                (None, None) => topic.discovery_key() == discovery,
+                _ => false,
+            }
+        }))
+    }
+
     fn on_incoming(&mut self, remote: PeerId, stream: libp2p::Stream) {
         let open = self.inbound.entry(remote).or_insert(0);
-        if *open >= limits::MAX_SYNC_STREAMS_PER_PEER {
+        if *open >= limits::MAX_SYNC_STREAMS_PER_PEER * self.slots.len().max(1) {
             tracing::debug!(peer = %remote, "refusing another inbound sync stream");
             return;
         }
         *open += 1;
-        self.readers.push(streams::spawn_reader(remote, stream));
-        self.feed(Input::RemoteStream(remote));
+        self.next_inbound += 1;
+        let id = self.next_inbound;
+        self.routes.insert(id, Route::Unrouted);
+        self.readers.push(streams::spawn_reader(remote, id, stream));
     }
 
     fn on_request(&mut self, request: Request, reply: oneshot::Sender<Reply>) {
-        if let Err(error) = commands::check_topic(&request, self.node.replica().topic()) {
-            let _ = reply.send(Err(error));
-            return;
+        let result = match request.action {
+            Action::Lists(format) => Ok(self.lists_text(format)),
+            Action::NewList(name) => self.new_list(&name),
+            Action::Join { link, wait_ms } => {
+                self.join(&link, wait_ms, reply);
+                return;
+            }
+            Action::SetDeviceName(name) => self.set_device_name(&name),
+            action => match self.find_slot(&request.topic, request.list.as_deref()) {
+                Err(error) => Err(error),
+                Ok(list) => {
+                    self.on_list_request(list, action, reply);
+                    return;
+                }
+            },
+        };
+        let _ = reply.send(result);
+    }
+
+    /// The list a request names among those served.
+    fn find_slot(&self, topic: &str, list: Option<&str>) -> Result<usize, String> {
+        let selection = Selection { list: list.map(Into::into), topic: (!topic.is_empty()).then(|| topic.to_owned()) };
+        let records: Vec<ListRecord> = self.slots.iter().map(|slot| slot.record.clone()).collect();
+        // The window and the terminal UI name the list they show by its name.
+        let by_name =
+            || (list.is_none() && !topic.is_empty()).then(|| records.iter().find(|r| r.name == topic)).flatten();
+        match selection.resolve(&records)?.or_else(by_name) {
+            Some(found) => {
+                let id = found.topic().id();
+                Ok(self.slots.iter().position(|slot| slot.record.topic().id() == id).unwrap_or(0))
+            }
+            None => Err(format!(
+                "the peer running on this data dir does not serve topic {:?} (it serves {}): pass --list, or \
+                 stop that peer first",
+                selection.public_name().unwrap_or_default(),
+                self.slots.iter().map(|slot| format!("topic {:?}", slot.record.name)).collect::<Vec<_>>().join(", ")
+            )),
         }
-        match request.action {
+    }
+
+    fn on_list_request(&mut self, list: usize, action: Action, reply: oneshot::Sender<Reply>) {
+        match action {
             Action::Command(command) => {
                 let id = self.next_command;
                 self.next_command += 1;
                 self.pending.insert(id, reply);
-                self.feed(Input::Command(id, command));
+                self.feed(list, Input::Command(id, command));
             }
             Action::Eval(script) => self.eval(script, reply),
             Action::Snapshot => {
-                let _ = reply.send(serde_json::to_string(&self.snapshot()).map_err(|e| e.to_string()));
+                let _ = reply.send(serde_json::to_string(&self.snapshot_of(list)).map_err(|e| e.to_string()));
+            }
+            Action::Invite { role, valid_ms, format } => {
+                let addresses = self.shareable_addresses();
+                let outcome = commands::invite(&self.slots[list].node, role, valid_ms, addresses, format);
+                match outcome {
+                    Ok((command, text)) => {
+                        let (done, answered) = oneshot::channel();
+                        let id = self.next_command;
+                        self.next_command += 1;
+                        self.pending.insert(id, done);
+                        self.feed(list, Input::Command(id, command));
+                        tokio::spawn(async move {
+                            let result = match answered.await {
+                                Ok(Ok(_)) => Ok(text),
+                                Ok(Err(error)) => Err(error),
+                                Err(_) => Err("the peer stopped".into()),
+                            };
+                            let _ = reply.send(result);
+                        });
+                    }
+                    Err(error) => {
+                        let _ = reply.send(Err(error));
+                    }
+                }
             }
             action => {
                 let running = self.node_status();
-                let out = commands::query(&self.node, &action, Some(&running));
+                let out = commands::query(&self.slots[list].node, &action, Some(&running));
                 let _ = reply.send(out.ok_or_else(|| "nothing to show".into()));
             }
         }
+    }
+
+    /// Addresses a joiner can dial us at (in invite links): listen addresses that are not
+    /// loopback-only when there are any, with our peer id.
+    fn shareable_addresses(&self) -> Vec<String> {
+        let mut addrs: Vec<Multiaddr> = self.swarm.external_addresses().cloned().collect();
+        addrs.extend(self.swarm.listeners().filter(|a| !is_webrtc(a)).cloned());
+        let mut out: Vec<String> = Vec::new();
+        for addr in addrs {
+            let full = addr.with_p2p(self.me).unwrap_or_else(|addr| addr).to_string();
+            if !out.contains(&full) {
+                out.push(full);
+            }
+        }
+        out.truncate(limits::INVITE_ADDRESSES);
+        out
+    }
+
+    fn lists_text(&self, format: commands::Format) -> String {
+        let summaries: Vec<crate::lists::ListSummary> = self
+            .slots
+            .iter()
+            .map(|slot| crate::lists::summary(slot.node.replica().topic(), slot.node.replica(), slot.node.is_joining()))
+            .collect();
+        crate::lists::lists_text(&summaries, format == commands::Format::Json)
+    }
+
+    /// Creates a private list and starts serving it.
+    fn new_list(&mut self, name: &str) -> Result<String, String> {
+        let (record, writer) = commands::new_list_record(name)?;
+        let text = format!("created private list {} ({})\n", record.name, record.topic().id());
+        let list = self.serve_list(record, Some(writer)).map_err(|e| e.to_string())?;
+        let id = self.next_command;
+        self.next_command += 1;
+        let name = self.home.device_name();
+        self.feed(list, Input::Command(id, hellopears_core::ui::Command::SetName(name)));
+        Ok(text)
+    }
+
+    /// Adds a list to the data dir and serves it from now on.
+    fn serve_list(&mut self, record: ListRecord, writer: Option<[u8; 32]>) -> anyhow::Result<usize> {
+        let topic = record.topic();
+        if let Some(existing) = self.slots.iter().position(|slot| slot.record.topic().id() == topic.id()) {
+            return Ok(existing);
+        }
+        self.home.put(&record)?;
+        let backend = self.home.backend(&topic)?;
+        let config = hellopears_core::node::Config {
+            pex: self.config.discovery.pex,
+            identity: self.me.to_bytes(),
+            ..Default::default()
+        };
+        let node = crate::local::open_node_with_key(&backend, topic.clone(), config, writer)?;
+        let slot = Slot::new(record, node, backend, &self.home.device_name());
+        self.slots.push(slot);
+        let list = self.slots.len() - 1;
+        self.slots[list].progress.quiet = self.config.quiet;
+        self.discovery.add_key(&mut self.swarm, kad::RecordKey::new(&topic.discovery_key().0));
+        let line = self.describe(list);
+        self.say(line);
+        self.feed(list, Input::Tick);
+        // Sessions with the peers we are connected to already.
+        let connected: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        for remote in connected {
+            self.feed(list, Input::Connected { remote, open: Open::Now, identity: remote.to_bytes() });
+        }
+        Ok(list)
+    }
+
+    /// Joins a list from an invite link: dials the peers it names and answers once a
+    /// member admitted this device, or a member refused, or `wait_ms` passed.
+    fn join(&mut self, link: &str, wait_ms: u64, reply: oneshot::Sender<Reply>) {
+        let parsed = match hellopears_core::access::InviteLink::decode(link) {
+            Ok(parsed) => parsed,
+            Err(error) => {
+                let _ = reply.send(Err(error.to_string()));
+                return;
+            }
+        };
+        if parsed.expires < commands::now_ms() {
+            let _ = reply.send(Err("this invite expired".into()));
+            return;
+        }
+        let list = match self.serve_list(crate::lists::joined(&parsed), None) {
+            Ok(list) => list,
+            Err(error) => {
+                let _ = reply.send(Err(error.to_string()));
+                return;
+            }
+        };
+        if self.slots[list].node.replica().role().is_some() {
+            let _ = reply.send(Ok(format!("already a member of {}\n", parsed.name)));
+            return;
+        }
+        for addr in &parsed.addresses {
+            match addr.parse::<Multiaddr>() {
+                Ok(addr) => {
+                    if let Err(error) = self.swarm.dial(addr.clone()) {
+                        tracing::debug!(%addr, %error, "cannot dial an address of the invite");
+                    }
+                }
+                Err(error) => tracing::debug!(%addr, %error, "not an address"),
+            }
+        }
+        self.say(format!("joining {}: waiting for a member to admit this device", parsed.name));
+        self.joins.push((list, reply, Instant::now() + Duration::from_millis(wait_ms)));
+    }
+
+    /// Answers joins that ended: admitted, refused, or out of time.
+    fn check_joins(&mut self) {
+        let now = Instant::now();
+        let mut waiting = Vec::new();
+        for (list, reply, deadline) in std::mem::take(&mut self.joins) {
+            let node = &self.slots[list].node;
+            let name = &self.slots[list].record.name;
+            if let Some(role) = node.replica().role() {
+                let _ = reply.send(Ok(format!("joined {name} as {}\n", role.label())));
+                self.slots[list].record.joining = None;
+                let record = self.slots[list].record.clone();
+                if let Err(error) = self.home.put(&record) {
+                    tracing::warn!(%error, "cannot record the admission");
+                }
+            } else if let Some(reason) = node.refusal() {
+                let _ = reply.send(Err(format!("the invite was refused: {reason}")));
+            } else if now >= deadline {
+                let _ = reply.send(Err(format!(
+                    "no member of {name} admitted this device in time (is a member's peer running and reachable?)"
+                )));
+            } else {
+                waiting.push((list, reply, deadline));
+            }
+        }
+        self.joins = waiting;
+    }
+
+    /// Sets this device's name, and writes it into every private list it is a member of.
+    fn set_device_name(&mut self, name: &str) -> Result<String, String> {
+        let name = limits::clip_name(name);
+        if name.is_empty() {
+            return Err("a device name needs some text".into());
+        }
+        self.home.set_device_name(&name).map_err(|e| e.to_string())?;
+        for list in 0..self.slots.len() {
+            if self.slots[list].node.replica().role().is_some() {
+                let id = self.next_command;
+                self.next_command += 1;
+                self.feed(list, Input::Command(id, hellopears_core::ui::Command::SetName(name.clone())));
+            }
+        }
+        Ok(format!("this device is now {name:?}\n"))
     }
 
     fn eval(&self, script: String, reply: oneshot::Sender<Reply>) {
@@ -438,9 +792,12 @@ impl Peer {
 
     fn node_status(&self) -> NodeStatus {
         let now = Instant::now();
+        let mut seen = HashSet::new();
         let peers = self
-            .node
-            .peers()
+            .slots
+            .iter()
+            .flat_map(|slot| slot.node.peers())
+            .filter(|info| seen.insert(*info.id))
             .map(|info| PeerStatus {
                 peer: info.id.to_string(),
                 addresses: self
@@ -458,22 +815,38 @@ impl Peer {
         }
     }
 
-    fn inbound_closed(&mut self, remote: PeerId) {
+    fn inbound_closed(&mut self, remote: PeerId, stream: u64) -> Option<Route> {
         if let Some(open) = self.inbound.get_mut(&remote) {
             *open = open.saturating_sub(1);
             if *open == 0 {
                 self.inbound.remove(&remote);
             }
         }
+        self.routes.remove(&stream)
     }
 
     fn on_tick(&mut self) {
-        self.feed(Input::Tick);
+        self.feed_all(|| Input::Tick);
+        self.check_joins();
         let now = Instant::now();
         self.discovery.tick(&mut self.swarm, now);
+        // Peers that opened no session on any list of ours are dropped after a grace
+        // period (as if they were on another list: they learn nothing else).
+        let due: Vec<PeerId> = self.strangers.iter().filter(|(_, at)| **at <= now).map(|(p, _)| *p).collect();
+        for remote in due {
+            self.strangers.remove(&remote);
+            if !self.shares_a_list(&remote) {
+                tracing::warn!(peer = %remote, reason = "peer is on another topic", "dropping peer");
+                let _ = self.swarm.disconnect_peer_id(remote);
+            }
+        }
         if !self.autonat_candidates.is_empty() {
-            let proven: Vec<PeerId> =
-                self.node.peers().map(|peer| *peer.id).filter(|id| self.autonat_candidates.contains_key(id)).collect();
+            let proven: Vec<PeerId> = self
+                .slots
+                .iter()
+                .flat_map(|slot| slot.node.peers().map(|peer| *peer.id))
+                .filter(|id| self.autonat_candidates.contains_key(id))
+                .collect();
             for remote in proven {
                 if let Some(addr) = self.autonat_candidates.remove(&remote) {
                     self.swarm.behaviour_mut().autonat.add_server(remote, Some(addr));
@@ -489,7 +862,9 @@ impl Peer {
 
     /// After every event: progress for the user, and the UI snapshot when it changed.
     fn after_event(&mut self) {
-        self.progress.report(&self.node);
+        for slot in &mut self.slots {
+            slot.progress.report(&slot.node);
+        }
         let Some(view) = &self.config.view else { return };
         if !self.view_dirty || self.view_at.elapsed() < VIEW_INTERVAL || view.is_closed() {
             return;
@@ -508,8 +883,12 @@ impl Peer {
 
     /// What the UIs show, with each peer's connection in words.
     fn snapshot(&self) -> Snapshot {
+        self.snapshot_of(0)
+    }
+
+    fn snapshot_of(&self, list: usize) -> Snapshot {
         let now = Instant::now();
-        self.node.snapshot(|peer| (peer.to_string(), self.links.kind(peer, now)))
+        self.slots[list].node.snapshot(|peer| (peer.to_string(), self.links.kind(peer, now)))
     }
 
     fn on_swarm(&mut self, event: SwarmEvent<BehaviourEvent>) {
@@ -528,11 +907,14 @@ impl Peer {
                 self.links.closed(peer_id, connection_id, num_established == 0, Instant::now());
                 if num_established == 0 {
                     tracing::info!(peer = %peer_id, cause = ?cause, "disconnected");
-                    self.writers.remove(&peer_id);
+                    for slot in &mut self.slots {
+                        slot.writers.remove(&peer_id);
+                    }
                     self.autonat_candidates.remove(&peer_id);
-                    let had = self.node.remote_count();
-                    self.feed(Input::Disconnected(peer_id));
-                    if had > 0 && self.node.remote_count() == 0 {
+                    self.strangers.remove(&peer_id);
+                    let had = self.remote_count();
+                    self.feed_all(|| Input::Disconnected(peer_id));
+                    if had > 0 && self.remote_count() == 0 {
                         self.say("alone: waiting for peers".into());
                     }
                 }
@@ -576,8 +958,8 @@ impl Peer {
         // of the connection is set up: open ours once its stream arrives, or after a while.
         let from_browser = !endpoint.is_dialer() && is_webrtc(&addr);
         let open = if from_browser { Open::AfterRemote { fallback_ms: BROWSER_STREAM_FALLBACK_MS } } else { Open::Now };
-        self.feed(Input::Connected { remote, open, identity: remote.to_bytes() });
-        self.say(format!("connected to {remote} ({} peers)", self.node.remote_count()));
+        self.feed_all(|| Input::Connected { remote, open, identity: remote.to_bytes() });
+        self.say(format!("connected to {remote} ({} peers)", self.remote_count().max(1)));
     }
 
     fn on_behaviour(&mut self, event: BehaviourEvent) {
@@ -630,8 +1012,8 @@ impl Peer {
         let dialed = self.links.dialed_direct(&remote);
         self.discovery.identified(&mut self.swarm, remote, info, dialed);
         if self.config.discovery.pex {
-            let records = info.listen_addrs.iter().map(|addr| discovery::record(addr, remote)).collect();
-            self.feed(Input::Listening(remote, records));
+            let records: Vec<Vec<u8>> = info.listen_addrs.iter().map(|addr| discovery::record(addr, remote)).collect();
+            self.feed_all(|| Input::Listening(remote, records.clone()));
         }
     }
 
@@ -659,14 +1041,16 @@ impl Peer {
     async fn stop(mut self) -> anyhow::Result<()> {
         self.say("stopping".into());
         let deadline = tokio::time::Instant::now() + STOP_PATIENCE;
-        while !self.node.is_durable() {
+        while !self.slots.iter().all(|slot| slot.node.is_durable()) {
             match tokio::time::timeout_at(deadline, self.persisted_rx.recv()).await {
-                Ok(Some((id, result))) => self.feed(Input::Persisted(id, result)),
+                Ok(Some((list, id, result))) => self.feed(list, Input::Persisted(id, result)),
                 Ok(None) => break,
                 Err(_) => anyhow::bail!("stopped before the last changes were saved"),
             }
-            if let SyncStatus::Failed(error) = self.node.status() {
-                anyhow::bail!("stopped with unsaved changes: {error}");
+            for slot in &self.slots {
+                if let SyncStatus::Failed(error) = slot.node.status() {
+                    anyhow::bail!("stopped with unsaved changes: {error}");
+                }
             }
         }
         Ok(())

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use hellopears_core::WriterId;
+use hellopears_core::access::Capability;
 use hellopears_core::storage::{LoadedState, Storage, WriteBatch};
 use hellopears_core::topic::Topic;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
@@ -64,9 +65,63 @@ pub struct SledStorage {
     log_file: std::sync::Arc<std::fs::File>,
 }
 
-impl SledStorage {
-    /// Opens (creating if needed) the store of `topic` in data dir `dir`.
-    pub fn open(dir: &Path, topic: &Topic) -> Result<Self, StoreError> {
+/// A data dir's sled database: every list's trees, and the registry of lists.
+#[derive(Debug, Clone)]
+pub struct SledDb {
+    db: sled::Db,
+    dir: PathBuf,
+    lists: sled::Tree,
+    settings: sled::Tree,
+    log_file: std::sync::Arc<std::fs::File>,
+}
+
+/// How a list is kept in the registry of a data dir.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum StoredAccess {
+    /// An open topic, by name.
+    Public,
+    /// A private list: what this device holds of it, and who created it.
+    Private {
+        /// The capability.
+        capability: Capability,
+        /// The creating device.
+        owner: WriterId,
+    },
+}
+
+/// One list of a data dir.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ListRecord {
+    /// Its display name.
+    pub name: String,
+    /// Public or private.
+    pub access: StoredAccess,
+    /// The invite this device joins with, until it is admitted.
+    pub joining: Option<[u8; 32]>,
+}
+
+impl ListRecord {
+    /// A public topic's record.
+    pub fn public(name: &str) -> Self {
+        Self { name: name.to_owned(), access: StoredAccess::Public, joining: None }
+    }
+
+    /// The topic this record describes.
+    pub fn topic(&self) -> Topic {
+        match &self.access {
+            StoredAccess::Public => Topic::from_name(&self.name),
+            StoredAccess::Private { capability, owner } => {
+                Topic::private(self.name.clone(), capability.clone(), *owner)
+            }
+        }
+    }
+}
+
+const DEVICE_NAME: &str = "device-name";
+
+impl SledDb {
+    /// Opens (creating if needed) the database of data dir `dir`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
         prepare_dir(dir)?;
         let path = dir.join("store");
         let db = sled::Config::new().path(&path).cache_capacity(CACHE_BYTES).open().map_err(|source| {
@@ -81,9 +136,39 @@ impl SledStorage {
                 _ => StoreError::Open { path: path.clone(), source },
             }
         })?;
+        let io = |source| StoreError::Dir { path: path.clone(), source };
+        let log_file = std::fs::File::open(path.join("db")).map_err(io)?;
+        sync_dir(&path).map_err(io)?;
+        sync_dir(dir).map_err(io)?;
+        Ok(Self {
+            lists: db.open_tree("lists")?,
+            settings: db.open_tree("settings")?,
+            db,
+            dir: dir.into(),
+            log_file: std::sync::Arc::new(log_file),
+        })
+    }
+
+    /// Opens the database like [`SledDb::open`], waiting up to `patience` while another
+    /// process holds it (a command that holds the store for milliseconds must not make a
+    /// peer that is starting fail).
+    pub fn open_waiting(dir: &Path, patience: std::time::Duration) -> Result<Self, StoreError> {
+        let deadline = std::time::Instant::now() + patience;
+        loop {
+            match Self::open(dir) {
+                Err(StoreError::Locked(_)) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(25));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The store of one list.
+    pub fn list(&self, topic: &Topic) -> Result<SledStorage, StoreError> {
         let prefix = topic.id().to_string();
-        let tree = |name: &str| db.open_tree(format!("{prefix}/{name}"));
-        let check = dir.join(format!("entries-{}.count", &prefix[..16]));
+        let tree = |name: &str| self.db.open_tree(format!("{prefix}/{name}"));
+        let check = self.dir.join(format!("entries-{}.count", &prefix[..16]));
         let written = match std::fs::read_to_string(&check) {
             Ok(text) => text.trim().parse().unwrap_or_else(|_| {
                 // The count is a check, not data: a torn count file (power loss before this
@@ -94,34 +179,68 @@ impl SledStorage {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => 0,
             Err(source) => return Err(StoreError::Dir { path: check, source }),
         };
-        let io = |source| StoreError::Dir { path: path.clone(), source };
-        let log_file = std::fs::File::open(path.join("db")).map_err(io)?;
-        sync_dir(&path).map_err(io)?;
-        sync_dir(dir).map_err(io)?;
-        Ok(Self {
-            log_file: std::sync::Arc::new(log_file),
+        Ok(SledStorage {
+            log_file: self.log_file.clone(),
             entries: tree("entries")?,
             forks: tree("forks")?,
             meta: tree("meta")?,
-            db,
+            db: self.db.clone(),
             check,
             written: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(written)),
         })
     }
 
-    /// Opens the store like [`SledStorage::open`], waiting up to `patience` while another
-    /// process holds it (a command that holds the store for milliseconds must not make a
-    /// peer that is starting fail).
-    pub fn open_waiting(dir: &Path, topic: &Topic, patience: std::time::Duration) -> Result<Self, StoreError> {
-        let deadline = std::time::Instant::now() + patience;
-        loop {
-            match Self::open(dir, topic) {
-                Err(StoreError::Locked(_)) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(25));
-                }
-                other => return other,
-            }
+    /// Every list of the data dir, by id, in the order of their ids.
+    pub fn lists(&self) -> Result<Vec<ListRecord>, StoreError> {
+        let mut lists = Vec::new();
+        for item in self.lists.iter() {
+            let (key, value) = item?;
+            let record: ListRecord = postcard::from_bytes(&value)
+                .map_err(|e| StoreError::Corrupt(format!("list {}: {e}", String::from_utf8_lossy(&key))))?;
+            lists.push(record);
         }
+        Ok(lists)
+    }
+
+    /// Adds or replaces a list in the registry, durably.
+    pub fn put_list(&self, record: &ListRecord) -> Result<(), StoreError> {
+        let key = record.topic().id().to_string();
+        let value = postcard::to_allocvec(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.lists.insert(key.as_bytes(), value)?;
+        self.flush()
+    }
+
+    /// This device's display name, if set.
+    pub fn device_name(&self) -> Result<Option<String>, StoreError> {
+        Ok(self.settings.get(DEVICE_NAME)?.map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Sets this device's display name, durably.
+    pub fn set_device_name(&self, name: &str) -> Result<(), StoreError> {
+        self.settings.insert(DEVICE_NAME, name.as_bytes())?;
+        self.flush()
+    }
+
+    /// Makes everything written so far durable.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        self.log_file.sync_all().map_err(|source| StoreError::Dir { path: self.dir.clone(), source })?;
+        Ok(())
+    }
+}
+
+impl SledStorage {
+    /// Opens (creating if needed) the store of `topic` in data dir `dir`.
+    #[cfg(test)]
+    pub fn open(dir: &Path, topic: &Topic) -> Result<Self, StoreError> {
+        SledDb::open(dir)?.list(topic)
+    }
+
+    /// Opens the store like [`SledStorage::open`], waiting up to `patience` while another
+    /// process holds it.
+    #[cfg(test)]
+    pub fn open_waiting(dir: &Path, topic: &Topic, patience: std::time::Duration) -> Result<Self, StoreError> {
+        SledDb::open_waiting(dir, patience)?.list(topic)
     }
 
     /// Makes everything written so far durable.

@@ -21,12 +21,12 @@ const WRITER_QUEUE: usize = 256;
 /// What the stream tasks report to the peer's task.
 #[derive(Debug)]
 pub enum Event {
-    /// A frame from a peer's stream.
-    Frame(PeerId, Vec<u8>),
+    /// A frame from a peer's inbound stream (of this id).
+    Frame(PeerId, u64, Vec<u8>),
     /// A peer's inbound stream ended.
-    Closed(PeerId, String),
+    Closed(PeerId, u64, String),
     /// A peer broke the framing.
-    Violation(PeerId, String),
+    Violation(PeerId, u64, String),
     /// Our outbound stream (of this epoch) is open: frames go to this sender.
     Opened(PeerId, u64, mpsc::Sender<Vec<u8>>),
     /// Our outbound stream (of this epoch) failed, or could not be opened.
@@ -79,13 +79,13 @@ pub type Frames = futures::stream::BoxStream<'static, Event>;
 /// Reads a peer's sync stream, frame by frame, into a queue of its own: the peer's task
 /// takes from every reader's queue in turn, so one peer flooding frames cannot delay the
 /// frames of the others (it only fills its own queue, and then waits).
-pub fn spawn_reader(peer: PeerId, stream: libp2p::Stream) -> Frames {
+pub fn spawn_reader(peer: PeerId, id: u64, stream: libp2p::Stream) -> Frames {
     let (events, frames) = mpsc::channel(READER_QUEUE);
-    read_frames(peer, stream, events);
+    read_frames(peer, id, stream, events);
     Box::pin(futures::stream::unfold(frames, |mut frames| async move { frames.recv().await.map(|e| (e, frames)) }))
 }
 
-fn read_frames(peer: PeerId, mut stream: libp2p::Stream, events: mpsc::Sender<Event>) {
+fn read_frames(peer: PeerId, id: u64, mut stream: libp2p::Stream, events: mpsc::Sender<Event>) {
     tokio::spawn(async move {
         let mut decoder = frame::FrameDecoder::default();
         let mut buffer = vec![0u8; READ_CHUNK];
@@ -98,7 +98,7 @@ fn read_frames(peer: PeerId, mut stream: libp2p::Stream, events: mpsc::Sender<Ev
                     Ok(read) => read,
                     Err(_) => {
                         let reason = format!("a frame did not complete in {} ms", deadline.as_millis());
-                        let _ = events.send(Event::Violation(peer, reason)).await;
+                        let _ = events.send(Event::Violation(peer, id, reason)).await;
                         return;
                     }
                 }
@@ -114,18 +114,18 @@ fn read_frames(peer: PeerId, mut stream: libp2p::Stream, events: mpsc::Sender<Ev
             loop {
                 match decoder.next_frame() {
                     Ok(Some(frame)) => {
-                        if events.send(Event::Frame(peer, frame)).await.is_err() {
+                        if events.send(Event::Frame(peer, id, frame)).await.is_err() {
                             break 'read "peer stopped".to_owned();
                         }
                     }
                     Ok(None) => break,
                     Err(error) => {
-                        let _ = events.send(Event::Violation(peer, error.to_string())).await;
+                        let _ = events.send(Event::Violation(peer, id, error.to_string())).await;
                         return;
                     }
                 }
             }
         };
-        let _ = events.send(Event::Closed(peer, reason)).await;
+        let _ = events.send(Event::Closed(peer, id, reason)).await;
     });
 }

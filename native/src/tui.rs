@@ -177,11 +177,13 @@ pub enum Backend {
 impl Backend {
     fn command(&self, command: Command) -> Reply {
         match self {
-            Backend::InProcess(handle, _, runtime, topic) => {
-                runtime.block_on(handle.request(Request { topic: topic.clone(), action: Action::Command(command) }))
-            }
+            Backend::InProcess(handle, _, runtime, topic) => runtime.block_on(handle.request(Request {
+                topic: topic.clone(),
+                list: None,
+                action: Action::Command(command),
+            })),
             Backend::Remote(dir, topic) => {
-                let request = Request { topic: topic.clone(), action: Action::Command(command) };
+                let request = Request { topic: topic.clone(), list: None, action: Action::Command(command) };
                 crate::control::request(dir, &request).unwrap_or_else(|| Err("the peer stopped".into()))
             }
         }
@@ -194,7 +196,7 @@ impl Backend {
                 view.has_changed().unwrap_or(false).then(|| view.borrow_and_update().clone())
             }
             Backend::Remote(dir, topic) => {
-                let request = Request { topic: topic.clone(), action: Action::Snapshot };
+                let request = Request { topic: topic.clone(), list: None, action: Action::Snapshot };
                 let json = crate::control::request(dir, &request)?.ok()?;
                 serde_json::from_str(&json).ok()
             }

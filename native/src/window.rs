@@ -176,7 +176,7 @@ impl Relay {
             HostOut::Page(WindowMessage::Command(command)) => {
                 let (peer, topic) = (self.handle.clone(), self.topic.clone());
                 tokio::spawn(async move {
-                    let request = Request { topic, action: Action::Command(command) };
+                    let request = Request { topic, list: None, action: Action::Command(command) };
                     if let Err(error) = peer.request(request).await {
                         tracing::warn!(%error, "a command from the window failed");
                     }

@@ -224,6 +224,12 @@ pub enum AccessError {
     /// The writer is not a member allowed to do this.
     #[error("{0} is not allowed to do this in this list")]
     NotAllowed(String),
+    /// This device may read but not write (read-only, blind).
+    #[error("this device is {0} in this list: it cannot write")]
+    CannotWrite(&'static str),
+    /// This device is not a member (removed, or not yet admitted).
+    #[error("this device is not a member of this list (removed, or not yet admitted)")]
+    NotAMember,
     /// An invite link does not parse.
     #[error("not an invite link: {0}")]
     BadLink(String),

@@ -10,8 +10,12 @@ use crate::ui::Command;
 /// A request from the CLI or a UI, for one list.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Request {
-    /// The topic the request is for.
+    /// The public topic the request is for (`--topic`; empty when not given: the data
+    /// dir's only list, or the topic `todo`).
     pub topic: String,
+    /// The list the request is for (`--list`: a name, or a unique prefix of a name or id).
+    #[serde(default)]
+    pub list: Option<String>,
     /// What to do.
     pub action: Action,
 }
@@ -38,6 +42,32 @@ pub enum Action {
     Snapshot,
     /// Run a script in the native window's page and return its result (automation).
     Eval(String),
+    /// The lists of the data dir.
+    Lists(Format),
+    /// Create a private list with this name.
+    NewList(String),
+    /// An invite link to the list.
+    Invite {
+        /// The role it grants.
+        role: crate::access::Role,
+        /// How long it is valid, in ms.
+        valid_ms: u64,
+        /// Print JSON.
+        format: Format,
+    },
+    /// Join a list from an invite link, waiting at most `wait_ms` to be admitted.
+    Join {
+        /// The link.
+        link: String,
+        /// How long to wait.
+        wait_ms: u64,
+    },
+    /// The members of a private list.
+    Members(Format),
+    /// Set this device's display name (in every private list it is a member of).
+    SetDeviceName(String),
+    /// The list's id and discovery key.
+    Topic(Format),
 }
 
 /// What a request printed, or why it failed.
@@ -59,7 +89,7 @@ mod tests {
 
     #[test]
     fn requests_round_trip_and_garbage_is_refused() {
-        let request = Request { topic: "todo".into(), action: Action::List(Format::Json) };
+        let request = Request { topic: "todo".into(), list: None, action: Action::List(Format::Json) };
         let line = serde_json::to_string(&request).unwrap_or_default();
         assert!(matches!(parse_request(line.as_bytes()), Ok(Request { action: Action::List(Format::Json), .. })));
         assert!(parse_request(b"{\"topic\":").is_err());

@@ -181,3 +181,6 @@ pub fn clip_text(text: &str, max: usize) -> String {
 pub fn clip_name(name: &str) -> String {
     clip_text(name, MAX_NAME_BYTES)
 }
+
+/// Addresses an invite link carries (enough to reach one of the inviter's transports).
+pub const INVITE_ADDRESSES: usize = 6;

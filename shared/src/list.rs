@@ -259,7 +259,8 @@ impl ListView {
         let device = private.device.id();
         match private.membership.role(&device) {
             Some(role) if role.can_write() => {}
-            _ => return Err(AccessError::NotAllowed(device.short())),
+            Some(role) => return Err(AccessError::CannotWrite(role.label())),
+            None => return Err(AccessError::NotAMember),
         }
         let key = private.current_key().ok_or_else(|| AccessError::UnknownKey("(none)".into()))?;
         Ok(key.seal(&private.keys.id, &device, seq, plaintext))
@@ -269,12 +270,11 @@ impl ListView {
     pub fn seal_member_op(&self, seq: u64, op: &MemberOp) -> Result<Vec<u8>, AccessError> {
         let Some(private) = &self.private else { return Err(AccessError::NotAllowed("a public topic".into())) };
         let device = private.device.id();
-        let allowed = match op {
-            MemberOp::Name { .. } => private.membership.role(&device).is_some(),
-            _ => private.membership.role(&device).is_some_and(Role::can_write),
-        };
-        if !allowed {
-            return Err(AccessError::NotAllowed(device.short()));
+        match (op, private.membership.role(&device)) {
+            (_, None) => return Err(AccessError::NotAMember),
+            (MemberOp::Name { .. }, Some(_)) => {}
+            (_, Some(role)) if !role.can_write() => return Err(AccessError::CannotWrite(role.label())),
+            _ => {}
         }
         Ok(private.keys.seal_membership(&device, seq, &op.encode()))
     }

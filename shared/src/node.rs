@@ -56,7 +56,9 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Debug;
 
+use crate::access::AccessError;
 use crate::keys::{KeyError, Keypair};
+use crate::list::MemberOp;
 use crate::replica::{Notice, OpenError, Replica};
 use crate::storage::{LoadedState, WriteBatch};
 use crate::sync::{Message, Session, SessionConfig, SyncError};
@@ -587,7 +589,42 @@ impl<P: Ord + Clone + Debug> Node<P> {
                 Outcome::Changed
             }
             Command::ClearCompleted => Outcome::Cleared(todos.clear_completed()?),
+            Command::Invite { key, role, expires } => {
+                if role == crate::access::Role::Owner {
+                    return Err(AccessError::NotAllowed("inviting an owner".into()).into());
+                }
+                self.replica.write_member(&MemberOp::Invite { key, role, expires })?;
+                Outcome::Changed
+            }
+            Command::RemoveMember(who) => {
+                let device = self.find_member(&who)?;
+                let op = self.replica.list().removal(device)?;
+                self.replica.write_member(&op)?;
+                Outcome::Changed
+            }
+            Command::SetName(name) => {
+                self.replica.write_member(&MemberOp::Name { name: crate::limits::clip_name(&name) })?;
+                Outcome::Changed
+            }
         })
+    }
+
+    /// The active member a user named: by display name, or writer key (or unique prefix).
+    fn find_member(&self, who: &str) -> Result<crate::keys::WriterId, TodoError> {
+        let membership =
+            self.replica.membership().ok_or_else(|| AccessError::NotAllowed("a public topic has no members".into()))?;
+        let active: Vec<&crate::list::Member> = membership.members().iter().filter(|m| m.is_active()).collect();
+        let by_name: Vec<_> = active.iter().filter(|m| m.name == who).collect();
+        let matches: Vec<_> = if by_name.is_empty() {
+            active.iter().filter(|m| !who.is_empty() && m.device.to_hex().starts_with(&who.to_lowercase())).collect()
+        } else {
+            by_name
+        };
+        match matches.as_slice() {
+            [one] => Ok(one.device),
+            [] => Err(TodoError::NoMember(who.to_owned())),
+            many => Err(TodoError::Ambiguous(who.to_owned(), many.len())),
+        }
     }
 
     fn on_persisted(&mut self, id: PersistId, result: Result<(), String>) {

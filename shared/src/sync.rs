@@ -342,8 +342,10 @@ impl Session {
             let (local, remote) = self.identities.clone().unwrap_or_default();
             keys.session_proof(&local, &remote)
         });
-        let mut out =
-            vec![Message::Hello { discovery: replica.topic().discovery_key(), acknowledged: self.introduced, proof }];
+        // A private list's hello names no discovery key: its proof, bound to both peers,
+        // is all a peer holding the list needs to recognise it, and tells anyone else nothing.
+        let discovery = if self.private { DiscoveryKey([0; 32]) } else { replica.topic().discovery_key() };
+        let mut out = vec![Message::Hello { discovery, acknowledged: self.introduced, proof }];
         if self.may_share() {
             out.extend(self.opening(replica, now));
         }
@@ -398,14 +400,15 @@ impl Session {
         let mut out = Vec::new();
         match message {
             Message::Hello { discovery, acknowledged, proof } => {
-                if discovery != replica.topic().discovery_key() {
-                    return Err(SyncError::TopicMismatch);
-                }
                 self.private = replica.topic().is_private();
-                if let Some(keys) = replica.topic().list_keys() {
-                    let (local, remote) = self.identities.clone().unwrap_or_default();
-                    let proof = proof.ok_or(SyncError::Access(crate::access::AccessError::BadProof))?;
-                    keys.check_session_proof(&proof, &remote, &local).map_err(SyncError::Access)?;
+                match (replica.topic().list_keys(), proof) {
+                    (Some(keys), Some(proof)) => {
+                        let (local, remote) = self.identities.clone().unwrap_or_default();
+                        keys.check_session_proof(&proof, &remote, &local).map_err(SyncError::Access)?;
+                    }
+                    (Some(_), None) => return Err(SyncError::Access(crate::access::AccessError::BadProof)),
+                    (None, _) if discovery != replica.topic().discovery_key() => return Err(SyncError::TopicMismatch),
+                    (None, _) => {}
                 }
                 let first = !self.introduced;
                 self.introduced = true;

@@ -65,6 +65,9 @@ pub enum TodoError {
     /// No todo id starts with this.
     #[error("no todo matches id {0:?}")]
     NotFound(String),
+    /// No member of the list matches this.
+    #[error("no member matches {0:?} (see hellopears members)")]
+    NoMember(String),
     /// Several todo ids start with this.
     #[error("id prefix {0:?} matches {1} todos; give more characters")]
     Ambiguous(String, usize),

@@ -110,6 +110,20 @@ pub enum Command {
     Remove(String),
     /// Delete every done todo.
     ClearCompleted,
+    /// Record an invite of a private list (the driver keeps its secret for the link).
+    Invite {
+        /// The invite's public key ([`crate::access::Invite::key`]).
+        key: crate::keys::WriterId,
+        /// The role it grants.
+        role: crate::access::Role,
+        /// Expiry, ms since the Unix epoch.
+        expires: u64,
+    },
+    /// Remove a member of a private list (by name, or writer key or a unique prefix of it)
+    /// and rotate the content key.
+    RemoveMember(String),
+    /// Set this device's display name in a private list.
+    SetName(String),
 }
 
 /// What a command did, once it is durable.

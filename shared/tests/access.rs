@@ -166,7 +166,7 @@ fn read_only_writes_are_refused_by_every_replica() {
     sync(&mut a, &mut r);
     assert_eq!(texts(&r), ["bread"], "read-only reads");
     assert_eq!(r.role(), Some(Role::ReadOnly));
-    assert!(matches!(r.todos().add("mine", 3), Err(todo::TodoError::Access(AccessError::NotAllowed(_)))));
+    assert!(matches!(r.todos().add("mine", 3), Err(todo::TodoError::Access(AccessError::CannotWrite("read-only")))));
     // A hostile read-only device seals a todo by hand, with the key it holds.
     let key = ContentKey::new(Capability::Root(ROOT).first_content_key().expect("key 0"));
     let entry = forge(&r, &key, "forged");

@@ -110,13 +110,16 @@ fn a_command_reaches_the_list_it_names_or_fails_clearly() {
     let peer = hellopears_tests::Peer::start(data, &args);
     ok(data, &["--topic", "work", "add", "for work"]);
     // Another list than the running peer's: refused, nothing written anywhere.
-    for other in [&["--topic", "home", "add", "for home"][..], &["list", "--json"], &["status"]] {
+    for other in [&["--topic", "home", "add", "for home"][..], &["--list", "home", "list", "--json"]] {
         let out = run(data, other);
         assert_eq!(out.status.code(), Some(1), "{other:?}: {out:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains("serves topic \"work\""), "{other:?}: {stderr}");
+        assert!(stderr.contains("serves topic \"work\"") || stderr.contains("no list"), "{other:?}: {stderr}");
         assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     }
+    // With one list in the data dir, it is the default.
+    let default: Vec<serde_json::Value> = serde_json::from_str(&ok(data, &["list", "--json"])).expect("json");
+    assert_eq!(default.len(), 1);
     let work: Vec<serde_json::Value> =
         serde_json::from_str(&ok(data, &["--topic", "work", "list", "--json"])).expect("json");
     assert_eq!(work.len(), 1);

@@ -151,6 +151,38 @@ async fn main() -> anyhow::Result<()> {
             conn.send_raw(&(64u32 << 20).to_be_bytes()).await?;
             dropped(&mut conn, Duration::from_secs(10)).await
         }
+        // A stranger to a private list: it learned the discovery key (from the DHT) and
+        // tries its luck with a made-up proof and an entry. It must learn nothing: no
+        // writers, lengths, entries, fork evidence or peers, and see no discovery key.
+        "stranger" => {
+            let discovery = args.get(3).map(String::as_str).unwrap_or_default();
+            // 64 hex characters, like a writer key.
+            let key = hellopears_core::WriterId::from_hex(discovery).context("the discovery key in hex")?.0;
+            let hello = Message::Hello {
+                discovery: hellopears_core::topic::DiscoveryKey(key),
+                acknowledged: false,
+                proof: Some([7; 32]),
+            };
+            conn.send(&hello).await?;
+            conn.send(&Message::Have { writers: vec![] }).await?;
+            conn.send(&Message::Entries { entries: vec![throwaway_entry(&topic, 7_100, 0)] }).await?;
+            let deadline = Instant::now() + hold;
+            let mut learned = Vec::new();
+            let dropped = loop {
+                match conn.recv(deadline).await {
+                    Err(_) => break true,
+                    Ok(None) if Instant::now() >= deadline => break false,
+                    Ok(Some(Message::Hello { discovery, .. })) if discovery.0 == [0; 32] => {}
+                    Ok(Some(message)) => learned.push(format!("{message:?}").chars().take(60).collect::<String>()),
+                    Ok(None) => {}
+                }
+            };
+            if learned.is_empty() {
+                format!("learned nothing, {}", if dropped { "dropped" } else { "kept open" })
+            } else {
+                format!("learned {}", learned.join(" | "))
+            }
+        }
         "other-topic" => {
             let other = Message::Hello {
                 discovery: Topic::from_name("not yours").discovery_key(),
