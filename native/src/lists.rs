@@ -111,7 +111,7 @@ pub struct ListSummary {
 }
 
 /// What every UI says of a public topic.
-pub const PUBLIC_LABEL: &str = "public: anyone who knows the name can read and write";
+pub use hellopears_core::ui::PUBLIC_LABEL;
 
 /// The summary of an open list.
 pub fn summary(topic: &Topic, replica: &hellopears_core::Replica, joining: bool) -> ListSummary {

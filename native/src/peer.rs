@@ -615,15 +615,28 @@ impl Peer {
         }
     }
 
-    /// Addresses a joiner can dial us at (in invite links): listen addresses that are not
-    /// loopback-only when there are any, with our peer id.
+    /// Addresses a joiner can dial us at (in invite links): external addresses first, then
+    /// listen addresses, at most two per transport (TCP, QUIC, WebRTC-direct for tabs).
     fn shareable_addresses(&self) -> Vec<String> {
         let mut addrs: Vec<Multiaddr> = self.swarm.external_addresses().cloned().collect();
-        addrs.extend(self.swarm.listeners().filter(|a| !is_webrtc(a)).cloned());
+        addrs.extend(self.swarm.listeners().cloned());
+        let transport = |addr: &Multiaddr| {
+            let text = addr.to_string();
+            if text.contains("/webrtc-direct") {
+                2
+            } else if text.contains("/quic") {
+                1
+            } else {
+                0
+            }
+        };
+        let mut per_transport = [0usize; 3];
         let mut out: Vec<String> = Vec::new();
         for addr in addrs {
+            let kind = transport(&addr);
             let full = addr.with_p2p(self.me).unwrap_or_else(|addr| addr).to_string();
-            if !out.contains(&full) {
+            if per_transport[kind] < 2 && !out.contains(&full) {
+                per_transport[kind] += 1;
                 out.push(full);
             }
         }

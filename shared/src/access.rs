@@ -537,6 +537,11 @@ impl InviteLink {
         base64url(&bytes)
     }
 
+    /// The list this link opens, as a device joining with it holds it.
+    pub fn topic(&self) -> crate::topic::Topic {
+        crate::topic::Topic::private(self.name.clone(), Capability::Replicate(self.replicate), self.owner)
+    }
+
     /// Reads a link: a whole URL with `#join=...`, or just the value.
     pub fn decode(link: &str) -> Result<Self, AccessError> {
         let link = link.trim();

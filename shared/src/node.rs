@@ -429,7 +429,36 @@ impl<P: Ord + Clone + Debug> Node<P> {
 
     /// What the UI shows; `connection` describes how a remote is connected.
     pub fn snapshot(&self, connection: impl Fn(&P) -> (String, String)) -> Snapshot {
-        let todos: Vec<TodoView> = todo::list(self.replica.db()).iter().rev().map(TodoView::from_todo).collect();
+        let membership = self.replica.membership();
+        // In a private list, authors are shown by their names.
+        let name_of = |author: &str| {
+            membership?
+                .members()
+                .iter()
+                .rev()
+                .find(|m| m.device.to_hex() == author && !m.name.is_empty())
+                .map(|m| m.name.clone())
+        };
+        let todos: Vec<TodoView> = todo::list(self.replica.db())
+            .iter()
+            .rev()
+            .map(|todo| {
+                let mut view = TodoView::from_todo(todo);
+                if let Some(name) = name_of(&todo.author) {
+                    view.author = name;
+                }
+                view
+            })
+            .collect();
+        let access = match (self.replica.topic().is_private(), self.replica.role()) {
+            (false, _) => crate::ui::PUBLIC_LABEL.to_owned(),
+            (true, Some(role)) => format!("private, {}", role.label()),
+            (true, None) if self.refusal.is_some() => {
+                format!("private, refused: {}", self.refusal.as_deref().unwrap_or_default())
+            }
+            (true, None) if self.is_joining() => "private, joining: waiting for a member to admit this device".into(),
+            (true, None) => "private, not a member".into(),
+        };
         let peers = self
             .peers()
             .map(|peer| {
@@ -443,6 +472,7 @@ impl<P: Ord + Clone + Debug> Node<P> {
             todos,
             peers,
             status: self.status(),
+            access,
         }
     }
 

@@ -154,6 +154,20 @@ pub struct Snapshot {
     pub peers: Vec<PeerView>,
     /// Sync state.
     pub status: SyncStatus,
+    /// Who can read and write the list, in the words every UI shows:
+    /// [`PUBLIC_LABEL`] or "private, <this device's role>".
+    #[serde(default)]
+    pub access: String,
+}
+
+/// What every UI says of a public topic.
+pub const PUBLIC_LABEL: &str = "public: anyone who knows the name can read and write";
+
+/// The invite link a fragment carries (`#join=...`), if any.
+pub fn invite_from_fragment(fragment: &str) -> Option<crate::access::InviteLink> {
+    let fragment = fragment.trim_start_matches('#');
+    fragment.split('&').find(|pair| pair.starts_with(crate::access::JOIN_FRAGMENT))?;
+    crate::access::InviteLink::decode(fragment).ok()
 }
 
 impl TodoView {

@@ -193,6 +193,15 @@ impl Tab {
         })
     }
 
+    /// Who can read and write the list, as the topic bar says it.
+    pub async fn access(&self) -> anyhow::Result<String> {
+        let out = self
+            .client
+            .execute("return document.querySelector('[data-testid=access]')?.textContent ?? '';", vec![])
+            .await?;
+        Ok(out.as_str().unwrap_or_default().trim_start_matches(" · ").to_owned())
+    }
+
     /// The todos in the DOM, in order.
     pub async fn todos(&self) -> anyhow::Result<Vec<ShownTodo>> {
         let out = self

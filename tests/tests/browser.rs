@@ -385,3 +385,75 @@ async fn a_tab_opened_at_once_syncs_within_two_seconds_every_time() -> anyhow::R
     tab.close().await?;
     Ok(())
 }
+
+/// Private lists, acceptance 2: desktop A creates a list and invites; desktop B joins with
+/// `hellopears join LINK`, and a tab joins by opening the link; todos flow among all three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tab_joins_a_private_list_from_an_invite_link() -> anyhow::Result<()> {
+    if !browser::available() {
+        return Ok(());
+    }
+    let _serial = SERIAL.lock().await;
+    let (a_dir, b_dir) = (TempDir::new()?, TempDir::new()?);
+    ok(a_dir.path(), &["name", "Alice"]);
+    ok(a_dir.path(), &["new", "groceries"]);
+    ok(a_dir.path(), &["--list", "groceries", "add", "milk"]);
+    let a = desktop(a_dir.path(), None, 0);
+    let b = desktop(b_dir.path(), None, 0);
+    let invite = |extra: &[&str]| -> String {
+        let mut args = vec!["--list", "groceries", "invite", "--json"];
+        args.extend(extra);
+        let out: serde_json::Value = serde_json::from_str(&ok(a_dir.path(), &args)).expect("json");
+        out["link"].as_str().expect("link").to_owned()
+    };
+    let joined = ok(b_dir.path(), &["join", &invite(&[]), "--wait", "30s"]);
+    assert!(joined.contains("joined groceries"), "{joined}");
+    let link = invite(&[]);
+    let fragment = link.split_once('#').map(|(_, f)| f.to_owned()).expect("a fragment");
+    let base = a.web.clone().expect("A serves the web app");
+    let base = base.split('#').next().unwrap_or_default().to_owned();
+    let driver = Driver::start()?;
+    let profile = TempDir::new()?;
+    let tab = driver.tab(profile.path()).await?;
+    tab.open(&format!("{base}#{fragment}")).await?;
+    tab.wait_for("the tab reads the list", Duration::from_secs(30), |t| async move {
+        Ok(t.todos().await?.iter().any(|x| x.text == "milk"))
+    })
+    .await?;
+    assert_eq!(tab.access().await?, "private, writer");
+    let texts = |dir: &Path| -> Vec<String> {
+        let out = ok(dir, &["--list", "groceries", "list", "--json"]);
+        let todos: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap_or_default();
+        todos.iter().filter_map(|t| t["text"].as_str().map(str::to_owned)).collect()
+    };
+    tab.add("from the tab").await?;
+    ok(b_dir.path(), &["--list", "groceries", "add", "from B"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let everywhere =
+            |texts: &[String]| ["milk", "from the tab", "from B"].iter().all(|t| texts.iter().any(|x| x == t));
+        let tab_texts: Vec<String> = tab.todos().await?.into_iter().map(|t| t.text).collect();
+        if everywhere(&texts(a_dir.path())) && everywhere(&texts(b_dir.path())) && everywhere(&tab_texts) {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "todos did not flow among A, B and the tab");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The same invite a second time, in another tab: refused, and the tab reads nothing.
+    let other = TempDir::new()?;
+    let second = driver.tab(other.path()).await?;
+    second.open(&format!("{base}#{fragment}")).await?;
+    second
+        .wait_for(
+            "the refusal",
+            Duration::from_secs(30),
+            |t| async move { Ok(t.access().await?.contains("already used")) },
+        )
+        .await?;
+    assert!(second.todos().await?.is_empty(), "a tab with a used invite read the list");
+    for tab in [tab, second] {
+        tab.close().await?;
+    }
+    drop(b);
+    Ok(())
+}

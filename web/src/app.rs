@@ -21,6 +21,8 @@ pub struct Ui {
     pub peers: RwSignal<Vec<PeerView>>,
     /// Sync state.
     pub status: RwSignal<SyncStatus>,
+    /// Who can read and write the list ("public: anyone…" or "private, <role>").
+    pub access: RwSignal<String>,
     commands: StoredValue<mpsc::UnboundedSender<Command>>,
 }
 
@@ -34,6 +36,7 @@ impl Ui {
             todos: RwSignal::new(Vec::new()),
             peers: RwSignal::new(Vec::new()),
             status: RwSignal::new(SyncStatus::Loading),
+            access: RwSignal::new(String::new()),
             commands: StoredValue::new(tx),
         };
         (ui, rx)
@@ -77,6 +80,13 @@ impl Ui {
     /// Sets our writer id.
     pub fn set_writer(&self, writer: String) {
         self.writer.set(writer);
+    }
+
+    /// Sets who can read and write the list (skipped when unchanged).
+    pub fn set_access(&self, access: String) {
+        if self.access.with_untracked(|old| *old != access) {
+            self.access.set(access);
+        }
     }
 }
 
@@ -234,6 +244,7 @@ fn TopicBar(ui: Ui) -> impl IntoView {
         <div class="topic">
             <span>"topic "</span>
             <strong data-testid="topic-name">{move || ui.topic.get()}</strong>
+            <span class="access" data-testid="access">{move || format!(" · {}", ui.access.get())}</span>
             <span class="writer">" · you are "<code data-testid="writer-id">{move || ui.writer.get()}</code></span>
             <a class="share" data-testid="share-link" href=share>"share link"</a>
             <input class="join" data-testid="join-topic" placeholder="join or create a topic…" on:keydown=join />

@@ -35,6 +35,7 @@ pub fn spawn(ui: Ui, mut commands: mpsc::UnboundedReceiver<Command>) {
                 mark_painted();
             }
             ui.set_topic(snapshot.topic);
+            ui.set_access(snapshot.access);
             ui.set_writer(snapshot.writer);
             ui.set_todos(snapshot.todos);
             ui.set_peers(snapshot.peers);

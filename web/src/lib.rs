@@ -24,7 +24,9 @@ mod peer;
 pub fn start() {
     console_error_panic_hook::set_once();
     let fragment = web_sys::window().and_then(|w| w.location().hash().ok()).unwrap_or_default();
-    let topic = topic_from_fragment(&fragment);
+    // An invite link (`#join=...`) opens its private list; otherwise `#topic=NAME`.
+    let join = hellopears_core::ui::invite_from_fragment(&fragment);
+    let topic = join.as_ref().map_or_else(|| topic_from_fragment(&fragment), |link| link.topic());
     // `debug=garbage`: this tab sends garbage on the sync protocol, so tests can check that
     // desktop peers refuse it. Only in builds for the browser tests (feature `test-hooks`):
     // a link could otherwise get a user's tab banned by every desktop.
@@ -34,6 +36,6 @@ pub fn start() {
         // In a native window the desktop process is the peer.
         app::mount(topic.name().to_owned(), bridge::spawn);
     } else {
-        app::mount(topic.name().to_owned(), move |ui, commands| peer::spawn(topic, ui, commands, garbage));
+        app::mount(topic.name().to_owned(), move |ui, commands| peer::spawn(topic, ui, commands, garbage, join));
     }
 }

@@ -85,9 +85,15 @@ fn interval(ms: u64) -> impl futures::Stream<Item = ()> {
 /// Starts the in-tab peer for `topic`, feeding `ui` and taking its commands.
 /// With `garbage`, the tab sends garbage instead of its sync messages (for tests of the
 /// desktop side's defences).
-pub fn spawn(topic: Topic, ui: Ui, commands: mpsc::UnboundedReceiver<Command>, garbage: bool) {
+pub fn spawn(
+    topic: Topic,
+    ui: Ui,
+    commands: mpsc::UnboundedReceiver<Command>,
+    garbage: bool,
+    join: Option<hellopears_core::access::InviteLink>,
+) {
     spawn_local(async move {
-        if let Err(error) = run(topic, ui, commands, garbage).await {
+        if let Err(error) = run(topic, ui, commands, garbage, join).await {
             log(&format!("hellopears: {error}"));
             ui.set_status(SyncStatus::Failed(error));
         }
@@ -130,6 +136,7 @@ async fn run(
     ui: Ui,
     mut commands: mpsc::UnboundedReceiver<Command>,
     garbage: bool,
+    join: Option<hellopears_core::access::InviteLink>,
 ) -> Result<(), String> {
     let storage = IdbStorage::open(&database_name(&topic)).await.map_err(|e| e.to_string())?;
     ask_for_persistent_storage();
@@ -147,6 +154,19 @@ async fn run(
     let mut incoming = tab.control.accept(SYNC_PROTOCOL).map_err(|_| "sync protocol registered twice")?.fuse();
     // The serving peer's addresses (absent offline: then the remembered ones are dialed).
     let mut config = Box::pin(fetch_config().fuse());
+    if let Some(link) = join {
+        // An invite link: ask the list's members to admit this tab, at the addresses the
+        // link names (the secrets stay in the page: the fragment is never sent anywhere).
+        if tab.node.replica().role().is_none() {
+            tab.node.set_invite(hellopears_core::access::Invite::from_secret(link.invite), "a browser tab".into());
+        }
+        // A tab dials WebRTC-direct only.
+        let dialable = link.addresses.iter().filter(|a| a.contains("/webrtc-direct/"));
+        for addr in dialable.filter_map(|a| a.parse::<Multiaddr>().ok()) {
+            tab.learn(addr, true);
+        }
+        tab.save_known();
+    }
     tab.dial_due();
     tab.feed(Input::Tick);
     let mut tick = Box::pin(interval(TICK_MS)).fuse();
@@ -442,6 +462,7 @@ impl Tab {
         self.ui.set_todos(snapshot.todos);
         self.ui.set_peers(snapshot.peers);
         self.ui.set_status(snapshot.status);
+        self.ui.set_access(snapshot.access);
     }
 }
 
