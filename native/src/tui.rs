@@ -124,7 +124,9 @@ impl App {
     /// The status line: the topic, the count, and the sync state in the words every UI uses.
     pub fn status_line(&self) -> String {
         let topic = if self.snapshot.topic.is_empty() { "?" } else { &self.snapshot.topic };
-        format!(" topic {topic} · {} todos · {}", self.todos.len(), self.snapshot.status.line())
+        let access =
+            if self.snapshot.access.is_empty() { String::new() } else { format!(" ({})", self.snapshot.access) };
+        format!(" topic {topic}{access} · {} todos · {}", self.todos.len(), self.snapshot.status.line())
     }
 
     /// Draws the whole screen.
@@ -268,6 +270,7 @@ mod tests {
             todos: vec![todo("bbb", "bread", true, 2), todo("aaa", "buy milk", false, 1)],
             peers,
             status,
+            access: String::new(),
         }
     }
 
