@@ -124,8 +124,12 @@ impl App {
     /// The status line: the topic, the count, and the sync state in the words every UI uses.
     pub fn status_line(&self) -> String {
         let topic = if self.snapshot.topic.is_empty() { "?" } else { &self.snapshot.topic };
-        let access =
-            if self.snapshot.access.is_empty() { String::new() } else { format!(" ({})", self.snapshot.access) };
+        // Short: the line also carries the sync state. "public" is the whole label's gist.
+        let access = match self.snapshot.access.as_str() {
+            "" => String::new(),
+            label if label.starts_with("public") => " (public)".to_owned(),
+            label => format!(" ({label})"),
+        };
         format!(" topic {topic}{access} · {} todos · {}", self.todos.len(), self.snapshot.status.line())
     }
 
