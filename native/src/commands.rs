@@ -187,30 +187,10 @@ pub fn invite<P: Ord + Clone + std::fmt::Debug>(
     addresses: Vec<String>,
     format: Format,
 ) -> Result<(ui::Command, String), String> {
-    use hellopears_core::access::{Invite, InviteLink};
-    let replica = node.replica();
-    let topic = replica.topic();
-    let hellopears_core::topic::Access::Private { capability, keys } = topic.access() else {
-        return Err(format!("{} is a public topic: anyone who knows the name can join it", topic.name()));
-    };
-    match replica.role() {
-        Some(mine) if mine.can_write() => {}
-        Some(mine) => return Err(format!("this device is {} in {}: only writers invite", mine.label(), topic.name())),
-        None => return Err(format!("this device is not (yet) a member of {}", topic.name())),
-    }
     let mut secret = [0u8; 32];
     getrandom::fill(&mut secret).map_err(|e| format!("no randomness for an invite: {e}"))?;
-    let invite = Invite::from_secret(secret);
-    let expires = now_ms().saturating_add(valid_ms);
-    let link = InviteLink {
-        name: topic.name().to_owned(),
-        replicate: capability.replicate(),
-        owner: keys.owner,
-        invite: secret,
-        role,
-        expires,
-        addresses,
-    };
+    let (command, link) = node.prepare_invite(secret, role, valid_ms, addresses).map_err(|e| e.to_string())?;
+    let expires = link.expires;
     let url = format!("{INVITE_BASE}#{}{}", hellopears_core::access::JOIN_FRAGMENT, link.encode());
     let text = match format {
         Format::Json => format!(
@@ -232,7 +212,7 @@ pub fn invite<P: Ord + Clone + std::fmt::Debug>(
             out
         }
     };
-    Ok((ui::Command::Invite { key: invite.key(), role, expires }, text))
+    Ok((command, text))
 }
 
 /// Where invite links point: the web app a desktop peer serves by default (`up --web`),

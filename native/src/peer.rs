@@ -572,6 +572,13 @@ impl Peer {
     }
 
     fn on_list_request(&mut self, list: usize, action: Action, reply: oneshot::Sender<Reply>) {
+        // An invite asked for by a UI (the window's page) is made here, with its secret.
+        let action = match action {
+            Action::Command(hellopears_core::ui::Command::NewInvite { role, valid_ms }) => {
+                Action::Invite { role, valid_ms, format: commands::Format::Text }
+            }
+            action => action,
+        };
         match action {
             Action::Command(command) => {
                 let id = self.next_command;

@@ -473,7 +473,60 @@ impl<P: Ord + Clone + Debug> Node<P> {
             peers,
             status: self.status(),
             access,
+            members: membership
+                .map(|m| {
+                    m.members()
+                        .iter()
+                        .filter(|member| member.is_active())
+                        .map(|member| crate::ui::MemberInfo {
+                            name: member.name.clone(),
+                            role: member.role.label().to_owned(),
+                            writer: member.device.to_hex(),
+                            me: member.device == self.replica.writer_id(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            can_manage: self.replica.role().is_some_and(crate::access::Role::can_write),
         }
+    }
+
+    /// An invite to this private list: the command that records it, and the link, for an
+    /// invite secret the driver drew and the addresses the joiner should dial.
+    pub fn prepare_invite(
+        &self,
+        secret: [u8; 32],
+        role: crate::access::Role,
+        valid_ms: u64,
+        addresses: Vec<String>,
+    ) -> Result<(Command, crate::access::InviteLink), AccessError> {
+        let topic = self.replica.topic();
+        let crate::topic::Access::Private { capability, keys } = topic.access() else {
+            return Err(AccessError::NotAllowed(format!(
+                "{} is a public topic: anyone who knows its name",
+                topic.name()
+            )));
+        };
+        match self.replica.role() {
+            Some(mine) if mine.can_write() => {}
+            Some(mine) => return Err(AccessError::CannotWrite(mine.label())),
+            None => return Err(AccessError::NotAMember),
+        }
+        if role == crate::access::Role::Owner {
+            return Err(AccessError::NotAllowed("inviting an owner".into()));
+        }
+        let invite = crate::access::Invite::from_secret(secret);
+        let expires = self.now.saturating_add(valid_ms);
+        let link = crate::access::InviteLink {
+            name: topic.name().to_owned(),
+            replicate: capability.replicate(),
+            owner: keys.owner,
+            invite: secret,
+            role,
+            expires,
+            addresses,
+        };
+        Ok((Command::Invite { key: invite.key(), role, expires }, link))
     }
 
     fn on_connected(&mut self, remote: P, open: Open, identity: Vec<u8>) {
@@ -631,6 +684,11 @@ impl<P: Ord + Clone + Debug> Node<P> {
                 let op = self.replica.list().removal(device)?;
                 self.replica.write_member(&op)?;
                 Outcome::Changed
+            }
+            Command::NewInvite { .. } => {
+                return Err(
+                    AccessError::NotAllowed("an invite without its secret (the app makes invites)".into()).into()
+                );
             }
             Command::SetName(name) => {
                 self.replica.write_member(&MemberOp::Name { name: crate::limits::clip_name(&name) })?;

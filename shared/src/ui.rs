@@ -124,6 +124,27 @@ pub enum Command {
     RemoveMember(String),
     /// Set this device's display name in a private list.
     SetName(String),
+    /// Make an invite link (the app draws the secret and answers with the link; see
+    /// [`crate::node::Node::prepare_invite`]).
+    NewInvite {
+        /// The role it grants.
+        role: crate::access::Role,
+        /// How long it is valid, in ms.
+        valid_ms: u64,
+    },
+}
+
+/// A member of a private list, as the UIs show it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct MemberInfo {
+    /// Display name ("" until set).
+    pub name: String,
+    /// owner, writer, read-only, blind.
+    pub role: String,
+    /// Writer key (hex).
+    pub writer: String,
+    /// Whether this is this device.
+    pub me: bool,
 }
 
 /// What a command did, once it is durable.
@@ -158,6 +179,12 @@ pub struct Snapshot {
     /// [`PUBLIC_LABEL`] or "private, <this device's role>".
     #[serde(default)]
     pub access: String,
+    /// The active members of a private list (empty on a public topic).
+    #[serde(default)]
+    pub members: Vec<MemberInfo>,
+    /// Whether this device may invite and remove members.
+    #[serde(default)]
+    pub can_manage: bool,
 }
 
 /// What every UI says of a public topic.

@@ -193,6 +193,11 @@ impl Tab {
         })
     }
 
+    /// Runs a script in the page and returns its value.
+    pub async fn eval(&self, script: &str) -> anyhow::Result<Value> {
+        Ok(self.client.execute(script, vec![]).await?)
+    }
+
     /// Who can read and write the list, as the topic bar says it.
     pub async fn access(&self) -> anyhow::Result<String> {
         let out = self

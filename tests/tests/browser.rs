@@ -439,6 +439,51 @@ async fn a_tab_joins_a_private_list_from_an_invite_link() -> anyhow::Result<()> 
         anyhow::ensure!(Instant::now() < deadline, "todos did not flow among A, B and the tab");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The tab shows the members by name, invites a read-only device, and removes it.
+    let names =
+        tab.eval("return [...document.querySelectorAll('[data-testid=member-name]')].map(e => e.textContent);").await?;
+    assert!(names.to_string().contains("Alice"), "members shown by name: {names}");
+    tab.eval(
+        "const s = document.querySelector('[data-testid=invite-role]'); s.value = 'read-only';
+         s.dispatchEvent(new Event('change')); document.querySelector('[data-testid=invite]').click(); return true;",
+    )
+    .await?;
+    tab.wait_for("an invite link", Duration::from_secs(10), |t| async move {
+        Ok(t.eval("return document.querySelector('[data-testid=invite-link]')?.value ?? '';")
+            .await?
+            .as_str()
+            .is_some_and(|l| l.contains("#join=")))
+    })
+    .await?;
+    let tab_link = tab.eval("return document.querySelector('[data-testid=invite-link]').value;").await?;
+    let tab_link = tab_link.as_str().unwrap_or_default().to_owned();
+    let qr = tab.eval("return document.querySelector('[data-testid=invite-qr] svg') !== null;").await?;
+    assert_eq!(qr, serde_json::Value::Bool(true), "the invite has a QR code");
+    let c_dir = TempDir::new()?;
+    ok(c_dir.path(), &["name", "Carol's reader"]);
+    let joined = ok(c_dir.path(), &["join", &tab_link, "--wait", "30s"]);
+    assert!(joined.contains("joined groceries as read-only"), "{joined}");
+    tab.wait_for("the new member", Duration::from_secs(30), |t| async move {
+        Ok(t.eval("return document.body.textContent.includes(\"Carol's reader\");").await?
+            == serde_json::Value::Bool(true))
+    })
+    .await?;
+    tab.eval(
+        "window.confirm = () => true;
+         const row = [...document.querySelectorAll('[data-testid=member]')].find(li => li.textContent.includes(\"Carol's reader\"));
+         row.querySelector('[data-testid=remove-member]').click(); return true;",
+    )
+    .await?;
+    let members_of_a = || ok(a_dir.path(), &["--list", "groceries", "members", "--json"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while members_of_a().contains("Carol's reader")
+        && serde_json::from_str::<Vec<serde_json::Value>>(&members_of_a())?
+            .iter()
+            .any(|m| m["name"] == "Carol's reader" && m["active"] == true)
+    {
+        anyhow::ensure!(Instant::now() < deadline, "the removal did not reach A");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // The same invite a second time, in another tab: refused, and the tab reads nothing.
     let other = TempDir::new()?;
     let second = driver.tab(other.path()).await?;

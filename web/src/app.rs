@@ -2,10 +2,11 @@
 //! into [`Ui`] and sends [`Command`]s back.
 
 use futures::channel::mpsc;
+use hellopears_core::access::Role;
 use leptos::prelude::*;
 use web_sys::KeyboardEvent;
 
-use hellopears_core::ui::{Command, PeerView, SyncStatus, TodoView};
+use hellopears_core::ui::{Command, MemberInfo, PeerView, SyncStatus, TodoView};
 
 /// The UI's state and its line to the backend. Copyable, so every component and closure
 /// can hold it.
@@ -23,6 +24,12 @@ pub struct Ui {
     pub status: RwSignal<SyncStatus>,
     /// Who can read and write the list ("public: anyone…" or "private, <role>").
     pub access: RwSignal<String>,
+    /// The members of a private list.
+    pub members: RwSignal<Vec<MemberInfo>>,
+    /// Whether this device may invite and remove members.
+    pub can_manage: RwSignal<bool>,
+    /// The last invite link made here (or why none could be).
+    pub invite: RwSignal<Option<Result<String, String>>>,
     commands: StoredValue<mpsc::UnboundedSender<Command>>,
 }
 
@@ -37,6 +44,9 @@ impl Ui {
             peers: RwSignal::new(Vec::new()),
             status: RwSignal::new(SyncStatus::Loading),
             access: RwSignal::new(String::new()),
+            members: RwSignal::new(Vec::new()),
+            can_manage: RwSignal::new(false),
+            invite: RwSignal::new(None),
             commands: StoredValue::new(tx),
         };
         (ui, rx)
@@ -80,6 +90,21 @@ impl Ui {
     /// Sets our writer id.
     pub fn set_writer(&self, writer: String) {
         self.writer.set(writer);
+    }
+
+    /// Sets the members and whether this device manages them (skipped when unchanged).
+    pub fn set_members(&self, members: Vec<MemberInfo>, can_manage: bool) {
+        if self.members.with_untracked(|old| *old != members) {
+            self.members.set(members);
+        }
+        if self.can_manage.get_untracked() != can_manage {
+            self.can_manage.set(can_manage);
+        }
+    }
+
+    /// Shows an invite link (or why none was made).
+    pub fn set_invite(&self, invite: Result<String, String>) {
+        self.invite.set(Some(invite));
     }
 
     /// Sets who can read and write the list (skipped when unchanged).
@@ -207,6 +232,7 @@ pub fn App(ui: Ui) -> impl IntoView {
                     {move || format!("Clear completed ({})", done())}
                 </button>
             </footer>
+            <Members ui=ui />
             <Peers ui=ui />
         </main>
     }
@@ -340,6 +366,91 @@ fn Peers(ui: Ui) -> impl IntoView {
                 </For>
             </ul>
         </section>
+    }
+}
+
+/// The members of a private list: names and roles; writers invite (link and QR code) and
+/// remove members (after a confirmation).
+#[component]
+fn Members(ui: Ui) -> impl IntoView {
+    let role = RwSignal::new(Role::Writer);
+    let invite = move |_| ui.send(Command::NewInvite { role: role.get_untracked(), valid_ms: 7 * 86_400_000 });
+    let pick = move |ev: leptos::ev::Event| {
+        let select: web_sys::HtmlSelectElement = event_target(&ev);
+        role.set(match select.value().as_str() {
+            "read-only" => Role::ReadOnly,
+            "blind" => Role::Blind,
+            _ => Role::Writer,
+        });
+    };
+    let qr = move |link: &str| {
+        qrcode::QrCode::new(link.as_bytes())
+            .map(|code| code.render::<qrcode::render::svg::Color>().min_dimensions(180, 180).build())
+            .unwrap_or_default()
+    };
+    view! {
+        <Show when=move || ui.members.with(|m| !m.is_empty())>
+            <section class="members" data-testid="members">
+                <h2>{move || format!("Members ({})", ui.members.with(Vec::len))}</h2>
+                <ul>
+                    <For each=move || ui.members.get() key=|member| member.clone() let:member>
+                        {member_row(ui, member)}
+                    </For>
+                </ul>
+                <Show when=move || ui.can_manage.get()>
+                    <div class="invite">
+                        <select data-testid="invite-role" on:change=pick>
+                            <option value="writer">"can write"</option>
+                            <option value="read-only">"read only"</option>
+                            <option value="blind">"blind (stores, reads nothing)"</option>
+                        </select>
+                        <button data-testid="invite" on:click=invite>"Invite a device"</button>
+                    </div>
+                </Show>
+                {move || ui.invite.get().map(|invite| match invite {
+                    Ok(link) => view! {
+                        <div class="invite-link">
+                            <p>"One device may join with this link within 7 days:"</p>
+                            <input readonly data-testid="invite-link" value=link.clone() />
+                            <div class="qr" data-testid="invite-qr" inner_html=qr(&link)></div>
+                        </div>
+                    }.into_any(),
+                    Err(error) => view! { <p class="error" data-testid="invite-error">{error}</p> }.into_any(),
+                })}
+            </section>
+        </Show>
+    }
+}
+
+/// Removes a member once the user confirms.
+fn remove_member(ui: Ui, member: MemberInfo) {
+    let who = if member.name.is_empty() { tail(&member.writer, 8) } else { member.name.clone() };
+    let question = format!(
+        "Remove {who} from this list? It will not read anything written from now on, and its writes will be refused."
+    );
+    let confirmed = web_sys::window().and_then(|w| w.confirm_with_message(&question).ok()).unwrap_or(false);
+    if confirmed {
+        ui.send(Command::RemoveMember(member.writer));
+    }
+}
+
+/// One member: name (or key), role, and a remove button for writers.
+fn member_row(ui: Ui, member: MemberInfo) -> impl IntoView {
+    let shown = if member.name.is_empty() { tail(&member.writer, 8) } else { member.name.clone() };
+    let (writer, role, role_text) = (member.writer.clone(), member.role.clone(), member.role.clone());
+    let suffix = if member.me { " · this device" } else { "" };
+    let removable = !member.me && member.role != "owner";
+    view! {
+        <li data-testid="member" data-writer=writer data-role=role>
+            <strong data-testid="member-name">{shown}</strong>
+            " · " {role_text} {suffix}
+            <Show when=move || ui.can_manage.get() && removable>
+                <button data-testid="remove-member" on:click={
+                    let member = member.clone();
+                    move |_| remove_member(ui, member.clone())
+                }>"remove"</button>
+            </Show>
+        </li>
     }
 }
 

@@ -36,6 +36,9 @@ pub fn spawn(ui: Ui, mut commands: mpsc::UnboundedReceiver<Command>) {
             }
             ui.set_topic(snapshot.topic);
             ui.set_access(snapshot.access);
+            // The window shows the members; invites and removals are made from the CLI or a
+            // tab, which can show the link they make.
+            ui.set_members(snapshot.members, false);
             ui.set_writer(snapshot.writer);
             ui.set_todos(snapshot.todos);
             ui.set_peers(snapshot.peers);

@@ -313,7 +313,32 @@ impl Tab {
     fn command(&mut self, command: Command) {
         let id = self.next_command;
         self.next_command += 1;
+        let command = match command {
+            Command::NewInvite { role, valid_ms } => match self.invite(role, valid_ms) {
+                Ok(command) => command,
+                Err(error) => {
+                    self.ui.set_invite(Err(error));
+                    return;
+                }
+            },
+            command => command,
+        };
         self.feed(Input::Command(id, command));
+    }
+
+    /// An invite to this tab's private list: the link names the desktop peers this tab
+    /// reaches (WebRTC-direct), so a joining tab or desktop can dial them.
+    fn invite(&mut self, role: hellopears_core::access::Role, valid_ms: u64) -> Result<Command, String> {
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret).map_err(|e| format!("no randomness for an invite: {e}"))?;
+        let addresses: Vec<String> = self.known.named.iter().take(6).map(ToString::to_string).collect();
+        let (command, link) = self.node.prepare_invite(secret, role, valid_ms, addresses).map_err(|e| e.to_string())?;
+        let base = web_sys::window()
+            .and_then(|w| w.location().href().ok())
+            .map(|href| href.split('#').next().unwrap_or_default().to_owned())
+            .unwrap_or_default();
+        self.ui.set_invite(Ok(format!("{base}#{}{}", hellopears_core::access::JOIN_FRAGMENT, link.encode())));
+        Ok(command)
     }
 
     fn on_event(&mut self, event: Event) {
@@ -463,6 +488,7 @@ impl Tab {
         self.ui.set_peers(snapshot.peers);
         self.ui.set_status(snapshot.status);
         self.ui.set_access(snapshot.access);
+        self.ui.set_members(snapshot.members, snapshot.can_manage);
     }
 }
 
