@@ -275,6 +275,8 @@ mod tests {
             peers,
             status,
             access: String::new(),
+            members: Vec::new(),
+            can_manage: false,
         }
     }
 
