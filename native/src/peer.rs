@@ -113,6 +113,8 @@ const LOOK_UP: Duration = Duration::from_secs(20);
 const VIEW_INTERVAL: Duration = Duration::from_millis(100);
 /// How long a peer that opened no session on any of our lists stays connected.
 const STRANGER_GRACE: Duration = Duration::from_secs(2);
+/// How long a peer our relay serves may take to open a session on one of our lists.
+const RELAY_GRACE: Duration = Duration::from_millis(limits::RELAY_GRACE_MS);
 /// How long the peer waits for its last write when stopping.
 const STOP_PATIENCE: Duration = Duration::from_secs(10);
 
@@ -241,6 +243,9 @@ struct Peer {
     next_inbound: u64,
     /// Peers none of whose streams named a list we hold, and when to drop them.
     strangers: HashMap<PeerId, Instant>,
+    /// Peers our relay serves (a reservation, or a circuit they opened), and when they must
+    /// share a list with us to keep it.
+    relayed_for: HashMap<PeerId, Instant>,
     /// Peers refused until then, for breaking the protocol.
     banned: HashMap<PeerId, Instant>,
     /// Peers that dialed us directly: AutoNAT servers once their sync session is open.
@@ -290,6 +295,7 @@ impl Peer {
             routes: HashMap::new(),
             next_inbound: 0,
             strangers: HashMap::new(),
+            relayed_for: HashMap::new(),
             banned: HashMap::new(),
             autonat_candidates: HashMap::new(),
             next_epoch: 0,
@@ -852,6 +858,14 @@ impl Peer {
         self.discovery.tick(&mut self.swarm, now);
         // Peers that opened no session on any list of ours are dropped after a grace
         // period (as if they were on another list: they learn nothing else).
+        let due: Vec<PeerId> = self.relayed_for.iter().filter(|(_, at)| **at <= now).map(|(p, _)| *p).collect();
+        for client in due {
+            self.relayed_for.remove(&client);
+            if !self.shares_a_list(&client) {
+                tracing::warn!(peer = %client, "relay: dropping a peer that shares no list with us");
+                let _ = self.swarm.disconnect_peer_id(client);
+            }
+        }
         let due: Vec<PeerId> = self.strangers.iter().filter(|(_, at)| **at <= now).map(|(p, _)| *p).collect();
         for remote in due {
             self.strangers.remove(&remote);
@@ -993,6 +1007,14 @@ impl Peer {
                     }
                 }
                 self.links.punch_result(remote_peer_id, outcome, Instant::now());
+            }
+            BehaviourEvent::Relay(
+                libp2p::relay::Event::ReservationReqAccepted { src_peer_id: client, .. }
+                | libp2p::relay::Event::CircuitReqAccepted { src_peer_id: client, .. },
+            ) => {
+                // Our relay is for the peers of our lists: anyone else loses the slot (and
+                // the connection) unless it opens a session on one of our lists in time.
+                self.relayed_for.entry(client).or_insert_with(|| Instant::now() + RELAY_GRACE);
             }
             BehaviourEvent::RelayClient(libp2p::relay::client::Event::ReservationReqAccepted {
                 relay_peer_id, ..

@@ -184,3 +184,8 @@ pub fn clip_name(name: &str) -> String {
 
 /// Addresses an invite link carries (enough to reach one of the inviter's transports).
 pub const INVITE_ADDRESSES: usize = 6;
+
+/// How long a peer our relay serves (a reservation or a circuit) may take to open a session
+/// on one of our lists; then it loses the slot and the connection. Relays serve the peers
+/// of their lists, not anyone who dials.
+pub const RELAY_GRACE_MS: u64 = 10_000;

@@ -175,3 +175,18 @@ fn the_web_server_refuses_rebinding_and_slow_clients() {
     assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 408"), "{answer}");
     peer.stop();
 }
+
+/// Finding 10: a relay serves the peers of its lists. A peer that takes a relay slot and
+/// opens no session on any list loses the slot (and the connection) after
+/// `RELAY_GRACE_MS`, so slots cannot be squatted by strangers.
+#[test]
+fn relay_slots_go_to_the_peers_of_our_lists_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a port").port();
+    let addr = format!("/ip4/127.0.0.1/tcp/{port}");
+    let relay = Peer::start(dir.path(), &["--listen", &addr, "--external-address", &addr, "--no-mdns", "--no-dht"]);
+    let verdict = hostile("relay-squat", &relay.tcp_addr(), 20);
+    assert_eq!(verdict, "reserved, then dropped");
+    let logged = relay.wait_for_line("relay: dropping a peer", Duration::from_secs(5));
+    assert!(logged.is_some(), "the relay says why it dropped the peer");
+}

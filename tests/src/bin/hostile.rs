@@ -13,6 +13,10 @@
 //! - `replay`: fetches a writer's entries and sends them back 50 times.
 //! - `forged-pex`: peer records pointing at addresses that do not exist.
 //! - `many-streams`: opens 20 sync streams; prints `streams kept N`.
+//! - `stranger`: a made-up proof for a private list (TOPIC is its discovery key in hex);
+//!   prints `learned nothing, dropped` when nothing but a blinded `Hello` came back.
+//! - `relay-squat`: takes a relay slot on the peer and opens no session on any list;
+//!   prints `reserved, then dropped` when the peer took the slot back (HOLD_SECS: 20).
 //!
 //! Modes that are not bad input hold the connection for HOLD_SECS (default 5), answering
 //! nothing, then print `held`.
@@ -27,7 +31,15 @@ use hellopears_core::log::{Entry, EntryBody};
 use hellopears_core::sync::{Message, WriterLen, frame};
 use hellopears_core::topic::Topic;
 use libp2p::multiaddr::Protocol;
-use libp2p::{Multiaddr, PeerId, StreamProtocol, noise, tcp, yamux};
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::{Multiaddr, PeerId, StreamProtocol, noise, relay, tcp, yamux};
+
+/// The client's behaviours: sync streams, and reservations on relays.
+#[derive(NetworkBehaviour)]
+struct Client {
+    stream: libp2p_stream::Behaviour,
+    relay: relay::client::Behaviour,
+}
 
 const SYNC: StreamProtocol = StreamProtocol::new("/hellopears/sync/1");
 
@@ -117,11 +129,17 @@ async fn main() -> anyhow::Result<()> {
     let mut swarm = libp2p::SwarmBuilder::with_new_identity()
         .with_tokio()
         .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)?
-        .with_behaviour(|_| libp2p_stream::Behaviour::new())?
+        .with_relay_client(noise::Config::new, yamux::Config::default)?
+        .with_behaviour(|_, relay| Client { stream: libp2p_stream::Behaviour::new(), relay })?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
         .build();
-    swarm.dial(addr)?;
-    let mut control = swarm.behaviour().new_control();
+    swarm.dial(addr.clone())?;
+    let circuit = (mode == "relay-squat").then(|| addr.clone().with(Protocol::P2pCircuit));
+    if let Some(circuit) = &circuit {
+        swarm.listen_on(circuit.clone())?;
+    }
+    let (reserved_tx, mut reserved) = tokio::sync::mpsc::channel::<bool>(4);
+    let mut control = swarm.behaviour().stream.new_control();
     // The peer's own sync streams carry its messages to us; taking them also keeps the
     // connection up for the attack.
     let mut incoming = control.accept(SYNC).context("accept")?;
@@ -135,8 +153,24 @@ async fn main() -> anyhow::Result<()> {
     });
     let arrivals = std::sync::Arc::new(tokio::sync::Mutex::new(arrivals));
     tokio::spawn(async move {
+        let mut attempts = 0;
         loop {
-            swarm.select_next_some().await;
+            match swarm.select_next_some().await {
+                libp2p::swarm::SwarmEvent::Behaviour(ClientEvent::Relay(
+                    relay::client::Event::ReservationReqAccepted { .. },
+                )) => {
+                    let _ = reserved_tx.try_send(true);
+                }
+                // A reservation asked for before the connection is up can fail: ask again.
+                libp2p::swarm::SwarmEvent::ListenerClosed { .. } if attempts < 20 => {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    if let Some(circuit) = &circuit {
+                        let _ = swarm.listen_on(circuit.clone());
+                    }
+                }
+                _ => {}
+            }
         }
     });
     let mut conn = open(&mut control, peer_id, &arrivals).await?;
@@ -181,6 +215,19 @@ async fn main() -> anyhow::Result<()> {
                 format!("learned nothing, {}", if dropped { "dropped" } else { "kept open" })
             } else {
                 format!("learned {}", learned.join(" | "))
+            }
+        }
+        "relay-squat" => {
+            let within = Duration::from_secs(10);
+            match tokio::time::timeout(within, reserved.recv()).await {
+                Ok(Some(true)) => {
+                    if conn.dropped_within(hold).await {
+                        "reserved, then dropped".to_owned()
+                    } else {
+                        "reserved and kept".to_owned()
+                    }
+                }
+                _ => "not reserved".to_owned(),
             }
         }
         "other-topic" => {
