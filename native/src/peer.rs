@@ -113,6 +113,9 @@ const LOOK_UP: Duration = Duration::from_secs(20);
 const VIEW_INTERVAL: Duration = Duration::from_millis(100);
 /// How long a peer that opened no session on any of our lists stays connected.
 const STRANGER_GRACE: Duration = Duration::from_secs(2);
+/// Whether `eval` runs scripts in the window's page (test builds only).
+const AUTOMATION: bool = cfg!(feature = "automation");
+
 /// How long a peer our relay serves may take to open a session on one of our lists.
 const RELAY_GRACE: Duration = Duration::from_millis(limits::RELAY_GRACE_MS);
 /// How long the peer waits for its last write when stopping.
@@ -792,6 +795,12 @@ impl Peer {
     }
 
     fn eval(&self, script: String, reply: oneshot::Sender<Reply>) {
+        if !AUTOMATION {
+            let _ = reply.send(Err("this build runs no scripts in the window (it was built without the \
+                                    `automation` feature, which only the test suite uses)"
+                .into()));
+            return;
+        }
         let Some(eval) = &self.config.eval else {
             let _ = reply.send(Err("no window is running on this data dir".into()));
             return;
@@ -1158,5 +1167,18 @@ impl Progress {
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// `eval` runs scripts in the window's page: only builds made for the test suite have
+    /// it (`--features automation`), never the default build users run.
+    #[test]
+    fn the_default_build_has_no_automation() {
+        let manifest = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")).expect("manifest");
+        let default = manifest.lines().find(|line| line.trim_start().starts_with("default =")).expect("default features");
+        assert!(!default.contains("automation"), "{default}");
+        assert!(manifest.contains("automation = []"));
     }
 }

@@ -276,7 +276,7 @@ fn test() -> anyhow::Result<()> {
     // The end-to-end tests start the real binary: build it first (cargo test builds the
     // binaries of a package only for that package's own tests).
     let mut binary = cargo();
-    binary.args(["build", "-p", "hellopears"]);
+    binary.args(["build", "-p", "hellopears", "--features", "automation"]);
     step("build hellopears", binary)?;
     let mut tests = cargo();
     tests.args(["test", "--workspace", "--all-features"]).env("HELLOPEARS_WEB_ROOT", &dist);
@@ -307,7 +307,7 @@ fn run(args: &[String]) -> anyhow::Result<()> {
 fn bench_web() -> anyhow::Result<()> {
     let dist = web(false)?;
     let mut build = cargo();
-    build.args(["build", "--release", "-p", "hellopears"]);
+    build.args(["build", "--release", "-p", "hellopears", "--features", "automation"]);
     step("build hellopears (release)", build)?;
     let mut bench = cargo();
     bench
