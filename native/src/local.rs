@@ -182,7 +182,7 @@ pub fn open_node_with_key<P: Ord + Clone + std::fmt::Debug>(
 /// This device's libp2p identity, persisted in the data dir so the peer id is stable.
 pub fn node_key(dir: &std::path::Path) -> anyhow::Result<libp2p::identity::Keypair> {
     let path = dir.join("node.key");
-    match std::fs::read(&path) {
+    match std::fs::read(&path).map(zeroize::Zeroizing::new) {
         Ok(bytes) => libp2p::identity::Keypair::from_protobuf_encoding(&bytes)
             .with_context(|| format!("{} is corrupt", path.display())),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {

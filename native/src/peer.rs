@@ -1177,7 +1177,8 @@ mod tests {
     #[test]
     fn the_default_build_has_no_automation() {
         let manifest = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")).expect("manifest");
-        let default = manifest.lines().find(|line| line.trim_start().starts_with("default =")).expect("default features");
+        let default =
+            manifest.lines().find(|line| line.trim_start().starts_with("default =")).expect("default features");
         assert!(!default.contains("automation"), "{default}");
         assert!(manifest.contains("automation = []"));
     }

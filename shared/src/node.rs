@@ -292,8 +292,13 @@ impl<P: Ord + Clone + Debug> Node<P> {
         config: Config,
     ) -> Result<(Self, Vec<OpenError>), OpenNodeError> {
         let mut first = WriteBatch::default();
-        let keypair = match state.meta.get(&config.writer_key) {
-            Some(secret) => Keypair::from_secret_slice(secret).map_err(OpenNodeError::CorruptWriterKey)?,
+        let mut state = state;
+        // The stored secret leaves the loaded state and is wiped once the key pair holds it.
+        let keypair = match state.meta.remove(&config.writer_key) {
+            Some(secret) => {
+                let secret = zeroize::Zeroizing::new(secret);
+                Keypair::from_secret_slice(&secret).map_err(OpenNodeError::CorruptWriterKey)?
+            }
             None => {
                 first.meta.push((config.writer_key.clone(), Some(fresh_secret.to_vec())));
                 Keypair::from_secret(fresh_secret)
