@@ -502,3 +502,68 @@ async fn a_tab_joins_a_private_list_from_an_invite_link() -> anyhow::Result<()> 
     drop(b);
     Ok(())
 }
+
+/// Private lists made in a tab: the tab creates one (it is the owner), invites the desktop
+/// that serves it, and both sync; the lists panel switches back to the public topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tab_creates_a_private_list_and_invites_its_desktop() -> anyhow::Result<()> {
+    if !browser::available() {
+        return Ok(());
+    }
+    let _serial = SERIAL.lock().await;
+    let a_dir = TempDir::new()?;
+    let a = desktop(a_dir.path(), None, 0);
+    let url = a.web.clone().expect("A serves the web app");
+    let driver = Driver::start()?;
+    let profile = TempDir::new()?;
+    let tab = driver.tab(profile.path()).await?;
+    tab.open(&url).await?;
+    tab.eval(
+        "const i = document.querySelector('[data-testid=new-list]'); i.value = 'tab list';
+         i.dispatchEvent(new KeyboardEvent('keydown', {key: 'Enter'})); return true;",
+    )
+    .await?;
+    tab.wait_for("the new list, owned", Duration::from_secs(30), |t| async move {
+        Ok(t.access().await.unwrap_or_default() == "private, owner")
+    })
+    .await?;
+    tab.add("from the owner tab").await?;
+    tab.eval("document.querySelector('[data-testid=invite]').click(); return true;").await?;
+    tab.wait_for("an invite link", Duration::from_secs(10), |t| async move {
+        let link = t.eval("return document.querySelector('[data-testid=invite-link]')?.value ?? '';").await?;
+        Ok(link.as_str().is_some_and(|l| l.contains("#join=")))
+    })
+    .await?;
+    let link = tab.eval("return document.querySelector('[data-testid=invite-link]').value;").await?;
+    let joined = ok(a_dir.path(), &["join", link.as_str().unwrap_or_default(), "--wait", "30s"]);
+    assert!(joined.contains("joined tab list as writer"), "{joined}");
+    let texts = || -> Vec<String> {
+        let out = ok(a_dir.path(), &["--list", "tab list", "list", "--json"]);
+        let todos: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap_or_default();
+        todos.iter().filter_map(|t| t["text"].as_str().map(str::to_owned)).collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !texts().iter().any(|t| t == "from the owner tab") {
+        anyhow::ensure!(Instant::now() < deadline, "the desktop never read the tab's todo");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ok(a_dir.path(), &["--list", "tab list", "add", "from the desktop"]);
+    tab.wait_for("the desktop's todo", Duration::from_secs(30), |t| async move {
+        Ok(t.todos().await?.iter().any(|x| x.text == "from the desktop"))
+    })
+    .await?;
+    // The lists panel knows both lists and switches to the public topic.
+    let lists =
+        tab.eval("return [...document.querySelectorAll('[data-testid=list]')].map(l => l.textContent);").await?;
+    assert!(lists.to_string().contains("tab list") && lists.to_string().contains("todo"), "{lists}");
+    tab.eval(
+        "[...document.querySelectorAll('[data-testid=list] a')].find(a => a.textContent === 'todo').click(); return true;",
+    )
+    .await?;
+    tab.wait_for("the public topic", Duration::from_secs(30), |t| async move {
+        Ok(t.access().await.unwrap_or_default().starts_with("public"))
+    })
+    .await?;
+    tab.close().await?;
+    Ok(())
+}

@@ -233,6 +233,7 @@ pub fn App(ui: Ui) -> impl IntoView {
                 </button>
             </footer>
             <Members ui=ui />
+            <Lists ui=ui />
             <Peers ui=ui />
         </main>
     }
@@ -419,6 +420,71 @@ fn Members(ui: Ui) -> impl IntoView {
                 })}
             </section>
         </Show>
+    }
+}
+
+/// The lists this browser holds: switch between them, create a private one, join one from
+/// an invite link.
+#[component]
+fn Lists(ui: Ui) -> impl IntoView {
+    let error = RwSignal::new(String::new());
+    // Read again when the open list is named (it is remembered as it opens).
+    let known = move || {
+        ui.topic.track();
+        crate::lists::known()
+    };
+    let create = move |ev: KeyboardEvent| {
+        if ev.key() != "Enter" {
+            return;
+        }
+        let input: web_sys::HtmlInputElement = event_target(&ev);
+        let name = input.value();
+        wasm_bindgen_futures::spawn_local(async move {
+            if let Err(message) = crate::lists::create(&name).await {
+                error.set(message);
+            }
+        });
+    };
+    let join = move |ev: KeyboardEvent| {
+        if ev.key() != "Enter" {
+            return;
+        }
+        let input: web_sys::HtmlInputElement = event_target(&ev);
+        match hellopears_core::access::InviteLink::decode(&input.value()) {
+            Ok(link) => crate::lists::open(&format!("#{}{}", hellopears_core::access::JOIN_FRAGMENT, link.encode())),
+            Err(message) => error.set(message.to_string()),
+        }
+    };
+    view! {
+        <section class="lists" data-testid="lists">
+            <h2>"Lists"</h2>
+            <ul>
+                <For each=known key=|list| list.clone() let:list>
+                    {list_row(ui, list)}
+                </For>
+            </ul>
+            <input data-testid="new-list" placeholder="new private list…" on:keydown=create />
+            <input data-testid="join-link" placeholder="paste an invite link…" on:keydown=join />
+            <p class="error" data-testid="lists-error">{move || error.get()}</p>
+        </section>
+    }
+}
+
+/// One known list: a link that opens it.
+fn list_row(ui: Ui, list: crate::lists::KnownList) -> impl IntoView {
+    let fragment = list.fragment();
+    let href = fragment.clone();
+    let name = list.name.clone();
+    let current = move || ui.topic.get() == name;
+    let kind = if list.private { " · private" } else { " · public" };
+    view! {
+        <li data-testid="list" data-private=list.private.to_string() class:current=current>
+            <a href=href on:click=move |ev: leptos::ev::MouseEvent| {
+                ev.prevent_default();
+                crate::lists::open(&fragment);
+            }>{list.name.clone()}</a>
+            {kind}
+        </li>
     }
 }
 

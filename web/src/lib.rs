@@ -14,6 +14,8 @@ mod bridge;
 #[cfg(target_arch = "wasm32")]
 pub mod idb;
 #[cfg(target_arch = "wasm32")]
+pub mod lists;
+#[cfg(target_arch = "wasm32")]
 pub mod locks;
 #[cfg(target_arch = "wasm32")]
 mod peer;
@@ -24,9 +26,10 @@ mod peer;
 pub fn start() {
     console_error_panic_hook::set_once();
     let fragment = web_sys::window().and_then(|w| w.location().hash().ok()).unwrap_or_default();
-    // An invite link (`#join=...`) opens its private list; otherwise `#topic=NAME`.
-    let join = hellopears_core::ui::invite_from_fragment(&fragment);
-    let topic = join.as_ref().map_or_else(|| topic_from_fragment(&fragment), |link| link.topic());
+    // An invite link (`#join=...`) or a private list this browser holds (`#list=ID`);
+    // otherwise the public topic `#topic=NAME`.
+    let source = lists::Source::from_fragment(&fragment);
+    let name = source.name();
     // `debug=garbage`: this tab sends garbage on the sync protocol, so tests can check that
     // desktop peers refuse it. Only in builds for the browser tests (feature `test-hooks`):
     // a link could otherwise get a user's tab banned by every desktop.
@@ -34,8 +37,8 @@ pub fn start() {
         cfg!(feature = "test-hooks") && fragment.trim_start_matches('#').split('&').any(|pair| pair == "debug=garbage");
     if bridge::in_window() {
         // In a native window the desktop process is the peer.
-        app::mount(topic.name().to_owned(), bridge::spawn);
+        app::mount(name, bridge::spawn);
     } else {
-        app::mount(topic.name().to_owned(), move |ui, commands| peer::spawn(topic, ui, commands, garbage, join));
+        app::mount(name, move |ui, commands| peer::spawn(source, ui, commands, garbage));
     }
 }

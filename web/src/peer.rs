@@ -22,7 +22,8 @@ use wasm_bindgen_futures::spawn_local;
 
 use crate::addresses::AddressBook;
 use crate::app::Ui;
-use crate::idb::{IdbStorage, database_name};
+use crate::idb::IdbStorage;
+use crate::lists::{KnownList, LIST_RECORD, ListRecord, Source};
 
 const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new(PROTOCOL_ID);
 const NODE_KEY: &str = "node-key";
@@ -85,15 +86,9 @@ fn interval(ms: u64) -> impl futures::Stream<Item = ()> {
 /// Starts the in-tab peer for `topic`, feeding `ui` and taking its commands.
 /// With `garbage`, the tab sends garbage instead of its sync messages (for tests of the
 /// desktop side's defences).
-pub fn spawn(
-    topic: Topic,
-    ui: Ui,
-    commands: mpsc::UnboundedReceiver<Command>,
-    garbage: bool,
-    join: Option<hellopears_core::access::InviteLink>,
-) {
+pub fn spawn(source: Source, ui: Ui, commands: mpsc::UnboundedReceiver<Command>, garbage: bool) {
     spawn_local(async move {
-        if let Err(error) = run(topic, ui, commands, garbage, join).await {
+        if let Err(error) = run(source, ui, commands, garbage).await {
             log(&format!("hellopears: {error}"));
             ui.set_status(SyncStatus::Failed(error));
         }
@@ -129,19 +124,49 @@ struct Tab {
     garbage: bool,
     dirty: bool,
     last_render: u64,
+    /// The fragment the address bar gets once this tab is admitted (an invite link's
+    /// secrets leave the address bar then).
+    clean_url: Option<String>,
 }
 
 async fn run(
-    topic: Topic,
+    source: Source,
     ui: Ui,
     mut commands: mpsc::UnboundedReceiver<Command>,
     garbage: bool,
-    join: Option<hellopears_core::access::InviteLink>,
 ) -> Result<(), String> {
-    let storage = IdbStorage::open(&database_name(&topic)).await.map_err(|e| e.to_string())?;
+    let database = source.database();
+    let storage = IdbStorage::open(&database).await.map_err(|e| e.to_string())?;
     ask_for_persistent_storage();
-    let slot = crate::locks::writer_slot(&database_name(&topic), WRITER_SLOTS).await;
+    let slot = crate::locks::writer_slot(&database, WRITER_SLOTS).await;
     let state = storage.load().await.map_err(|e| e.to_string())?;
+    let (topic, join) = match source {
+        Source::Public(topic) => (topic, None),
+        Source::Join(link) => {
+            // The list's record stays in its database: the page reopens it by id.
+            if !state.meta.contains_key(LIST_RECORD) {
+                let record = ListRecord {
+                    name: link.name.clone(),
+                    capability: hellopears_core::access::Capability::Replicate(link.replicate),
+                    owner: link.owner,
+                };
+                let meta = vec![(LIST_RECORD.to_owned(), Some(record.encode()))];
+                storage.write(&WriteBatch { meta, ..WriteBatch::default() }).await.map_err(|e| e.to_string())?;
+            }
+            (link.topic(), Some(*link))
+        }
+        Source::Stored(id) => {
+            let record: ListRecord =
+                state
+                    .meta
+                    .get(LIST_RECORD)
+                    .and_then(|bytes| serde_json::from_slice(bytes).ok())
+                    .ok_or_else(|| format!("this browser holds no list {id}: open it from an invite link"))?;
+            (record.topic(), None)
+        }
+    };
+    crate::lists::remember(KnownList::of(&topic));
+    ui.set_topic(topic.name().to_owned());
     mark("hellopears-loaded");
     let (events, mut events_rx) = mpsc::channel::<Event>(1024);
     let mut tab = Tab::open(topic, state, storage, ui, slot, events, garbage).await?;
@@ -157,6 +182,8 @@ async fn run(
     if let Some(link) = join {
         // An invite link: ask the list's members to admit this tab, at the addresses the
         // link names (the secrets stay in the page: the fragment is never sent anywhere).
+        // Once admitted, the address bar names the list by id instead.
+        tab.clean_url = Some(format!("#list={}", tab.node.replica().topic().id()));
         if tab.node.replica().role().is_none() {
             tab.node.set_invite(hellopears_core::access::Invite::from_secret(link.invite), "a browser tab".into());
         }
@@ -258,6 +285,7 @@ impl Tab {
             garbage,
             dirty: true,
             last_render: 0,
+            clean_url: None,
         })
     }
 
@@ -489,6 +517,12 @@ impl Tab {
         self.ui.set_status(snapshot.status);
         self.ui.set_access(snapshot.access);
         self.ui.set_members(snapshot.members, snapshot.can_manage);
+        if self.clean_url.is_some() && self.node.replica().role().is_some() {
+            let fragment = self.clean_url.take().unwrap_or_default();
+            if let Some(history) = web_sys::window().and_then(|w| w.history().ok()) {
+                let _ = history.replace_state_with_url(&wasm_bindgen::JsValue::NULL, "", Some(&fragment));
+            }
+        }
     }
 }
 

@@ -24,10 +24,10 @@ fn main() -> anyhow::Result<()> {
         "run" => run(&rest),
         "bench" => bench(&rest),
         "wasm" => wasm(),
-        "web" => web(false).map(|_| ()),
+        "web" => web(rest.iter().any(|a| a == "--test-hooks")).map(|_| ()),
         "bench-web" => bench_web(),
         "help" | "--help" | "-h" => {
-            println!("cargo xtask <test|run [ARGS]|bench [FILTER]|bench-web|wasm|web>");
+            println!("cargo xtask <test|run [ARGS]|bench [FILTER]|bench-web|wasm|web [--test-hooks]>");
             Ok(())
         }
         other => bail!("unknown task {other:?}; try `cargo xtask help`"),
