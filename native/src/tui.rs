@@ -2,7 +2,9 @@
 //! pane, and a status line saying whether we are alone, connected or syncing.
 //!
 //! Keys: ↑/↓ select, `a` add, space toggle, `e` edit, `d` delete, `q` quit; Enter saves an
-//! input, Esc cancels it. The UI shows the core's [`Snapshot`] (pushed by a peer it runs
+//! input, Esc cancels it. Lists and members: `l` the lists of the data dir (Enter switches,
+//! `n` creates a private list, `j` joins one from an invite link), `m` the members (`r`
+//! removes one, after a confirmation), `i` an invite link with its QR code. The UI shows the core's [`Snapshot`] (pushed by a peer it runs
 //! itself, or fetched from the peer already running on the data dir) and only sends
 //! [`Command`]s.
 
@@ -36,6 +38,38 @@ pub enum Mode {
         /// The text so far.
         text: String,
     },
+    /// The lists of the data dir, this one selected.
+    Lists(usize),
+    /// Typing the name of a new private list.
+    NewList(String),
+    /// Pasting an invite link.
+    Joining(String),
+    /// The members, this one selected.
+    Members(usize),
+    /// Asking before removing a member.
+    ConfirmRemove {
+        /// Its writer key.
+        writer: String,
+        /// Its name, as shown.
+        name: String,
+    },
+    /// Showing a text (an invite link and its QR code) until a key is pressed.
+    Showing(String),
+}
+
+/// Something the UI asks the peer that is not a change to the list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Intent {
+    /// The lists, to show them.
+    Lists,
+    /// Show this list (by id).
+    Switch(String),
+    /// Create a private list.
+    NewList(String),
+    /// Join a list from an invite link.
+    Join(String),
+    /// Make an invite link.
+    Invite,
 }
 
 /// The UI state, independent of the terminal (so it can be tested).
@@ -53,6 +87,10 @@ pub struct App {
     pub message: Option<String>,
     /// Whether the user asked to quit.
     pub quit: bool,
+    /// The lists of the data dir, as last fetched.
+    pub lists: Vec<crate::lists::ListSummary>,
+    /// What the user asked that the event loop carries out (not a change to the list).
+    pub intent: Option<Intent>,
 }
 
 impl Default for App {
@@ -64,6 +102,8 @@ impl Default for App {
             mode: Mode::Browse,
             message: None,
             quit: false,
+            lists: Vec::new(),
+            intent: None,
         }
     }
 }
@@ -83,7 +123,54 @@ impl App {
             return None;
         }
         let selected = self.todos.get(self.selected).cloned();
+        let members = self.snapshot.members.len();
         match (&mut self.mode, key.code) {
+            (Mode::Showing(_), _) => self.mode = Mode::Browse,
+            (Mode::Browse, KeyCode::Char('l')) => {
+                self.intent = Some(Intent::Lists);
+                self.mode = Mode::Lists(0);
+            }
+            (Mode::Browse, KeyCode::Char('m')) if members > 0 => self.mode = Mode::Members(0),
+            (Mode::Browse, KeyCode::Char('i')) => self.intent = Some(Intent::Invite),
+            (Mode::Lists(at), KeyCode::Down) => *at = (*at + 1).min(self.lists.len().saturating_sub(1)),
+            (Mode::Lists(at), KeyCode::Up) => *at = at.saturating_sub(1),
+            (Mode::Lists(at), KeyCode::Enter) => {
+                if let Some(list) = self.lists.get(*at) {
+                    self.intent = Some(Intent::Switch(list.id.clone()));
+                }
+                self.mode = Mode::Browse;
+            }
+            (Mode::Lists(_), KeyCode::Char('n')) => self.mode = Mode::NewList(String::new()),
+            (Mode::Lists(_), KeyCode::Char('j')) => self.mode = Mode::Joining(String::new()),
+            (Mode::Members(at), KeyCode::Down) => *at = (*at + 1).min(members.saturating_sub(1)),
+            (Mode::Members(at), KeyCode::Up) => *at = at.saturating_sub(1),
+            (Mode::Members(at), KeyCode::Char('r')) => {
+                if let Some(member) = self.snapshot.members.get(*at).filter(|m| !m.me && m.role != "owner") {
+                    let name =
+                        if member.name.is_empty() { member.writer[..16].to_owned() } else { member.name.clone() };
+                    self.mode = Mode::ConfirmRemove { writer: member.writer.clone(), name };
+                }
+            }
+            (Mode::ConfirmRemove { writer, .. }, KeyCode::Char('y')) => {
+                let writer = std::mem::take(writer);
+                self.mode = Mode::Browse;
+                return Some(Command::RemoveMember(writer));
+            }
+            (Mode::ConfirmRemove { .. }, _) => self.mode = Mode::Browse,
+            (Mode::Lists(_) | Mode::Members(_), KeyCode::Esc | KeyCode::Char('q')) => self.mode = Mode::Browse,
+            (Mode::NewList(text) | Mode::Joining(text), KeyCode::Char(c)) => text.push(c),
+            (Mode::NewList(text) | Mode::Joining(text), KeyCode::Backspace) => {
+                text.pop();
+            }
+            (Mode::NewList(_) | Mode::Joining(_), KeyCode::Esc) => self.mode = Mode::Browse,
+            (Mode::NewList(text), KeyCode::Enter) => {
+                self.intent = Some(Intent::NewList(std::mem::take(text)));
+                self.mode = Mode::Browse;
+            }
+            (Mode::Joining(text), KeyCode::Enter) => {
+                self.intent = Some(Intent::Join(std::mem::take(text)));
+                self.mode = Mode::Browse;
+            }
             (Mode::Browse, KeyCode::Char('q')) => self.quit = true,
             (Mode::Browse, KeyCode::Down | KeyCode::Char('j')) => {
                 self.selected = (self.selected + 1).min(self.todos.len().saturating_sub(1));
@@ -137,8 +224,31 @@ impl App {
     pub fn render(&self, frame: &mut Frame) {
         let [main, input, status] =
             Layout::vertical([Constraint::Min(3), Constraint::Length(3), Constraint::Length(1)]).areas(frame.area());
-        let [list_area, peers_area] =
+        let [list_area, side] =
             Layout::horizontal([Constraint::Percentage(70), Constraint::Percentage(30)]).areas(main);
+        let [members_area, peers_area] = if self.snapshot.members.is_empty() {
+            Layout::vertical([Constraint::Length(0), Constraint::Min(0)]).areas(side)
+        } else {
+            Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(side)
+        };
+        let member_lines: Vec<ListItem> = self
+            .snapshot
+            .members
+            .iter()
+            .map(|m| {
+                let name =
+                    if m.name.is_empty() { m.writer[..8.min(m.writer.len())].to_owned() } else { m.name.clone() };
+                ListItem::new(format!("{name} · {}{}", m.role, if m.me { " (you)" } else { "" }))
+            })
+            .collect();
+        let members_list = List::new(member_lines)
+            .block(Block::bordered().title(" members "))
+            .highlight_style(Style::default().add_modifier(Modifier::REVERSED));
+        let mut member_state = ListState::default().with_selected(match self.mode {
+            Mode::Members(at) => Some(at),
+            _ => None,
+        });
+        frame.render_stateful_widget(members_list, members_area, &mut member_state);
         let items: Vec<ListItem> = self
             .todos
             .iter()
@@ -162,13 +272,46 @@ impl App {
         let (title, text) = match &self.mode {
             Mode::Browse => (
                 " keys ",
-                self.message.clone().unwrap_or_else(|| "a add · space toggle · e edit · d delete · q quit".into()),
+                self.message.clone().unwrap_or_else(|| {
+                    "a add · space toggle · e edit · d delete · l lists · m members · i invite · q quit".into()
+                }),
             ),
             Mode::Adding(text) => (" new todo (Enter to add, Esc to cancel) ", format!("{text}▏")),
             Mode::Editing { text, .. } => (" edit (Enter to save, Esc to cancel) ", format!("{text}▏")),
+            Mode::Lists(_) => {
+                (" lists ", "↑/↓ choose · Enter open · n new private list · j join from a link · Esc back".into())
+            }
+            Mode::NewList(text) => (" new private list (Enter to create, Esc to cancel) ", format!("{text}▏")),
+            Mode::Joining(text) => (" invite link (Enter to join, Esc to cancel) ", format!("{text}▏")),
+            Mode::Members(_) => (" members ", "↑/↓ choose · r remove · Esc back".into()),
+            Mode::ConfirmRemove { name, .. } => (
+                " remove a member ",
+                format!("Remove {name}? It will read nothing new, and its writes will be refused. y/n"),
+            ),
+            Mode::Showing(_) => (" invite ", "any key to close".into()),
         };
         frame.render_widget(Paragraph::new(text).block(Block::bordered().title(title)), input);
         frame.render_widget(Paragraph::new(self.status_line()), status);
+        if let Mode::Lists(at) = self.mode {
+            let items: Vec<ListItem> = self
+                .lists
+                .iter()
+                .map(|l| {
+                    let what = if l.access == "public" { "public".to_owned() } else { format!("private, {}", l.role) };
+                    ListItem::new(format!("{}  {}  {} todos", l.name, what, l.todos))
+                })
+                .collect();
+            let popup = List::new(items)
+                .block(Block::bordered().title(" lists "))
+                .highlight_style(Style::default().add_modifier(Modifier::REVERSED));
+            let mut state = ListState::default().with_selected((!self.lists.is_empty()).then_some(at));
+            frame.render_widget(ratatui::widgets::Clear, list_area);
+            frame.render_stateful_widget(popup, list_area, &mut state);
+        }
+        if let Mode::Showing(text) = &self.mode {
+            frame.render_widget(ratatui::widgets::Clear, main);
+            frame.render_widget(Paragraph::new(text.as_str()).block(Block::bordered().title(" invite ")), main);
+        }
     }
 }
 
@@ -181,32 +324,30 @@ pub enum Backend {
 }
 
 impl Backend {
-    fn command(&self, command: Command) -> Reply {
+    /// Runs a request on the list shown: `target` (a list id) once the user switched,
+    /// else the one the UI started on.
+    fn request(&self, target: Option<&str>, action: Action) -> Reply {
+        let (topic, list) = match (self, target) {
+            (_, Some(id)) => (String::new(), Some(id.to_owned())),
+            (Backend::InProcess(_, _, _, topic) | Backend::Remote(_, topic), None) => (topic.clone(), None),
+        };
+        let request = Request { topic, list, action };
         match self {
-            Backend::InProcess(handle, _, runtime, topic) => runtime.block_on(handle.request(Request {
-                topic: topic.clone(),
-                list: None,
-                action: Action::Command(command),
-            })),
-            Backend::Remote(dir, topic) => {
-                let request = Request { topic: topic.clone(), list: None, action: Action::Command(command) };
+            Backend::InProcess(handle, _, runtime, _) => runtime.block_on(handle.request(request)),
+            Backend::Remote(dir, _) => {
                 crate::control::request(dir, &request).unwrap_or_else(|| Err("the peer stopped".into()))
             }
         }
     }
 
-    /// The newest state, if it changed (in process) or was fetched (remote).
-    fn snapshot(&mut self) -> Option<Snapshot> {
-        match self {
-            Backend::InProcess(_, view, _, _) => {
-                view.has_changed().unwrap_or(false).then(|| view.borrow_and_update().clone())
-            }
-            Backend::Remote(dir, topic) => {
-                let request = Request { topic: topic.clone(), list: None, action: Action::Snapshot };
-                let json = crate::control::request(dir, &request)?.ok()?;
-                serde_json::from_str(&json).ok()
-            }
+    /// The newest state, if it changed (in process, on the list it started on) or was
+    /// fetched (otherwise).
+    fn snapshot(&mut self, target: Option<&str>) -> Option<Snapshot> {
+        if let (Backend::InProcess(_, view, _, _), None) = (&mut *self, target) {
+            return view.has_changed().unwrap_or(false).then(|| view.borrow_and_update().clone());
         }
+        let json = self.request(target, Action::Snapshot).ok()?;
+        serde_json::from_str(&json).ok()
     }
 }
 
@@ -222,10 +363,13 @@ fn event_loop(terminal: &mut ratatui::DefaultTerminal, backend: &mut Backend) ->
     let mut app = App::default();
     let mut fetched: Option<Instant> = None;
     let remote = matches!(backend, Backend::Remote(..));
+    // The list shown, once the user switched (by id).
+    let mut target: Option<String> = None;
     while !app.quit {
-        // In process, a snapshot is pushed on every change; a remote peer is asked.
-        if !remote || fetched.is_none_or(|at| at.elapsed() >= Duration::from_millis(300)) {
-            if let Some(snapshot) = backend.snapshot() {
+        // In process, a snapshot is pushed on every change; otherwise the peer is asked.
+        let polled = remote || target.is_some();
+        if !polled || fetched.is_none_or(|at| at.elapsed() >= Duration::from_millis(300)) {
+            if let Some(snapshot) = backend.snapshot(target.as_deref()) {
                 app.set_snapshot(snapshot);
             }
             fetched = Some(Instant::now());
@@ -233,13 +377,55 @@ fn event_loop(terminal: &mut ratatui::DefaultTerminal, backend: &mut Backend) ->
         terminal.draw(|frame| app.render(frame))?;
         if event::poll(Duration::from_millis(50))?
             && let Event::Key(key) = event::read()?
-            && let Some(command) = app.handle_key(key)
         {
-            app.message = backend.command(command).err();
-            fetched = None;
+            if let Some(command) = app.handle_key(key) {
+                app.message = backend.request(target.as_deref(), Action::Command(command)).err();
+                fetched = None;
+            }
+            if let Some(intent) = app.intent.take() {
+                carry_out(&mut app, backend, &mut target, intent);
+                fetched = None;
+            }
         }
     }
     Ok(())
+}
+
+/// Carries out what the user asked that is not a change to the list.
+fn carry_out(app: &mut App, backend: &mut Backend, target: &mut Option<String>, intent: Intent) {
+    use crate::commands::Format;
+    let lists = |backend: &Backend| -> Vec<crate::lists::ListSummary> {
+        backend
+            .request(None, Action::Lists(Format::Json))
+            .ok()
+            .and_then(|json| serde_json::from_str(&json).ok())
+            .unwrap_or_default()
+    };
+    match intent {
+        Intent::Lists => app.lists = lists(backend),
+        Intent::Switch(id) => {
+            *target = Some(id);
+            app.selected = 0;
+        }
+        Intent::NewList(name) => {
+            let reply = backend.request(None, Action::NewList(name));
+            app.message = Some(reply.unwrap_or_else(|error| error).trim().to_owned());
+            app.lists = lists(backend);
+        }
+        Intent::Join(link) => {
+            app.message = Some("joining: waiting for a member to admit this device…".into());
+            let reply = backend.request(None, Action::Join { link, wait_ms: 30_000 });
+            app.message = Some(reply.unwrap_or_else(|error| error).trim().to_owned());
+        }
+        Intent::Invite => {
+            let role = hellopears_core::access::Role::Writer;
+            let action = Action::Invite { role, valid_ms: 7 * 86_400_000, format: Format::Text };
+            match backend.request(target.as_deref(), action) {
+                Ok(text) => app.mode = Mode::Showing(text),
+                Err(error) => app.message = Some(error),
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -323,5 +509,60 @@ mod tests {
         assert!(syncing.contains("syncing: 2 of 42 entries"), "{syncing}");
         app.set_snapshot(snapshot(vec![peer], SyncStatus::Synced { peers: 1 }));
         assert!(screen(&app).contains("synced with 1 peer"));
+    }
+
+    #[test]
+    fn members_are_removed_after_a_confirmation_and_lists_are_switched() {
+        use hellopears_core::ui::MemberInfo;
+        let mut app = app_with_two_todos();
+        let mut shown = snapshot(Vec::new(), SyncStatus::Alone);
+        let member = |name: &str, role: &str, fill: char, me: bool| MemberInfo {
+            name: name.into(),
+            role: role.into(),
+            writer: std::iter::repeat_n(fill, 64).collect(),
+            me,
+        };
+        shown.members = vec![member("Alice", "owner", 'a', true), member("Bob", "writer", 'b', false)];
+        shown.can_manage = true;
+        app.set_snapshot(shown);
+        assert!(screen(&app).contains("Bob · writer"), "{}", screen(&app));
+        // The owner (and this device) cannot be removed.
+        app.handle_key(key(KeyCode::Char('m')));
+        assert!(app.handle_key(key(KeyCode::Char('r'))).is_none());
+        assert_eq!(app.mode, Mode::Members(0));
+        // Bob: asked first; `n` keeps him.
+        app.handle_key(key(KeyCode::Down));
+        assert!(app.handle_key(key(KeyCode::Char('r'))).is_none());
+        assert!(screen(&app).contains("Remove Bob?"), "{}", screen(&app));
+        assert!(app.handle_key(key(KeyCode::Char('n'))).is_none());
+        assert_eq!(app.mode, Mode::Browse);
+        app.handle_key(key(KeyCode::Char('m')));
+        app.handle_key(key(KeyCode::Down));
+        app.handle_key(key(KeyCode::Char('r')));
+        let removed = app.handle_key(key(KeyCode::Char('y')));
+        assert!(matches!(removed, Some(Command::RemoveMember(writer)) if writer.starts_with("bbbb")));
+        // Lists: fetched, chosen, created.
+        app.handle_key(key(KeyCode::Char('l')));
+        assert_eq!(app.intent.take(), Some(Intent::Lists));
+        let list = |name: &str, id: &str| crate::lists::ListSummary {
+            name: name.into(),
+            id: id.into(),
+            access: "private".into(),
+            role: "owner".into(),
+            members: 1,
+            todos: 0,
+        };
+        app.lists = vec![list("home", "11"), list("work", "22")];
+        assert!(screen(&app).contains("work  private, owner"), "{}", screen(&app));
+        app.handle_key(key(KeyCode::Down));
+        app.handle_key(key(KeyCode::Enter));
+        assert_eq!(app.intent.take(), Some(Intent::Switch("22".into())));
+        app.handle_key(key(KeyCode::Char('l')));
+        app.handle_key(key(KeyCode::Char('n')));
+        for c in "garden".chars() {
+            app.handle_key(key(KeyCode::Char(c)));
+        }
+        app.handle_key(key(KeyCode::Enter));
+        assert_eq!(app.intent.take(), Some(Intent::NewList("garden".into())));
     }
 }
