@@ -79,6 +79,11 @@ pub fn prepare_peer(
     };
     let identity = node_key.public().to_peer_id().to_bytes();
     let selected = home.select(selection)?;
+    // The peers named by the invite links of joined lists are dialed at every start.
+    let mut bootstrap = bootstrap;
+    for record in home.lists()? {
+        bootstrap.extend(record.peers.iter().filter_map(|addr| addr.parse::<libp2p::Multiaddr>().ok()));
+    }
     let mut records = vec![selected.clone()];
     records.extend(home.lists()?.into_iter().filter(|r| r.topic().id() != selected.topic().id()));
     let device_name = home.device_name();

@@ -80,6 +80,7 @@ pub fn create(name: &str, root: [u8; 32], owner: hellopears_core::WriterId) -> L
         name: name.to_owned(),
         access: StoredAccess::Private { capability: Capability::Root(root), owner },
         joining: None,
+        peers: Vec::new(),
     }
 }
 
@@ -89,6 +90,7 @@ pub fn joined(link: &InviteLink) -> ListRecord {
         name: link.name.clone(),
         access: StoredAccess::Private { capability: Capability::Replicate(link.replicate), owner: link.owner },
         joining: Some(link.invite),
+        peers: link.addresses.clone(),
     }
 }
 

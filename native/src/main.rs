@@ -280,6 +280,10 @@ struct PeerArgs {
     /// Where the built web app is (default: found next to the build).
     #[arg(long, value_name = "DIR", hide = true)]
     web_root: Option<PathBuf>,
+    /// Join a list from an invite link first (waiting until a member admits this device),
+    /// then run on it.
+    #[arg(long, value_name = "LINK")]
+    join: Option<String>,
 }
 
 fn data_dir(cli: &Cli) -> anyhow::Result<Option<PathBuf>> {
@@ -397,12 +401,22 @@ fn reach(data: Option<&std::path::Path>, selection: &lists::Selection, request: 
 }
 
 fn up(data: Option<PathBuf>, selection: lists::Selection, args: PeerArgs, window: bool) -> anyhow::Result<()> {
-    let PeerArgs { listen, bootstrap, no_mdns, no_dht, no_pex, external_address, web, web_root } = args;
+    let PeerArgs { listen, bootstrap, no_mdns, no_dht, no_pex, external_address, web, web_root, join: link } = args;
+    let (selection, joined) = match link {
+        Some(link) => {
+            let invite = hellopears_core::access::InviteLink::decode(&link)?;
+            join(data.clone(), &selection, link, 60_000)?;
+            (lists::Selection { list: Some(invite.topic().id().to_string()), topic: None }, Some(invite.name))
+        }
+        None => (selection, None),
+    };
     let discovery = peer::Discovering { mdns: !no_mdns, dht: !no_dht, pex: !no_pex };
     let root = web::find_root(web_root);
     let site = web.map(|addr| launch::Site { addr, root: root.clone() });
-    let name =
-        selection.list.clone().or_else(|| selection.topic.clone()).unwrap_or_else(|| lists::DEFAULT_TOPIC.into());
+    let name = joined
+        .or_else(|| selection.list.clone())
+        .or_else(|| selection.topic.clone())
+        .unwrap_or_else(|| lists::DEFAULT_TOPIC.into());
     let prepare = move || {
         let mut prepared = launch::prepare_peer(data, &selection, listen, bootstrap, discovery, false)?;
         prepared.config.external = external_address;
@@ -458,13 +472,12 @@ fn interactive_ui(data: Option<PathBuf>, selection: &lists::Selection) -> anyhow
         .collect::<Result<Vec<libp2p::Multiaddr>, _>>()?;
     let discovery = peer::Discovering { mdns: true, dht: true, pex: true };
     let mut prepared = launch::prepare_peer(data, selection, Vec::new(), bootstrap, discovery, true)?;
-    let name = prepared.slots.first().map(|slot| slot.record.name.clone()).unwrap_or_default();
     let (view_tx, view_rx) = tokio::sync::watch::channel(hellopears_core::ui::Snapshot::default());
     prepared.config.view = Some(view_tx);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let (handle, inbox) = peer::channel();
     let running = runtime.spawn(launch::serve(prepared, handle.clone(), inbox));
-    let result = tui::run(tui::Backend::InProcess(handle.clone(), view_rx, runtime.handle().clone(), name));
+    let result = tui::run(tui::Backend::InProcess(handle.clone(), view_rx, runtime.handle().clone()));
     runtime.block_on(handle.shutdown());
     runtime.block_on(running)??;
     result

@@ -561,6 +561,9 @@ impl Peer {
 
     /// The list a request names among those served.
     fn find_slot(&self, topic: &str, list: Option<&str>) -> Result<usize, String> {
+        if list == Some(hellopears_core::control::SHOWN_LIST) {
+            return Ok(0);
+        }
         let selection = Selection { list: list.map(Into::into), topic: (!topic.is_empty()).then(|| topic.to_owned()) };
         let records: Vec<ListRecord> = self.slots.iter().map(|slot| slot.record.clone()).collect();
         // The window and the terminal UI name the list they show by its name.

@@ -98,12 +98,14 @@ pub struct ListRecord {
     pub access: StoredAccess,
     /// The invite this device joins with, until it is admitted.
     pub joining: Option<[u8; 32]>,
+    /// Addresses of peers holding the list (from its invite link), dialed at every start.
+    pub peers: Vec<String>,
 }
 
 impl ListRecord {
     /// A public topic's record.
     pub fn public(name: &str) -> Self {
-        Self { name: name.to_owned(), access: StoredAccess::Public, joining: None }
+        Self { name: name.to_owned(), access: StoredAccess::Public, joining: None, peers: Vec::new() }
     }
 
     /// The topic this record describes.

@@ -252,7 +252,11 @@ impl App {
         let items: Vec<ListItem> = self
             .todos
             .iter()
-            .map(|todo| ListItem::new(format!("[{}] {}", if todo.done { "x" } else { " " }, todo.text)))
+            .map(|todo| {
+                // In a private list, who wrote it (by name).
+                let by = if self.snapshot.members.is_empty() { String::new() } else { format!("  · {}", todo.author) };
+                ListItem::new(format!("[{}] {}{by}", if todo.done { "x" } else { " " }, todo.text))
+            })
             .collect();
         let list = List::new(items)
             .block(Block::bordered().title(" todos "))
@@ -318,7 +322,7 @@ impl App {
 /// Where the UI gets its state and sends its commands.
 pub enum Backend {
     /// A peer this process runs (for this topic): snapshots are pushed on a channel.
-    InProcess(PeerHandle, watch::Receiver<Snapshot>, tokio::runtime::Handle, String),
+    InProcess(PeerHandle, watch::Receiver<Snapshot>, tokio::runtime::Handle),
     /// A peer running on the data dir (for this topic), over its control socket.
     Remote(PathBuf, String),
 }
@@ -329,11 +333,13 @@ impl Backend {
     fn request(&self, target: Option<&str>, action: Action) -> Reply {
         let (topic, list) = match (self, target) {
             (_, Some(id)) => (String::new(), Some(id.to_owned())),
-            (Backend::InProcess(_, _, _, topic) | Backend::Remote(_, topic), None) => (topic.clone(), None),
+            // The list this process's peer shows (its first).
+            (Backend::InProcess(..), None) => (String::new(), Some(hellopears_core::control::SHOWN_LIST.to_owned())),
+            (Backend::Remote(_, topic), None) => (topic.clone(), None),
         };
         let request = Request { topic, list, action };
         match self {
-            Backend::InProcess(handle, _, runtime, _) => runtime.block_on(handle.request(request)),
+            Backend::InProcess(handle, _, runtime) => runtime.block_on(handle.request(request)),
             Backend::Remote(dir, _) => {
                 crate::control::request(dir, &request).unwrap_or_else(|| Err("the peer stopped".into()))
             }
@@ -343,7 +349,7 @@ impl Backend {
     /// The newest state, if it changed (in process, on the list it started on) or was
     /// fetched (otherwise).
     fn snapshot(&mut self, target: Option<&str>) -> Option<Snapshot> {
-        if let (Backend::InProcess(_, view, _, _), None) = (&mut *self, target) {
+        if let (Backend::InProcess(_, view, _), None) = (&mut *self, target) {
             return view.has_changed().unwrap_or(false).then(|| view.borrow_and_update().clone());
         }
         let json = self.request(target, Action::Snapshot).ok()?;

@@ -176,7 +176,9 @@ impl Relay {
             HostOut::Page(WindowMessage::Command(command)) => {
                 let (peer, topic) = (self.handle.clone(), self.topic.clone());
                 tokio::spawn(async move {
-                    let request = Request { topic, list: None, action: Action::Command(command) };
+                    // The list this window shows (the peer's first).
+                    let list = Some(hellopears_core::control::SHOWN_LIST.to_owned());
+                    let request = Request { topic, list, action: Action::Command(command) };
                     if let Err(error) = peer.request(request).await {
                         tracing::warn!(%error, "a command from the window failed");
                     }

@@ -20,6 +20,10 @@ pub struct Request {
     pub action: Action,
 }
 
+/// The `list` of a request from a running peer's own UI (its window, its terminal UI): the
+/// list that UI shows, whatever its name.
+pub const SHOWN_LIST: &str = ":shown";
+
 /// How output is printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Format {

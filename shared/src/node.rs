@@ -396,6 +396,10 @@ impl<P: Ord + Clone + Debug> Node<P> {
             Input::Tick => self.on_tick(),
         }
         self.after_change();
+        // Admitted: the invite has done its work.
+        if self.invite.is_some() && self.replica.role().is_some() {
+            self.invite = None;
+        }
         std::mem::take(&mut self.out)
     }
 

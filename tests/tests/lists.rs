@@ -289,3 +289,18 @@ fn a_stranger_learns_nothing_about_a_private_list() {
     let status: serde_json::Value = serde_json::from_str(&ok(&public.data, &["status", "--json"])).expect("json");
     assert!(status["writers"].as_array().map_or(0, Vec::len) > 1, "the public topic took the client's writers");
 }
+
+#[test]
+fn up_joins_from_a_link_then_serves_the_list() {
+    let dirs = dirs(2);
+    let a = owner(dirs[0].path(), "trip", "Alice");
+    ok(&a.data, &["--list", "trip", "add", "passports"]);
+    let link = invite(&a.data, "trip", &[]);
+    let mut args = LOOPBACK.to_vec();
+    args.extend(["--join", &link]);
+    let b = Peer::start(dirs[1].path(), &args);
+    assert_eq!(role(&b.data, "trip"), "writer");
+    assert!(wait_until(SYNC, || has(&b.data, "trip", "passports")));
+    ok(&b.data, &["--list", "trip", "add", "tickets"]);
+    assert!(wait_until(SYNC, || has(&a.data, "trip", "tickets")));
+}

@@ -233,7 +233,11 @@ pub fn App(ui: Ui) -> impl IntoView {
                 </button>
             </footer>
             <Members ui=ui />
-            <Lists ui=ui />
+            // In the native window the desktop holds the lists (its CLI and terminal UI
+            // manage them); a tab holds its own.
+            <Show when=|| !crate::bridge::in_window()>
+                <Lists ui=ui />
+            </Show>
             <Peers ui=ui />
         </main>
     }
