@@ -9,6 +9,16 @@ use hellopears_tests::{hellopears_bin, list, ok, wait_until};
 /// The UIs' peers find each other on the LAN: one test at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// Whether tmux runs here (on CI it must: the test command installs it).
+fn tmux_available() -> bool {
+    let has_tmux = Command::new("tmux").arg("-V").output().is_ok_and(|o| o.status.success());
+    if !has_tmux {
+        assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "tmux is missing on CI");
+        eprintln!("skipped on this machine: needs tmux (never skipped on CI)");
+    }
+    has_tmux
+}
+
 fn tmux(args: &[&str]) -> std::process::Output {
     Command::new("tmux").args(args).output().expect("run tmux")
 }
@@ -16,10 +26,7 @@ fn tmux(args: &[&str]) -> std::process::Output {
 #[test]
 fn the_terminal_ui_adds_and_toggles_todos() {
     let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let has_tmux = Command::new("tmux").arg("-V").output().is_ok_and(|o| o.status.success());
-    if !has_tmux {
-        assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "tmux is missing on CI");
-        eprintln!("skipped on this machine: needs tmux (never skipped on CI)");
+    if !tmux_available() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -52,10 +59,7 @@ fn the_terminal_ui_adds_and_toggles_todos() {
 #[test]
 fn the_terminal_ui_creates_a_private_list_switches_to_it_and_invites() {
     let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let has_tmux = Command::new("tmux").arg("-V").output().is_ok_and(|o| o.status.success());
-    if !has_tmux {
-        assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "tmux is missing on CI");
-        eprintln!("skipped on this machine: needs tmux (never skipped on CI)");
+    if !tmux_available() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
