@@ -37,13 +37,20 @@ pub struct Prepared {
 pub async fn serve(prepared: Prepared, handle: peer::PeerHandle, inbox: peer::PeerInbox) -> anyhow::Result<()> {
     let Prepared { slots, home, node_key, config, socket, site } = prepared;
     let _served = socket.as_deref().map(|path| control::serve(path, handle.clone())).transpose()?;
-    if let Some(Site { addr, root }) = site
-        && let Some(first) = slots.first()
-    {
-        let topic = first.node.replica().topic().clone();
-        let bound = web::serve(addr, topic.name().to_owned(), config.webrtc_addrs.clone(), root).await?;
+    if let Some(Site { addr, root }) = site {
+        // The page's default list is a public topic this peer serves: a tab holds no private
+        // list's secrets until it opens an invite link.
+        let public = slots.iter().map(|slot| slot.node.replica().topic()).find(|topic| !topic.is_private()).cloned();
+        let name = public.as_ref().map_or(crate::lists::DEFAULT_TOPIC, |topic| topic.name()).to_owned();
+        let bound = web::serve(addr, name, config.webrtc_addrs.clone(), root).await?;
         if !config.quiet {
-            println!("web app on http://{bound}/{}", hellopears_core::ui::share_fragment(&topic));
+            match &public {
+                Some(topic) => println!("web app on http://{bound}/{}", hellopears_core::ui::share_fragment(topic)),
+                None => println!("web app on http://{bound}/"),
+            }
+            if slots.iter().any(|slot| slot.node.replica().topic().is_private()) {
+                println!("private lists open in a tab from an invite link: hellopears --list NAME invite");
+            }
         }
     }
     peer::run(slots, home, node_key, config, inbox).await

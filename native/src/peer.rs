@@ -483,7 +483,17 @@ impl Peer {
         let route = self.routes.get(&stream).copied().unwrap_or(Route::Ignored);
         let list = match route {
             Route::List(list) => list,
-            Route::Ignored => return,
+            // A `Hello` again on an ignored stream (the remote restarts its session) is
+            // routed again: the list may have been created or joined here since.
+            Route::Ignored => match self.route(&remote, &frame) {
+                Ok(Some(list)) if self.routes.contains_key(&stream) => {
+                    self.routes.insert(stream, Route::List(list));
+                    self.strangers.remove(&remote);
+                    self.feed(list, Input::RemoteStream(remote));
+                    list
+                }
+                _ => return,
+            },
             Route::Unrouted => match self.route(&remote, &frame) {
                 Err(error) => {
                     // Not a message at all: a protocol violation, whichever list it was for.
@@ -881,7 +891,19 @@ impl Peer {
         let due: Vec<PeerId> = self.strangers.iter().filter(|(_, at)| **at <= now).map(|(p, _)| *p).collect();
         for remote in due {
             self.strangers.remove(&remote);
-            if !self.shares_a_list(&remote) {
+            if self.shares_a_list(&remote) {
+                continue;
+            }
+            // A browser tab notices a closed WebRTC connection only after a long timeout, so
+            // it would come back late once we serve its list (made or joined meanwhile): its
+            // sync streams are ignored, its connection kept (within the connection limits).
+            let browser = self
+                .links
+                .get(&remote)
+                .is_some_and(|links| links.links.iter().any(|link| !link.dialed && is_webrtc(&link.addr)));
+            if browser {
+                tracing::warn!(peer = %remote, reason = "peer is on another topic", "dropping peer's sync streams");
+            } else {
                 tracing::warn!(peer = %remote, reason = "peer is on another topic", "dropping peer");
                 let _ = self.swarm.disconnect_peer_id(remote);
             }
