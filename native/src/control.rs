@@ -30,29 +30,43 @@ impl Drop for Served {
     }
 }
 
-/// Serves the control socket at `path`, passing requests to the peer behind `peer`.
+/// Serves the control socket at `path`, passing requests to the peer behind `peer`. The
+/// socket has a thread of its own, so a busy peer (its runtime's workers taken by its
+/// peers) still answers what it can answer without its event loop (`list`, see
+/// [`crate::reads`]) at once.
 pub fn serve(path: &Path, peer: PeerHandle) -> anyhow::Result<Served> {
     let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path)?;
+    let listener = std::os::unix::net::UnixListener::bind(path)?;
+    listener.set_nonblocking(true)?;
     // Only this user may connect: the socket is 0600 (whatever the umask), and each client's
     // uid is checked too.
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     let owner = std::fs::metadata("/proc/self").map(|meta| meta.uid()).ok();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let uid = stream.peer_cred().map(|cred| cred.uid()).ok();
-            if owner.is_some() && uid != owner {
-                tracing::warn!(?uid, "control connection from another user refused");
-                continue;
-            }
-            let peer = peer.clone();
-            tokio::spawn(async move {
-                if let Err(error) = answer(stream, peer).await {
-                    tracing::debug!(%error, "control connection failed");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    std::thread::Builder::new().name("control".into()).spawn(move || {
+        runtime.block_on(async move {
+            let listener = match UnixListener::from_std(listener) {
+                Ok(listener) => listener,
+                Err(error) => {
+                    tracing::error!(%error, "control socket unusable");
+                    return;
                 }
-            });
-        }
-    });
+            };
+            while let Ok((stream, _)) = listener.accept().await {
+                let uid = stream.peer_cred().map(|cred| cred.uid()).ok();
+                if owner.is_some() && uid != owner {
+                    tracing::warn!(?uid, "control connection from another user refused");
+                    continue;
+                }
+                let peer = peer.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = answer(stream, peer).await {
+                        tracing::debug!(%error, "control connection failed");
+                    }
+                });
+            }
+        });
+    })?;
     Ok(Served { path: path.to_owned() })
 }
 

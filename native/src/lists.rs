@@ -45,6 +45,29 @@ impl Selection {
     }
 }
 
+/// Which of the lists a running peer serves (`records`, the shown one first) a request
+/// names: `--list`, `--topic`, or (from the window and the terminal UI) a list's name in
+/// `topic`.
+pub fn served(records: &[ListRecord], topic: &str, list: Option<&str>) -> Result<usize, String> {
+    if list == Some(hellopears_core::control::SHOWN_LIST) {
+        return Ok(0);
+    }
+    let selection = Selection { list: list.map(Into::into), topic: (!topic.is_empty()).then(|| topic.to_owned()) };
+    let by_name = || (list.is_none() && !topic.is_empty()).then(|| records.iter().find(|r| r.name == topic)).flatten();
+    match selection.resolve(records)?.or_else(by_name) {
+        Some(found) => {
+            let id = found.topic().id();
+            Ok(records.iter().position(|record| record.topic().id() == id).unwrap_or(0))
+        }
+        None => Err(format!(
+            "the peer running on this data dir does not serve topic {:?} (it serves {}): pass --list, or stop that \
+             peer first",
+            selection.public_name().unwrap_or_default(),
+            records.iter().map(|record| format!("topic {:?}", record.name)).collect::<Vec<_>>().join(", ")
+        )),
+    }
+}
+
 /// A list by exact name, else unique prefix of a name, else unique prefix of its id.
 fn find<'a>(lists: &'a [ListRecord], wanted: &str) -> Result<&'a ListRecord, String> {
     let exact: Vec<&ListRecord> = lists.iter().filter(|l| l.name == wanted).collect();

@@ -10,6 +10,7 @@ mod lists;
 mod local;
 mod net;
 mod peer;
+mod reads;
 mod store;
 mod streams;
 mod tui;

@@ -20,9 +20,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::commands::{self, Action, NodeStatus, PeerStatus, Reply, Request};
 use crate::discovery::{self, Discovery};
 use crate::links::{Connection, Links, is_webrtc};
-use crate::lists::Selection;
 use crate::local::{Backend, Home};
 use crate::net::{self, BehaviourEvent};
+use crate::reads;
 use crate::store::ListRecord;
 use crate::streams::{self, SYNC_PROTOCOL};
 
@@ -67,23 +67,29 @@ pub struct PeerConfig {
 #[derive(Clone, Debug)]
 pub struct PeerHandle {
     tx: mpsc::Sender<Inbound>,
+    reads: reads::Reader,
 }
 
 /// The receiving end of a [`PeerHandle`], handed to [`run`].
 #[derive(Debug)]
 pub struct PeerInbox {
     rx: mpsc::Receiver<Inbound>,
+    reads: reads::Publisher,
 }
 
 /// A handle and the inbox it feeds.
 pub fn channel() -> (PeerHandle, PeerInbox) {
     let (tx, rx) = mpsc::channel(1024);
-    (PeerHandle { tx }, PeerInbox { rx })
+    let (publisher, reader) = reads::channel();
+    (PeerHandle { tx, reads: reader }, PeerInbox { rx, reads: publisher })
 }
 
 impl PeerHandle {
     /// Runs a request on the peer.
     pub async fn request(&self, request: Request) -> Reply {
+        if let Some(reply) = self.reads.answer(&request) {
+            return reply;
+        }
         let (reply, answer) = oneshot::channel();
         self.tx.send(Inbound::Request(request, reply)).await.map_err(|_| "the peer stopped".to_owned())?;
         answer.await.map_err(|_| "the peer stopped".to_owned())?
@@ -164,8 +170,8 @@ pub async fn run(
     config: PeerConfig,
     inbox: PeerInbox,
 ) -> anyhow::Result<()> {
-    let mut peer = Peer::start(slots, home, node_key, config)?;
-    let mut inbox = inbox.rx;
+    let PeerInbox { rx: mut inbox, reads } = inbox;
+    let mut peer = Peer::start(slots, home, node_key, config, reads)?;
     let mut incoming =
         peer.control.accept(SYNC_PROTOCOL).map_err(|_| anyhow::anyhow!("sync protocol registered twice"))?;
     let mut tick = tokio::time::interval(TICK);
@@ -200,10 +206,19 @@ pub async fn run(
             Some((remote, stream)) = incoming.next() => peer.on_incoming(remote, stream),
             _ = tick.tick() => peer.on_tick(),
             _ = look_up.tick() => peer.discovery.look_up(&mut peer.swarm),
+            () = sleep_until(peer.reads.due()), if peer.reads.due().is_some() => {}
         }
         peer.after_event();
     }
     peer.stop().await
+}
+
+/// Sleeps until `at` (never, without one).
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Ctrl-C, or a service manager's SIGTERM.
@@ -267,10 +282,18 @@ struct Peer {
     config: PeerConfig,
     view_dirty: bool,
     view_at: Instant,
+    /// What the control socket answers `list` from.
+    reads: reads::Publisher,
 }
 
 impl Peer {
-    fn start(slots: Vec<Slot>, home: Home, node_key: identity::Keypair, config: PeerConfig) -> anyhow::Result<Self> {
+    fn start(
+        slots: Vec<Slot>,
+        home: Home,
+        node_key: identity::Keypair,
+        config: PeerConfig,
+        reads: reads::Publisher,
+    ) -> anyhow::Result<Self> {
         let discovering = config.discovery;
         let mut swarm =
             net::build_swarm(node_key, discovering.mdns, discovering.dht, config.webrtc_certificate.clone())?;
@@ -313,6 +336,7 @@ impl Peer {
             config,
             view_dirty: true,
             view_at: Instant::now().checked_sub(VIEW_INTERVAL).unwrap_or_else(Instant::now),
+            reads,
         };
         for slot in &mut peer.slots {
             slot.progress.quiet = peer.config.quiet;
@@ -416,12 +440,17 @@ impl Peer {
             }
             Output::Dial(_) => {}
             Output::Reply(id, result) => {
+                // A command's own change is readable once it is acknowledged.
+                self.publish_reads(true);
                 if let Some(reply) = self.pending.remove(&id) {
                     let _ = reply.send(result.map(|outcome| commands::outcome_text(&outcome)));
                 }
             }
             Output::Notice(notice) => tracing::info!(?notice, list = %self.slots[list].record.name, "replica"),
-            Output::Changed => self.view_dirty = true,
+            Output::Changed => {
+                self.view_dirty = true;
+                self.reads.mark(list);
+            }
         }
     }
 
@@ -571,26 +600,8 @@ impl Peer {
 
     /// The list a request names among those served.
     fn find_slot(&self, topic: &str, list: Option<&str>) -> Result<usize, String> {
-        if list == Some(hellopears_core::control::SHOWN_LIST) {
-            return Ok(0);
-        }
-        let selection = Selection { list: list.map(Into::into), topic: (!topic.is_empty()).then(|| topic.to_owned()) };
         let records: Vec<ListRecord> = self.slots.iter().map(|slot| slot.record.clone()).collect();
-        // The window and the terminal UI name the list they show by its name.
-        let by_name =
-            || (list.is_none() && !topic.is_empty()).then(|| records.iter().find(|r| r.name == topic)).flatten();
-        match selection.resolve(&records)?.or_else(by_name) {
-            Some(found) => {
-                let id = found.topic().id();
-                Ok(self.slots.iter().position(|slot| slot.record.topic().id() == id).unwrap_or(0))
-            }
-            None => Err(format!(
-                "the peer running on this data dir does not serve topic {:?} (it serves {}): pass --list, or \
-                 stop that peer first",
-                selection.public_name().unwrap_or_default(),
-                self.slots.iter().map(|slot| format!("topic {:?}", slot.record.name)).collect::<Vec<_>>().join(", ")
-            )),
-        }
+        crate::lists::served(&records, topic, list)
     }
 
     fn on_list_request(&mut self, list: usize, action: Action, reply: oneshot::Sender<Reply>) {
@@ -933,6 +944,7 @@ impl Peer {
         for slot in &mut self.slots {
             slot.progress.report(&slot.node);
         }
+        self.publish_reads(false);
         let Some(view) = &self.config.view else { return };
         if !self.view_dirty || self.view_at.elapsed() < VIEW_INTERVAL || view.is_closed() {
             return;
@@ -947,6 +959,11 @@ impl Peer {
             }
             changed
         });
+    }
+
+    /// Publishes the changed lists for `list` (see [`reads`]); `now` skips the interval.
+    fn publish_reads(&mut self, now: bool) {
+        self.reads.publish(self.slots.iter().map(|slot| (&slot.record, slot.node.replica().db())), now);
     }
 
     /// What the UIs show, with each peer's connection in words.

@@ -47,6 +47,26 @@ fn start_peers(dirs: &[tempfile::TempDir], extra: &[&str]) -> Vec<Peer> {
     peers
 }
 
+/// A `list --json` request as the CLI sends it.
+const LIST_JSON: &str = r#"{"topic":"","list":null,"action":{"List":"Json"}}"#;
+
+/// One request over a running peer's control socket; the reply line.
+fn ask(data: &Path, request: &str) -> String {
+    use std::io::{BufRead, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(data.join("control.sock")).expect("control socket");
+    stream.write_all(format!("{request}\n").as_bytes()).expect("request");
+    let mut reply = String::new();
+    std::io::BufReader::new(stream).read_line(&mut reply).expect("reply");
+    reply
+}
+
+/// Calls, p50, p99 and max, in ms.
+fn quantiles(latencies: &mut [Duration]) -> [u128; 4] {
+    latencies.sort();
+    let at = |q: f64| latencies.get(((latencies.len().max(1) - 1) as f64 * q) as usize).map_or(0, Duration::as_millis);
+    [latencies.len() as u128, at(0.5), at(0.99), at(1.0)]
+}
+
 #[test]
 fn sixteen_peers_adding_and_editing_each_others_todos_converge() {
     const PEERS: usize = 16;
@@ -128,12 +148,50 @@ fn a_peer_with_fifty_connected_peers_keeps_answering_list() {
     let connected =
         wait_until(Duration::from_secs(120), || status(&hub.data)["peers"].as_array().is_some_and(|p| p.len() >= 50));
     assert!(connected, "the hub did not reach 50 peers");
-    // Every leaf writes while the hub is asked for its list again and again.
+    // The 50 peers stand for other machines: on this one they run at the lowest priority, so
+    // the hub and its CLI get the share of the CPU they would have on their own machine
+    // (unniced, every process on 2 cores waits behind 100 others: even `/bin/true` then
+    // takes 0.2 s to start).
+    for leaf in &peers[1..] {
+        let status = std::process::Command::new("renice")
+            .args(["-n", "19", "-p", &leaf.pid().to_string()])
+            .stdout(std::process::Stdio::null())
+            .status();
+        assert!(status.is_ok_and(|s| s.success()), "renice failed");
+    }
+    // Every leaf writes while the hub is asked for its list again and again: through its
+    // control socket (what the peer answers) and by the CLI (plus starting a process on a
+    // machine the 100 other processes keep busy).
+    let burst = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let asker = {
+        let data = hub.data.clone();
+        let burst = burst.clone();
+        std::thread::spawn(move || {
+            let mut latencies = Vec::new();
+            while burst.load(std::sync::atomic::Ordering::Relaxed) {
+                let asked = Instant::now();
+                let reply = ask(&data, LIST_JSON);
+                latencies.push(asked.elapsed());
+                assert!(reply.contains("\"Ok\""), "list over the socket: {reply}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            latencies
+        })
+    };
     let writers: Vec<_> = peers[1..]
         .iter()
         .map(|peer| {
             let data = peer.data.clone();
-            std::thread::spawn(move || ok(&data, &["seed", "40"]))
+            std::thread::spawn(move || {
+                let seeded = std::process::Command::new("nice")
+                    .args(["-n", "19"])
+                    .arg(hellopears_tests::hellopears_bin())
+                    .arg("--data")
+                    .arg(&data)
+                    .args(["seed", "40"])
+                    .status();
+                assert!(seeded.is_ok_and(|s| s.success()), "seed failed");
+            })
         })
         .collect();
     let mut latencies = Vec::new();
@@ -149,19 +207,20 @@ fn a_peer_with_fifty_connected_peers_keeps_answering_list() {
     for writer in writers {
         writer.join().expect("writer");
     }
+    burst.store(false, std::sync::atomic::Ordering::Relaxed);
+    let mut socket = asker.join().expect("asker");
     assert_eq!(list(&hub.data).len(), 50 * 40, "the hub did not get every leaf's todos");
-    latencies.sort();
-    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize].as_millis();
+    let (cli, socket) = (quantiles(&mut latencies), quantiles(&mut socket));
     println!(
-        "load: `list --json` on a peer with 50 peers, while they write: {} calls, p50 {} ms, p99 {} ms, max {} ms",
-        latencies.len(),
-        at(0.5),
-        at(0.99),
-        at(1.0)
+        "load: `list --json` on a peer with 50 peers, while they write: over its control socket {} calls, p50 {} \
+         ms, p99 {} ms, max {} ms; by the CLI {} calls, p50 {} ms, p99 {} ms, max {} ms",
+        socket[0], socket[1], socket[2], socket[3], cli[0], cli[1], cli[2], cli[3]
     );
-    // A liveness bound (the 200 ms target is measured above, on the record, not asserted
-    // here: CI machines vary); a peer starved by its peers would miss this by far.
-    assert!(at(1.0) < 5_000, "list took {} ms", at(1.0));
+    // In the test run, a liveness bound: a peer starved by its peers would miss it by far.
+    // The 200 ms target itself is held by `cargo xtask bench-load` (a release build), which
+    // sets HELLOPEARS_LOAD_TARGET.
+    let bound = if std::env::var_os("HELLOPEARS_LOAD_TARGET").is_some() { 200 } else { 5_000 };
+    assert!(cli[3] < bound && socket[3] < bound, "list took {} ms (socket: {} ms), over {bound} ms", cli[3], socket[3]);
     for peer in peers {
         peer.stop();
     }

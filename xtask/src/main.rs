@@ -6,6 +6,8 @@
 //! - `cargo xtask bench` — runs the criterion benchmarks of the core.
 //! - `cargo xtask web` — builds the browser app into `target/web-dist`.
 //! - `cargo xtask bench-web` — browser benchmarks (sync latency, first paint).
+//! - `cargo xtask bench-load` — load benchmarks (16 peers converging; `list` under 200 ms on a
+//!   peer with 50 peers writing).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -26,8 +28,9 @@ fn main() -> anyhow::Result<()> {
         "wasm" => wasm(),
         "web" => web(rest.iter().any(|a| a == "--test-hooks")).map(|_| ()),
         "bench-web" => bench_web(),
+        "bench-load" => bench_load(),
         "help" | "--help" | "-h" => {
-            println!("cargo xtask <test|run [ARGS]|bench [FILTER]|bench-web|wasm|web [--test-hooks]>");
+            println!("cargo xtask <test|run [ARGS]|bench [FILTER]|bench-web|bench-load|wasm|web [--test-hooks]>");
             Ok(())
         }
         other => bail!("unknown task {other:?}; try `cargo xtask help`"),
@@ -327,6 +330,21 @@ fn bench_web() -> anyhow::Result<()> {
         .env("HELLOPEARS_WEB_ROOT", &dist)
         .env("HELLOPEARS_BIN", target_dir().join("release").join("hellopears"));
     step("browser benchmarks", bench)
+}
+
+/// Load benchmarks against a release build: 16 peers converging (time, peak memory), and
+/// `list` on a peer with 50 peers during their write burst, held to under 200 ms.
+fn bench_load() -> anyhow::Result<()> {
+    let mut build = cargo();
+    // The same build as `bench-web`'s, so neither rebuilds the other's.
+    build.args(["build", "--release", "-p", "hellopears", "--features", "automation"]);
+    step("build hellopears (release)", build)?;
+    let mut bench = cargo();
+    bench
+        .args(["test", "-p", "hellopears-tests", "--test", "load", "--", "--nocapture", "--test-threads=1"])
+        .env("HELLOPEARS_LOAD_TARGET", "1")
+        .env("HELLOPEARS_BIN", target_dir().join("release").join("hellopears"));
+    step("load benchmarks", bench)
 }
 
 fn bench(args: &[String]) -> anyhow::Result<()> {

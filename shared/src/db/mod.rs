@@ -411,9 +411,13 @@ impl Db {
     }
 }
 
-fn finish(mut docs: Vec<Arc<Document>>, query: &Query) -> Vec<Arc<Document>> {
-    docs.sort_by(|a, b| query.compare(a, b));
-    docs.into_iter().skip(query.skip).take(query.limit.unwrap_or(usize::MAX)).collect()
+fn finish(docs: Vec<Arc<Document>>, query: &Query) -> Vec<Arc<Document>> {
+    // Each document's sort key is looked up once, not at every comparison (the same order
+    // as [`Query::compare`]).
+    let keys: Vec<(Vec<&Value>, Option<&Value>)> = docs.iter().map(|doc| query.sort_key(doc)).collect();
+    let mut order: Vec<usize> = (0..docs.len()).collect();
+    order.sort_by(|&a, &b| query.compare_keys(&keys[a], &keys[b]));
+    order.into_iter().skip(query.skip).take(query.limit.unwrap_or(usize::MAX)).map(|at| docs[at].clone()).collect()
 }
 
 /// A secondary index: field value to the ids of the documents holding it.

@@ -329,4 +329,25 @@ impl Query {
         }
         a.get("_id").cmp(&b.get("_id"))
     }
+
+    /// A document's sort key: its sort fields (missing: null), then its `_id`.
+    pub(crate) fn sort_key<'a>(&self, doc: &'a Document) -> (Vec<&'a Value>, Option<&'a Value>) {
+        let fields = self.sort.iter().map(|(path, _)| get_path(doc, path).unwrap_or(&Value::Null)).collect();
+        (fields, doc.get("_id"))
+    }
+
+    /// Orders two sort keys as [`Query::compare`] orders their documents.
+    pub(crate) fn compare_keys(
+        &self,
+        (a, a_id): &(Vec<&Value>, Option<&Value>),
+        (b, b_id): &(Vec<&Value>, Option<&Value>),
+    ) -> Ordering {
+        for ((left, right), (_, direction)) in a.iter().zip(b).zip(&self.sort) {
+            let order = left.cmp(right);
+            if order != Ordering::Equal {
+                return if *direction == Direction::Asc { order } else { order.reverse() };
+            }
+        }
+        a_id.cmp(b_id)
+    }
 }
