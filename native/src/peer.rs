@@ -579,6 +579,8 @@ impl Peer {
     }
 
     fn on_request(&mut self, request: Request, reply: oneshot::Sender<Reply>) {
+        // Whatever the loop answers, a later `list` answered off the loop shows as much.
+        self.publish_reads(true);
         let result = match request.action {
             Action::Lists(format) => Ok(self.lists_text(format)),
             Action::NewList(name) => self.new_list(&name),

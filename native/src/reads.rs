@@ -4,7 +4,8 @@
 //! still goes through the loop.
 //!
 //! Freshness: a command's own change is published before its reply is sent, so `add` then
-//! `list` always shows the new todo; changes from peers are published within the current
+//! `list` always shows the new todo, and so is every change before the loop answers any
+//! request (a `status` counting a todo is never followed by a `list` without it); changes from peers are published within the current
 //! interval (at least [`MIN_INTERVAL`], and ten times the cost of the last publication, so
 //! publishing stays under a tenth of the loop's time however long the list grows).
 //!
