@@ -83,6 +83,7 @@ pub fn query<P: Ord + Clone + std::fmt::Debug>(
         | Action::Eval(_)
         | Action::Lists(_)
         | Action::NewList(_)
+        | Action::Show(_)
         | Action::Invite { .. }
         | Action::Join { .. }
         | Action::SetDeviceName(_) => None,
@@ -406,6 +407,7 @@ pub fn execute_offline(home: &Home, selection: &Selection, request: &Request) ->
             return Ok(format!("this device is now {name:?}\n"));
         }
         Action::Join { .. } => return Err("joining needs a running peer".into()),
+        Action::Show(_) => return Err("showing a list needs a running window".into()),
         _ => {}
     }
     let record = home.select(selection).map_err(fail)?;

@@ -45,12 +45,12 @@ impl Selection {
     }
 }
 
-/// Which of the lists a running peer serves (`records`, the shown one first) a request
-/// names: `--list`, `--topic`, or (from the window and the terminal UI) a list's name in
-/// `topic`.
-pub fn served(records: &[ListRecord], topic: &str, list: Option<&str>) -> Result<usize, String> {
+/// Which of the lists a running peer serves (`records`; its UIs show the one at `shown`) a
+/// request names: `--list`, `--topic`, or (from the window and the terminal UI) a list's
+/// name in `topic`.
+pub fn served(records: &[ListRecord], shown: usize, topic: &str, list: Option<&str>) -> Result<usize, String> {
     if list == Some(hellopears_core::control::SHOWN_LIST) {
-        return Ok(0);
+        return Ok(shown);
     }
     let selection = Selection { list: list.map(Into::into), topic: (!topic.is_empty()).then(|| topic.to_owned()) };
     let by_name = || (list.is_none() && !topic.is_empty()).then(|| records.iter().find(|r| r.name == topic)).flatten();

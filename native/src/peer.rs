@@ -284,6 +284,8 @@ struct Peer {
     view_at: Instant,
     /// What the control socket answers `list` from.
     reads: reads::Publisher,
+    /// The list the UIs (window, terminal UI) show.
+    shown: usize,
 }
 
 impl Peer {
@@ -337,6 +339,7 @@ impl Peer {
             view_dirty: true,
             view_at: Instant::now().checked_sub(VIEW_INTERVAL).unwrap_or_else(Instant::now),
             reads,
+            shown: 0,
         };
         for slot in &mut peer.slots {
             slot.progress.quiet = peer.config.quiet;
@@ -583,7 +586,18 @@ impl Peer {
         self.publish_reads(true);
         let result = match request.action {
             Action::Lists(format) => Ok(self.lists_text(format)),
-            Action::NewList(name) => self.new_list(&name),
+            Action::NewList(name) => {
+                let created = self.new_list(&name);
+                // A list made from a running peer's own UI is shown there.
+                if created.is_ok() && request.list.as_deref() == Some(hellopears_core::control::SHOWN_LIST) {
+                    self.show(self.slots.len() - 1);
+                }
+                created
+            }
+            Action::Show(wanted) => match self.find_slot("", Some(&wanted)) {
+                Ok(list) => Ok(self.show(list)),
+                Err(error) => Err(error),
+            },
             Action::Join { link, wait_ms } => {
                 self.join(&link, wait_ms, reply);
                 return;
@@ -603,7 +617,7 @@ impl Peer {
     /// The list a request names among those served.
     fn find_slot(&self, topic: &str, list: Option<&str>) -> Result<usize, String> {
         let records: Vec<ListRecord> = self.slots.iter().map(|slot| slot.record.clone()).collect();
-        crate::lists::served(&records, topic, list)
+        crate::lists::served(&records, self.shown, topic, list)
     }
 
     fn on_list_request(&mut self, list: usize, action: Action, reply: oneshot::Sender<Reply>) {
@@ -970,12 +984,37 @@ impl Peer {
 
     /// What the UIs show, with each peer's connection in words.
     fn snapshot(&self) -> Snapshot {
-        self.snapshot_of(0)
+        self.snapshot_of(self.shown)
     }
 
+    /// A list as the UIs show it, with every list the peer serves (for the window's panel).
     fn snapshot_of(&self, list: usize) -> Snapshot {
         let now = Instant::now();
-        self.slots[list].node.snapshot(|peer| (peer.to_string(), self.links.kind(peer, now)))
+        let mut snapshot = self.slots[list].node.snapshot(|peer| (peer.to_string(), self.links.kind(peer, now)));
+        snapshot.lists = self
+            .slots
+            .iter()
+            .enumerate()
+            .map(|(index, slot)| {
+                let topic = slot.node.replica().topic();
+                hellopears_core::ui::ListEntry {
+                    name: slot.record.name.clone(),
+                    id: topic.id().to_string(),
+                    private: topic.is_private(),
+                    shown: index == self.shown,
+                }
+            })
+            .collect();
+        snapshot
+    }
+
+    /// Shows another list in the UIs.
+    fn show(&mut self, list: usize) -> String {
+        self.shown = list;
+        self.view_dirty = true;
+        // The UIs see it at once, not after the next snapshot interval.
+        self.view_at = Instant::now().checked_sub(VIEW_INTERVAL).unwrap_or_else(Instant::now);
+        format!("showing {}\n", self.slots[list].record.name)
     }
 
     fn on_swarm(&mut self, event: SwarmEvent<BehaviourEvent>) {

@@ -58,13 +58,17 @@ impl Reader {
     /// errors the loop words).
     pub fn answer(&self, request: &Request) -> Option<Reply> {
         let Action::List(format) = request.action else { return None };
+        // What a UI shows can change at any moment: the loop answers for it.
+        if request.list.as_deref() == Some(hellopears_core::control::SHOWN_LIST) {
+            return None;
+        }
         self.flags.asked.store(true, Ordering::Relaxed);
         if !self.flags.live.load(Ordering::Acquire) {
             return None;
         }
         let lists = self.rx.borrow();
         let records: Vec<ListRecord> = lists.iter().map(|list| list.record.clone()).collect();
-        let index = crate::lists::served(&records, &request.topic, request.list.as_deref()).ok()?;
+        let index = crate::lists::served(&records, 0, &request.topic, request.list.as_deref()).ok()?;
         let list = lists.get(index)?;
         Some(Ok(match format {
             Format::Json => format!("{}\n", serde_json::to_string(&*list.todos).unwrap_or_else(|_| "[]".into())),

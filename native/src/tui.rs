@@ -469,6 +469,8 @@ mod tests {
             access: String::new(),
             members: Vec::new(),
             can_manage: false,
+            lists: Vec::new(),
+            reply: None,
         }
     }
 

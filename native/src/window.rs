@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use hellopears_core::ui::{Snapshot, WindowMessage};
+use hellopears_core::control::SHOWN_LIST;
+use hellopears_core::ui::{Command, PageAsk, PageReply, Snapshot, WindowMessage};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -87,8 +88,18 @@ pub fn run(
                 let _ = done_tx.send(result);
             });
         }
-        let relay =
-            Relay { host: stdin, handle: handle.clone(), topic, view: view_rx, pending: HashMap::new(), next_id: 0 };
+        let (replies_tx, replies_rx) = mpsc::channel(16);
+        let relay = Relay {
+            host: stdin,
+            handle: handle.clone(),
+            topic,
+            view: view_rx,
+            pending: HashMap::new(),
+            next_id: 0,
+            reply: None,
+            replies_tx,
+            replies_rx,
+        };
         let outcome = relay.run(BufReader::new(stdout).lines(), eval_rx, done_rx).await;
         finish(child, handle, outcome).await
     })
@@ -116,6 +127,10 @@ struct Relay {
     /// Scripts sent to the page, by id, with where their result goes.
     pending: HashMap<u64, oneshot::Sender<Reply>>,
     next_id: u64,
+    /// The answer to the page's last invite or list action, sent with every snapshot.
+    reply: Option<PageReply>,
+    replies_tx: mpsc::Sender<(PageAsk, Reply)>,
+    replies_rx: mpsc::Receiver<(PageAsk, Reply)>,
 }
 
 impl Relay {
@@ -139,8 +154,14 @@ impl Relay {
                     if changed.is_err() {
                         return Outcome::Stopping(done);
                     }
-                    let snapshot = Box::new(self.view.borrow_and_update().clone());
-                    self.send(&HostIn::Push(snapshot)).await;
+                    let snapshot = self.view.borrow_and_update().clone();
+                    self.push(snapshot).await;
+                }
+                Some((about, result)) = self.replies_rx.recv() => {
+                    let seq = self.reply.as_ref().map_or(1, |reply| reply.seq + 1);
+                    self.reply = Some(PageReply { seq, about, result });
+                    let snapshot = self.view.borrow().clone();
+                    self.push(snapshot).await;
                 }
                 Some((script, reply)) = evals.recv() => {
                     let id = self.next_id;
@@ -170,21 +191,56 @@ impl Relay {
                 // snapshot is pushed when it comes.
                 let snapshot = self.view.borrow().clone();
                 if !snapshot.topic.is_empty() {
-                    self.send(&HostIn::Push(Box::new(snapshot))).await;
+                    self.push(snapshot).await;
                 }
+            }
+            HostOut::Page(WindowMessage::Command(Command::NewInvite { role, valid_ms })) => {
+                let action = Action::Invite { role, valid_ms, format: crate::commands::Format::Json };
+                self.ask(PageAsk::Invite, action, |json| {
+                    let value: serde_json::Value = serde_json::from_str(&json).map_err(|e| e.to_string())?;
+                    value["link"].as_str().map(str::to_owned).ok_or_else(|| "no invite link".to_owned())
+                });
             }
             HostOut::Page(WindowMessage::Command(command)) => {
                 let (peer, topic) = (self.handle.clone(), self.topic.clone());
                 tokio::spawn(async move {
-                    // The list this window shows (the peer's first).
-                    let list = Some(hellopears_core::control::SHOWN_LIST.to_owned());
-                    let request = Request { topic, list, action: Action::Command(command) };
+                    let request =
+                        Request { topic, list: Some(SHOWN_LIST.to_owned()), action: Action::Command(command) };
                     if let Err(error) = peer.request(request).await {
                         tracing::warn!(%error, "a command from the window failed");
                     }
                 });
             }
+            HostOut::Page(WindowMessage::OpenList(id)) => self.ask(PageAsk::Lists, Action::Show(id), Ok),
+            HostOut::Page(WindowMessage::NewList(name)) => self.ask(PageAsk::Lists, Action::NewList(name), Ok),
+            HostOut::Page(WindowMessage::JoinList(link)) => {
+                let peer = self.handle.clone();
+                let replies = self.replies_tx.clone();
+                tokio::spawn(async move {
+                    let result = join_and_show(&peer, link).await;
+                    let _ = replies.send((PageAsk::Lists, result)).await;
+                });
+            }
         }
+    }
+
+    /// Runs a request for the page on the peer and shows its answer there (through `answer`).
+    fn ask(&self, about: PageAsk, action: Action, answer: impl FnOnce(String) -> Reply + Send + 'static) {
+        let (peer, replies) = (self.handle.clone(), self.replies_tx.clone());
+        tokio::spawn(async move {
+            let request = Request { topic: String::new(), list: Some(SHOWN_LIST.to_owned()), action };
+            let result = peer.request(request).await.and_then(answer);
+            if let Err(error) = &result {
+                tracing::info!(%error, "a request from the window failed");
+            }
+            let _ = replies.send((about, result)).await;
+        });
+    }
+
+    /// Pushes a snapshot to the page, with the last answer to show.
+    async fn push(&mut self, mut snapshot: Snapshot) {
+        snapshot.reply = self.reply.clone();
+        self.send(&HostIn::Push(Box::new(snapshot))).await;
     }
 
     async fn send(&mut self, message: &HostIn) {
@@ -194,6 +250,15 @@ impl Relay {
             tracing::debug!(%error, "the window host is gone");
         }
     }
+}
+
+/// Joins a list from an invite link pasted into the window, and shows it once admitted.
+async fn join_and_show(peer: &PeerHandle, link: String) -> Reply {
+    let invite = hellopears_core::access::InviteLink::decode(&link).map_err(|e| e.to_string())?;
+    let request = |action| Request { topic: String::new(), list: None, action };
+    let joined = peer.request(request(Action::Join { link, wait_ms: 60_000 })).await?;
+    peer.request(request(Action::Show(invite.topic().id().to_string()))).await?;
+    Ok(joined)
 }
 
 /// Stops whichever side is still running and reports how it went.

@@ -48,8 +48,12 @@ pub enum Action {
     Eval(String),
     /// The lists of the data dir.
     Lists(Format),
-    /// Create a private list with this name.
+    /// Create a private list with this name (a running peer's own UI, naming
+    /// [`SHOWN_LIST`], then shows it).
     NewList(String),
+    /// Show this list (a name, or a unique prefix of a name or id) in the running peer's
+    /// own UI (its window).
+    Show(String),
     /// An invite link to the list.
     Invite {
         /// The role it grants.

@@ -497,6 +497,8 @@ impl<P: Ord + Clone + Debug> Node<P> {
                 })
                 .unwrap_or_default(),
             can_manage: self.replica.role().is_some_and(crate::access::Role::can_write),
+            lists: Vec::new(),
+            reply: None,
         }
     }
 

@@ -185,6 +185,46 @@ pub struct Snapshot {
     /// Whether this device may invite and remove members.
     #[serde(default)]
     pub can_manage: bool,
+    /// Every list of the peer behind a native window (empty in a tab, which keeps its own).
+    #[serde(default)]
+    pub lists: Vec<ListEntry>,
+    /// The answer to the window's last list action or invite (see [`WindowMessage`]).
+    #[serde(default)]
+    pub reply: Option<PageReply>,
+}
+
+/// A list a native window's peer serves, as its lists panel shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ListEntry {
+    /// Its name.
+    pub name: String,
+    /// Its id (hex), which [`WindowMessage::OpenList`] names.
+    pub id: String,
+    /// Private (else a public topic).
+    pub private: bool,
+    /// Whether the window shows it.
+    pub shown: bool,
+}
+
+/// The answer to a window's request that has one to show: an invite link, or why a list
+/// action failed. `seq` grows with each, so the page shows each once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageReply {
+    /// Grows with every reply.
+    pub seq: u64,
+    /// What was asked.
+    pub about: PageAsk,
+    /// The link (an invite) or a line to show; or the error.
+    pub result: Result<String, String>,
+}
+
+/// What a [`PageReply`] answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PageAsk {
+    /// [`Command::NewInvite`].
+    Invite,
+    /// [`WindowMessage::OpenList`], [`WindowMessage::NewList`] or [`WindowMessage::JoinList`].
+    Lists,
 }
 
 /// What every UI says of a public topic.
@@ -224,8 +264,14 @@ pub fn short(text: &str, chars: usize) -> &str {
 pub enum WindowMessage {
     /// The page is up: send it the state.
     Ready,
-    /// A user action.
+    /// A user action on the list shown.
     Command(Command),
+    /// Show another list of the peer (by id, see [`ListEntry`]).
+    OpenList(String),
+    /// Create a private list with this name and show it.
+    NewList(String),
+    /// Join a list from an invite link and show it once admitted.
+    JoinList(String),
 }
 
 /// The global a native window defines before the app starts, so the app runs on the IPC

@@ -35,14 +35,16 @@ pub struct Display {
 impl Display {
     /// Starts Xvfb on the first free display number from 90, 1280x1024, 24 bits.
     pub fn start() -> anyhow::Result<Display> {
-        let fbdir = tempfile::tempdir()?;
-        for number in 90..140 {
+        // Tests start displays in parallel: a number another Xvfb took first makes ours
+        // exit at once, and the next number is tried.
+        'numbers: for number in 90..140 {
             if Path::new(&format!("/tmp/.X11-unix/X{number}")).exists()
                 || Path::new(&format!("/tmp/.X{number}-lock")).exists()
             {
                 continue;
             }
             let name = format!(":{number}");
+            let fbdir = tempfile::tempdir()?;
             let child = Command::new("Xvfb")
                 .args([name.as_str(), "-screen", "0", "1280x1024x24", "-nolisten", "tcp", "-fbdir"])
                 .arg(fbdir.path())
@@ -53,16 +55,12 @@ impl Display {
             let mut display = Display { child, name, fbdir };
             let socket = PathBuf::from(format!("/tmp/.X11-unix/X{number}"));
             let deadline = Instant::now() + Duration::from_secs(10);
-            while !socket.exists() {
-                if let Ok(Some(status)) = display.child.try_wait() {
-                    bail!("Xvfb exited at once ({status})");
+            // The socket and the screen file appear with the server.
+            while !socket.exists() || !display.fbdir.path().join("Xvfb_screen0").exists() {
+                if let Ok(Some(_)) = display.child.try_wait() {
+                    continue 'numbers;
                 }
-                ensure!(Instant::now() < deadline, "Xvfb did not create its socket");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            // The screen file appears with the server.
-            while !display.fbdir.path().join("Xvfb_screen0").exists() {
-                ensure!(Instant::now() < deadline, "Xvfb did not create its screen file");
+                ensure!(Instant::now() < deadline, "Xvfb did not start on {number}");
                 std::thread::sleep(Duration::from_millis(20));
             }
             display.name = format!(":{number}");

@@ -207,6 +207,147 @@ fn the_window_syncs_with_a_desktop_peer_both_ways() {
     assert!(written.is_empty(), "the web view wrote into XDG_DATA_HOME: {written:?}");
 }
 
+/// Types `text` into the input with `testid` in the window's page and presses Enter.
+fn type_into(dir: &Path, testid: &str, text: &str) {
+    let text = serde_json::to_string(text).expect("json");
+    act(
+        dir,
+        &format!(
+            "{{ const input = document.querySelector('[data-testid={testid}]');
+             input.value = {text};
+             input.dispatchEvent(new KeyboardEvent('keydown', {{key: 'Enter', bubbles: true}})); }}"
+        ),
+    );
+}
+
+/// What the window's page shows in the element with `testid` (its text, or an input's value).
+fn shown(dir: &Path, testid: &str) -> String {
+    let value = eval(
+        dir,
+        &format!("(e => e ? (e.value ?? e.textContent) : '')(document.querySelector('[data-testid={testid}]'))"),
+    );
+    value.as_str().unwrap_or_default().to_owned()
+}
+
+fn members(dir: &Path, list: &str) -> Vec<Value> {
+    serde_json::from_str(&ok(dir, &["--list", list, "members", "--json"])).expect("members json")
+}
+
+/// The window manages lists itself: it creates a private list, invites a desktop (link and
+/// QR code), shows its todos, removes it after a confirmation, switches lists, and joins a
+/// list from a pasted link.
+#[test]
+fn the_window_creates_invites_removes_switches_and_joins_lists() {
+    if !display::available() {
+        return;
+    }
+    let root = browser::web_root();
+    let screen = Display::start().expect("Xvfb");
+    let (p_dir, w_dir) = (TempDir::new().expect("tempdir"), TempDir::new().expect("tempdir"));
+    let args = loopback_args(&root);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let p = Peer::start(p_dir.path(), &args);
+    let mut window_args = args.clone();
+    let bootstrap = p.tcp_addr();
+    window_args.extend(["--bootstrap", bootstrap.as_str()]);
+    let xdg = TempDir::new().expect("tempdir");
+    let _w = Peer::start_window_with_env(w_dir.path(), &screen.name, &[("XDG_DATA_HOME", xdg.path())], &window_args);
+    let (w_path, p_path) = (w_dir.path(), p_dir.path());
+    let wait = |what: &str, check: &dyn Fn() -> bool| {
+        assert!(wait_until(Duration::from_secs(20), check), "{what}");
+    };
+    wait("the window shows the public topic", &|| shown(w_path, "topic-name") == "todo");
+
+    // Create a private list in the window: it is shown at once, private, with this device
+    // as its owner.
+    type_into(w_path, "new-list", "groceries");
+    wait("the window shows its new list", &|| shown(w_path, "topic-name") == "groceries");
+    wait("it is private and ours", &|| shown(w_path, "access").contains("private, owner"));
+    let rows = "JSON.stringify([...document.querySelectorAll('[data-testid=lists] [data-testid=list]')].map(l => l.textContent))";
+    let lists = eval(w_path, rows);
+    assert_eq!(lists.as_array().map(Vec::len), Some(2), "the lists panel shows both lists: {lists}");
+
+    // Invite from the window: a link and its QR code.
+    act(w_path, "document.querySelector('[data-testid=invite]').click();");
+    wait("the window shows an invite link", &|| shown(w_path, "invite-link").contains("#join="));
+    let link = shown(w_path, "invite-link");
+    let qr = eval(w_path, "document.querySelector('[data-testid=invite-qr] svg') !== null");
+    assert_eq!(qr, Value::Bool(true), "the invite has a QR code");
+
+    // The desktop joins with it; todos flow both ways.
+    let joined = ok(p_path, &["join", &link]);
+    assert!(joined.contains("groceries"), "{joined}");
+    ok(p_path, &["--list", "groceries", "add", "milk from the desktop"]);
+    wait("the window shows the desktop's todo", &|| {
+        window_todos(w_path).iter().any(|(text, _)| text == "milk from the desktop")
+    });
+    type_into(w_path, "new-todo", "bread from the window");
+    let synced = wait_until(Duration::from_secs(20), || {
+        list_of(p_path, "groceries").iter().any(|todo| todo["text"] == "bread from the window")
+    });
+    assert!(
+        synced,
+        "the desktop got the window's todo: desktop {:?}, window {:?}, window's store {:?}",
+        list_of(p_path, "groceries"),
+        window_todos(w_path),
+        list_of(w_path, "groceries")
+    );
+
+    // Remove the desktop from the window, after confirming.
+    let p_writer = members(p_path, "groceries")
+        .iter()
+        .find(|m| m["me"] == true)
+        .and_then(|m| m["writer"].as_str().map(str::to_owned))
+        .expect("the desktop is a member");
+    wait("the window lists the desktop as a member", &|| {
+        eval(
+            w_path,
+            &format!("document.querySelector(\"[data-writer='{p_writer}'] [data-testid=remove-member]\") !== null"),
+        ) == Value::Bool(true)
+    });
+    act(
+        w_path,
+        &format!(
+            "window.confirm = () => true;
+             document.querySelector(\"[data-writer='{p_writer}'] [data-testid=remove-member]\").click();"
+        ),
+    );
+    wait("the desktop is removed", &|| {
+        members(w_path, "groceries").iter().any(|m| m["writer"] == p_writer.as_str() && m["active"] == false)
+    });
+    wait("the removal reached the desktop", &|| {
+        !run(p_path, &["--list", "groceries", "add", "after removal"]).status.success()
+    });
+
+    // Switch back to the public topic.
+    act(
+        w_path,
+        "[...document.querySelectorAll('[data-testid=lists] [data-testid=list] a')].find(a => a.textContent == 'todo').click();",
+    );
+    wait("the window shows the public topic again", &|| shown(w_path, "topic-name") == "todo");
+
+    // Join a list of the desktop's from a link pasted into the window.
+    ok(p_path, &["new", "work"]);
+    let invite: Value =
+        serde_json::from_str(&ok(p_path, &["--list", "work", "invite", "--json"])).expect("invite json");
+    ok(p_path, &["--list", "work", "add", "report from the desktop"]);
+    type_into(w_path, "join-link", invite["link"].as_str().expect("link"));
+    wait("the window joined and shows the list", &|| shown(w_path, "topic-name") == "work");
+    wait("with the desktop's todo", &|| window_todos(w_path).iter().any(|(text, _)| text == "report from the desktop"));
+    wait("as a writer", &|| shown(w_path, "access").contains("private, writer"));
+
+    // A bad link is refused with a message, and the window stays on its list.
+    type_into(w_path, "join-link", "https://example.com/#join=not-a-link");
+    wait("a bad link is explained", &|| {
+        !shown(w_path, "lists-error").trim().is_empty() && shown(w_path, "lists-error") != "joining…"
+    });
+    assert_eq!(shown(w_path, "topic-name"), "work");
+}
+
+fn list_of(dir: &Path, list: &str) -> Vec<Value> {
+    serde_json::from_str(&ok(dir, &["--list", list, "list", "--json"])).expect("json list")
+}
+
 #[test]
 fn without_a_display_window_exits_1_with_a_clear_message() {
     let dir = TempDir::new().expect("tempdir");

@@ -6,7 +6,7 @@ use hellopears_core::access::Role;
 use leptos::prelude::*;
 use web_sys::KeyboardEvent;
 
-use hellopears_core::ui::{Command, MemberInfo, PeerView, SyncStatus, TodoView};
+use hellopears_core::ui::{Command, ListEntry, MemberInfo, PeerView, SyncStatus, TodoView, WindowMessage};
 
 /// The UI's state and its line to the backend. Copyable, so every component and closure
 /// can hold it.
@@ -30,6 +30,10 @@ pub struct Ui {
     pub can_manage: RwSignal<bool>,
     /// The last invite link made here (or why none could be).
     pub invite: RwSignal<Option<Result<String, String>>>,
+    /// The lists of the desktop peer behind a native window (a tab keeps its own).
+    pub lists: RwSignal<Vec<ListEntry>>,
+    /// Why the last list action failed ("" when it did not).
+    pub lists_message: RwSignal<String>,
     commands: StoredValue<mpsc::UnboundedSender<Command>>,
 }
 
@@ -47,6 +51,8 @@ impl Ui {
             members: RwSignal::new(Vec::new()),
             can_manage: RwSignal::new(false),
             invite: RwSignal::new(None),
+            lists: RwSignal::new(Vec::new()),
+            lists_message: RwSignal::new(String::new()),
             commands: StoredValue::new(tx),
         };
         (ui, rx)
@@ -99,6 +105,13 @@ impl Ui {
         }
         if self.can_manage.get_untracked() != can_manage {
             self.can_manage.set(can_manage);
+        }
+    }
+
+    /// Sets the desktop's lists (skipped when unchanged).
+    pub fn set_lists(&self, lists: Vec<ListEntry>) {
+        if self.lists.with_untracked(|old| *old != lists) {
+            self.lists.set(lists);
         }
     }
 
@@ -233,11 +246,12 @@ pub fn App(ui: Ui) -> impl IntoView {
                 </button>
             </footer>
             <Members ui=ui />
-            // In the native window the desktop holds the lists (its CLI and terminal UI
-            // manage them); a tab holds its own.
-            <Show when=|| !crate::bridge::in_window()>
-                <Lists ui=ui />
-            </Show>
+            // In the native window the desktop peer holds the lists; a tab holds its own.
+            {if crate::bridge::in_window() {
+                view! { <DesktopLists ui=ui /> }.into_any()
+            } else {
+                view! { <Lists ui=ui /> }.into_any()
+            }}
             <Peers ui=ui />
         </main>
     }
@@ -470,6 +484,55 @@ fn Lists(ui: Ui) -> impl IntoView {
             <input data-testid="new-list" placeholder="new private list…" on:keydown=create />
             <input data-testid="join-link" placeholder="paste an invite link…" on:keydown=join />
             <p class="error" data-testid="lists-error">{move || error.get()}</p>
+        </section>
+    }
+}
+
+/// The lists of the desktop peer behind a native window: switch between them, create a
+/// private one, join one from an invite link (the peer does each and shows the list).
+#[component]
+fn DesktopLists(ui: Ui) -> impl IntoView {
+    let on_enter = move |ev: &KeyboardEvent| {
+        if ev.key() != "Enter" {
+            return None;
+        }
+        let input: web_sys::HtmlInputElement = event_target(ev);
+        let value = input.value().trim().to_owned();
+        input.set_value("");
+        (!value.is_empty()).then_some(value)
+    };
+    let create = move |ev: KeyboardEvent| {
+        if let Some(name) = on_enter(&ev) {
+            crate::bridge::post(&WindowMessage::NewList(name));
+        }
+    };
+    let join = move |ev: KeyboardEvent| {
+        if let Some(link) = on_enter(&ev) {
+            ui.lists_message.set("joining…".into());
+            crate::bridge::post(&WindowMessage::JoinList(link));
+        }
+    };
+    view! {
+        <section class="lists" data-testid="lists">
+            <h2>"Lists"</h2>
+            <ul>
+                <For each=move || ui.lists.get() key=|list| list.clone() let:list>
+                    <li data-testid="list" data-private=list.private.to_string() data-id=list.id.clone() class:current=list.shown>
+                        <a href="#" on:click={
+                            let id = list.id.clone();
+                            move |ev: leptos::ev::MouseEvent| {
+                                ev.prevent_default();
+                                ui.invite.set(None);
+                                crate::bridge::post(&WindowMessage::OpenList(id.clone()));
+                            }
+                        }>{list.name.clone()}</a>
+                        {if list.private { " · private" } else { " · public" }}
+                    </li>
+                </For>
+            </ul>
+            <input data-testid="new-list" placeholder="new private list…" on:keydown=create />
+            <input data-testid="join-link" placeholder="paste an invite link…" on:keydown=join />
+            <p class="error" data-testid="lists-error">{move || ui.lists_message.get()}</p>
         </section>
     }
 }

@@ -8,14 +8,16 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 
 use crate::app::Ui;
-use hellopears_core::ui::{Command, Snapshot, WINDOW_MARKER, WINDOW_PUSH, WindowMessage};
+use hellopears_core::ui::{Command, PageAsk, Snapshot, WINDOW_MARKER, WINDOW_PUSH, WindowMessage};
+use leptos::prelude::Set;
 
 /// Whether this page runs in a HelloPears native window.
 pub fn in_window() -> bool {
     web_sys::window().is_some_and(|w| js_sys::Reflect::has(&w, &WINDOW_MARKER.into()).unwrap_or(false))
 }
 
-fn post(message: &WindowMessage) {
+/// Posts a message to the desktop process.
+pub fn post(message: &WindowMessage) {
     let Some(window) = web_sys::window() else { return };
     let Ok(ipc) = js_sys::Reflect::get(&window, &"ipc".into()) else { return };
     let Ok(post) = js_sys::Reflect::get(&ipc, &"postMessage".into()) else { return };
@@ -28,6 +30,7 @@ fn post(message: &WindowMessage) {
 /// Connects the UI to the desktop process.
 pub fn spawn(ui: Ui, mut commands: mpsc::UnboundedReceiver<Command>) {
     let first = std::cell::Cell::new(true);
+    let answered = std::cell::Cell::new(0u64);
     let push = Closure::<dyn Fn(String)>::new(move |json: String| match serde_json::from_str::<Snapshot>(&json) {
         Ok(snapshot) => {
             // The default (empty) snapshot comes before the desktop process has its store open.
@@ -36,9 +39,16 @@ pub fn spawn(ui: Ui, mut commands: mpsc::UnboundedReceiver<Command>) {
             }
             ui.set_topic(snapshot.topic);
             ui.set_access(snapshot.access);
-            // The window shows the members; invites and removals are made from the CLI or a
-            // tab, which can show the link they make.
-            ui.set_members(snapshot.members, false);
+            ui.set_members(snapshot.members, snapshot.can_manage);
+            ui.set_lists(snapshot.lists);
+            // Each answer to an invite or a list action is shown once.
+            if let Some(reply) = snapshot.reply.filter(|reply| reply.seq > answered.get()) {
+                answered.set(reply.seq);
+                match reply.about {
+                    PageAsk::Invite => ui.set_invite(reply.result),
+                    PageAsk::Lists => ui.lists_message.set(reply.result.err().unwrap_or_default()),
+                }
+            }
             ui.set_writer(snapshot.writer);
             ui.set_todos(snapshot.todos);
             ui.set_peers(snapshot.peers);
