@@ -399,7 +399,7 @@ pub fn execute_offline(home: &Home, selection: &Selection, request: &Request) ->
             home.set_device_name(&name).map_err(fail)?;
             for record in home.lists().map_err(fail)? {
                 let mut node = open_offline(home, &record, None)?;
-                if node.replica().role().is_some() {
+                if node.replica().role().is_some_and(hellopears_core::access::Role::can_read) {
                     let backend = home.backend(&record.topic()).map_err(fail)?;
                     settle(&mut node, &backend, Input::Command(0, ui::Command::SetName(name.clone())), now)?;
                 }

@@ -825,7 +825,8 @@ impl Peer {
         }
         self.home.set_device_name(&name).map_err(|e| e.to_string())?;
         for list in 0..self.slots.len() {
-            if self.slots[list].node.replica().role().is_some() {
+            // Blind members have no name: they read nothing, names included.
+            if self.slots[list].node.replica().role().is_some_and(hellopears_core::access::Role::can_read) {
                 let id = self.next_command;
                 self.next_command += 1;
                 self.feed(list, Input::Command(id, hellopears_core::ui::Command::SetName(name.clone())));

@@ -275,7 +275,12 @@ impl ContentKey {
         Envelope::seal(EnvelopeKind::Content, self.id, &self.key, list, writer, seq, plaintext)
     }
 
-    /// Decrypts a todo operation.
+    /// Encrypts a display name operation for the entry (writer, seq).
+    pub fn seal_name(&self, list: &[u8; 32], writer: &WriterId, seq: u64, plaintext: &[u8]) -> Vec<u8> {
+        Envelope::seal(EnvelopeKind::Name, self.id, &self.key, list, writer, seq, plaintext)
+    }
+
+    /// Decrypts a todo operation or a display name (as its envelope says).
     pub fn open(
         &self,
         envelope: &Envelope,
@@ -283,7 +288,7 @@ impl ContentKey {
         writer: &WriterId,
         seq: u64,
     ) -> Result<Vec<u8>, AccessError> {
-        if envelope.kind != EnvelopeKind::Content || envelope.key_id != self.id {
+        if envelope.kind == EnvelopeKind::Membership || envelope.key_id != self.id {
             return Err(AccessError::WrongKey);
         }
         envelope.open(&self.key, list, writer, seq)
@@ -297,6 +302,9 @@ pub enum EnvelopeKind {
     Membership,
     /// A todo operation, under a content key.
     Content,
+    /// A member's display name ([`crate::list::MemberOp::Name`]), under a content key, so
+    /// only members who read the list read names (blind members do not).
+    Name,
 }
 
 /// An entry payload of a private list: `kind ‖ key id (8) ‖ nonce (24) ‖ ciphertext`.
@@ -348,6 +356,7 @@ impl Envelope {
         let kind = match payload[0] {
             1 => EnvelopeKind::Membership,
             2 => EnvelopeKind::Content,
+            3 => EnvelopeKind::Name,
             _ => return Err(AccessError::Malformed),
         };
         let mut key_id = [0u8; 8];
@@ -370,6 +379,7 @@ fn kind_byte(kind: EnvelopeKind) -> u8 {
     match kind {
         EnvelopeKind::Membership => 1,
         EnvelopeKind::Content => 2,
+        EnvelopeKind::Name => 3,
     }
 }
 

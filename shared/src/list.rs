@@ -272,7 +272,14 @@ impl ListView {
         let device = private.device.id();
         match (op, private.membership.role(&device)) {
             (_, None) => return Err(AccessError::NotAMember),
-            (MemberOp::Name { .. }, Some(_)) => {}
+            // Names are for the members who read the list: under the content key.
+            (MemberOp::Name { .. }, Some(role)) => {
+                if !role.can_read() {
+                    return Err(AccessError::CannotWrite(role.label()));
+                }
+                let key = private.current_key().ok_or_else(|| AccessError::UnknownKey("(none)".into()))?;
+                return Ok(key.seal_name(&private.keys.id, &device, seq, &op.encode()));
+            }
             (_, Some(role)) if !role.can_write() => return Err(AccessError::CannotWrite(role.label())),
             _ => {}
         }
@@ -449,6 +456,14 @@ impl Private {
     }
 }
 
+/// A display name operation from a name envelope (nothing else may come in one).
+fn name_op(plain: &[u8]) -> Option<MemberOp> {
+    match postcard::from_bytes::<MemberOp>(plain) {
+        Ok(op @ MemberOp::Name { .. }) => Some(op),
+        _ => None,
+    }
+}
+
 fn position(ctx: &ApplyContext) -> Position {
     Position { clock: ctx.clock, writer: ctx.writer, seq: ctx.seq }
 }
@@ -484,6 +499,10 @@ impl Apply for ListView {
                 Ok(plain) => self.db.decode_op(&plain, ctx).map(ListOp::Db),
                 Err(_) => Some(ListOp::Locked(envelope)),
             },
+            EnvelopeKind::Name => match private.open_content(&envelope, ctx) {
+                Ok(plain) => name_op(&plain).map(ListOp::Member),
+                Err(_) => Some(ListOp::Locked(envelope)),
+            },
         }
     }
 
@@ -498,9 +517,15 @@ impl Apply for ListView {
         let op = match op {
             ListOp::Locked(envelope) => {
                 let Some(private) = &self.private else { return ListUndo::Nothing };
-                match private.open_content(&envelope, ctx) {
-                    Ok(plain) => match self.db.decode_op(&plain, ctx) {
-                        Some(op) => ListOp::Db(op),
+                let opened = private.open_content(&envelope, ctx);
+                let decoded = match (&opened, envelope.kind) {
+                    (Ok(plain), EnvelopeKind::Name) => name_op(plain).map(ListOp::Member),
+                    (Ok(plain), _) => self.db.decode_op(plain, ctx).map(ListOp::Db),
+                    (Err(_), _) => None,
+                };
+                match opened {
+                    Ok(_) => match decoded {
+                        Some(op) => op,
                         None => return ListUndo::Nothing,
                     },
                     // Blind peers, and keys not (yet) held: nothing to apply.

@@ -355,11 +355,13 @@ impl<P: Ord + Clone + Debug> Node<P> {
             self.invite = None;
             return None;
         }
-        let (invite, name) = self.invite.as_ref()?;
+        let (invite, _) = self.invite.as_ref()?;
         let list = self.replica.topic().list_keys()?.id;
         let device = self.replica.writer_id();
-        let proof = invite.prove(&list, &device, name).to_vec();
-        Some(Message::Join { invite: invite.key(), device, name: name.clone(), proof })
+        // The name goes into the list once admitted, under the content key (the admission
+        // itself is readable by blind members).
+        let proof = invite.prove(&list, &device, "").to_vec();
+        Some(Message::Join { invite: invite.key(), device, name: String::new(), proof })
     }
 
     /// The replica (logs, order, view), for queries.
@@ -395,11 +397,25 @@ impl<P: Ord + Clone + Debug> Node<P> {
             Input::Persisted(id, result) => self.on_persisted(id, result),
             Input::Tick => self.on_tick(),
         }
-        self.after_change();
-        // Admitted: the invite has done its work.
-        if self.invite.is_some() && self.replica.role().is_some() {
-            self.invite = None;
+        // Admitted: the invite has done its work, and this device names itself to the
+        // members who read the list.
+        if self.invite.is_some()
+            && let Some(role) = self.replica.role()
+            && let Some((_, name)) = self.invite.take()
+            && role.can_read()
+            && !name.is_empty()
+        {
+            let named = MemberOp::Name { name: crate::limits::clip_name(&name) };
+            if let Err(error) = self.replica.write_member(&named) {
+                let reason = match error {
+                    crate::replica::WriteError::Access(reason) => reason,
+                    crate::replica::WriteError::Ingest(error) => AccessError::NotAllowed(error.to_string()),
+                };
+                let (writer, seq) = (self.replica.writer_id(), self.replica.base().len(&self.replica.writer_id()));
+                self.out.push(Output::Notice(Notice::Refused { writer, seq, reason }));
+            }
         }
+        self.after_change();
         std::mem::take(&mut self.out)
     }
 

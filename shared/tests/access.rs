@@ -281,6 +281,43 @@ fn a_blind_member_stores_and_serves_but_reads_nothing() {
     assert_eq!(texts(&d), ["secret plan"]);
 }
 
+fn names(replica: &Replica) -> Vec<String> {
+    let mut names: Vec<String> =
+        replica.membership().expect("private").members().iter().map(|member| member.name.clone()).collect();
+    names.sort();
+    names
+}
+
+/// An admission as nodes make it: the joiner names itself afterwards, under the content key.
+fn admit_unnamed(owner: &mut Replica, joiner: &Replica, invite: &Invite, now: u64) {
+    let list = joiner.topic().list_keys().expect("private").id;
+    let proof = invite.prove(&list, &joiner.writer_id(), "");
+    let op = owner.list().admission(invite.key(), joiner.writer_id(), String::new(), proof, now).expect("admission");
+    owner.write_member(&op).expect("admission written");
+}
+
+#[test]
+fn names_are_for_readers_and_blind_members_have_none() {
+    let mut a = owner();
+    a.write_member(&MemberOp::Name { name: "Alice's laptop".into() }).expect("the owner names itself");
+    let inv = invite(&mut a, 16, Role::Blind, DAY);
+    let mut blind = device(16);
+    admit_unnamed(&mut a, &blind, &inv, 1);
+    let inv_d = invite(&mut a, 17, Role::Writer, DAY);
+    let mut d = device(17);
+    admit_unnamed(&mut a, &d, &inv_d, 2);
+    sync(&mut a, &mut d);
+    d.write_member(&MemberOp::Name { name: "Dan's phone".into() }).expect("a reader names itself");
+    sync(&mut a, &mut d);
+    sync(&mut a, &mut blind);
+    assert_eq!(blind.role(), Some(Role::Blind));
+    assert!(blind.write_member(&MemberOp::Name { name: "backup box".into() }).is_err(), "a blind member has no name");
+    // Readers read every name; the blind member knows the members but reads no name.
+    assert_eq!(names(&a), ["", "Alice's laptop", "Dan's phone"]);
+    assert_eq!(names(&d), names(&a));
+    assert_eq!(names(&blind), ["", "", ""]);
+}
+
 #[test]
 fn entries_of_another_list_are_refused() {
     let mut a = owner();

@@ -185,6 +185,14 @@ fn a_blind_peer_keeps_the_list_available_and_holds_no_text() {
     };
     assert!(wait_until(SYNC, || entries(&blind.data) >= entries(&a.data)), "the blind peer did not store A's entries");
     assert!(texts(&blind.data, "plans").is_empty(), "a blind peer read todos");
+    // Names are for the members who read the list: the blind peer knows the members, by key.
+    let names = |data: &Path| -> Vec<String> {
+        let members: Vec<serde_json::Value> =
+            serde_json::from_str(&ok(data, &["--list", "plans", "members", "--json"])).expect("members json");
+        members.iter().filter_map(|m| m["name"].as_str().map(str::to_owned)).filter(|n| !n.is_empty()).collect()
+    };
+    assert!(wait_until(SYNC, || names(&a.data).contains(&"Bob".to_owned())), "A reads B's name: {:?}", names(&a.data));
+    assert!(names(&blind.data).is_empty(), "the blind peer reads names: {:?}", names(&blind.data));
     a.stop();
     // B comes back while A is away: everything comes from the blind peer.
     let b = Peer::start(dirs[2].path(), &[LOOPBACK, &["--bootstrap", &blind.tcp_addr()]].concat());
