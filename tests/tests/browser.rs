@@ -340,6 +340,60 @@ async fn two_tabs_of_one_profile_write_with_keys_of_their_own() -> anyhow::Resul
     Ok(())
 }
 
+/// Two tabs of one private list in one profile, with no desktop holding the list: the
+/// second tab asks the first for an invite over their `BroadcastChannel`, is admitted as a
+/// writer, and the two sync directly (the desktop serving the page is stopped first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_tab_of_a_private_list_is_admitted_and_syncs_with_the_first_directly() -> anyhow::Result<()> {
+    if !browser::available() {
+        return Ok(());
+    }
+    let _serial = SERIAL.lock().await;
+    let a_dir = TempDir::new()?;
+    let a = desktop(a_dir.path(), None, 0);
+    let url = a.web.clone().expect("A serves the web app");
+    let driver = Driver::start()?;
+    let profile = TempDir::new()?;
+    let tab = driver.tab(profile.path()).await?;
+    tab.open(&url).await?;
+    tab.eval(
+        "const i = document.querySelector('[data-testid=new-list]'); i.value = 'shared in one browser';
+         i.dispatchEvent(new KeyboardEvent('keydown', {key: 'Enter'})); return true;",
+    )
+    .await?;
+    tab.wait_for("the new list, owned", Duration::from_secs(30), |t| async move {
+        Ok(t.access().await.unwrap_or_default() == "private, owner")
+    })
+    .await?;
+    tab.add("from the first tab").await?;
+    let list_url = tab.eval("return location.href;").await?.as_str().unwrap_or_default().to_owned();
+    assert!(list_url.contains("#list="), "{list_url}");
+    let first_window = tab.client.window().await?;
+    let second_window = tab.client.new_window(true).await?.handle;
+    tab.client.switch_to_window(second_window).await?;
+    tab.open(&list_url).await?;
+    // No desktop from here on: whatever the tabs share, they share directly.
+    drop(a);
+    tab.wait_for("the second tab, admitted by the first", Duration::from_secs(30), |t| async move {
+        Ok(t.access().await.unwrap_or_default() == "private, writer")
+    })
+    .await?;
+    tab.wait_for("the first tab's todo in the second", Duration::from_secs(30), |t| async move {
+        Ok(t.todos().await?.iter().any(|x| x.text == "from the first tab"))
+    })
+    .await?;
+    tab.add("from the second tab").await?;
+    tab.client.switch_to_window(first_window).await?;
+    tab.wait_for("the second tab's todo in the first", Duration::from_secs(30), |t| async move {
+        Ok(t.todos().await?.iter().any(|x| x.text == "from the second tab"))
+    })
+    .await?;
+    let members = tab.eval("return document.querySelectorAll('[data-testid=member]').length;").await?;
+    assert_eq!(members.as_u64(), Some(2), "the first tab lists both tabs as members");
+    tab.close().await?;
+    Ok(())
+}
+
 /// A tab opened the moment a desktop peer serves the page shows the desktop's todo within
 /// 2 s, every time (runs: `HELLOPEARS_TAB_RUNS`, 50 by default).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

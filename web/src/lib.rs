@@ -19,6 +19,8 @@ pub mod lists;
 pub mod locks;
 #[cfg(target_arch = "wasm32")]
 mod peer;
+#[cfg(target_arch = "wasm32")]
+pub mod siblings;
 
 /// The app's entry point in a tab: starts the in-tab peer and mounts the UI.
 #[cfg(target_arch = "wasm32")]

@@ -124,6 +124,8 @@ struct Tab {
     garbage: bool,
     dirty: bool,
     last_render: u64,
+    /// Other tabs of this list in this browser.
+    siblings: Option<crate::siblings::Siblings>,
     /// The fragment the address bar gets once this tab is admitted (an invite link's
     /// secrets leave the address bar then).
     clean_url: Option<String>,
@@ -170,6 +172,11 @@ async fn run(
     mark("hellopears-loaded");
     let (events, mut events_rx) = mpsc::channel::<Event>(1024);
     let mut tab = Tab::open(topic, state, storage, ui, slot, events, garbage).await?;
+    let (wake, mut siblings_woke) = mpsc::unbounded::<()>();
+    match crate::siblings::Siblings::open(&database, tab.me, wake) {
+        Ok(siblings) => tab.siblings = Some(siblings),
+        Err(error) => log(&format!("hellopears: other tabs of this list will sync through desktops only: {error}")),
+    }
     mark("hellopears-opened");
     ui.set_writer(tab.node.replica().writer_id().short());
     // First paint from what is stored, before any network.
@@ -215,8 +222,10 @@ async fn run(
                 let Some(command) = command else { return Ok(()) };
                 tab.command(command);
             }
+            _ = siblings_woke.next() => tab.on_siblings(),
             _ = tick.next() => {
                 tab.feed(Input::Tick);
+                tab.ask_siblings();
                 tab.dial_due();
                 tab.dirty = true;
             }
@@ -285,6 +294,7 @@ impl Tab {
             garbage,
             dirty: true,
             last_render: 0,
+            siblings: None,
             clean_url: None,
         })
     }
@@ -304,6 +314,18 @@ impl Tab {
                     let result = storage.write(&batch).await.map_err(|e| e.to_string());
                     let _ = events.send(Event::Persisted(id, result)).await;
                 });
+            }
+            Output::OpenStream(remote) if self.is_sibling(&remote) => self.feed(Input::StreamOpened(remote)),
+            Output::Send(remote, frame) if self.is_sibling(&remote) => {
+                if let Some(siblings) = &self.siblings {
+                    siblings.send(remote, frame);
+                }
+            }
+            Output::Disconnect(remote, reason) | Output::Ban(remote, reason) if self.is_sibling(&remote) => {
+                log(&format!("hellopears: dropping the tab {remote}: {reason}"));
+                if let Some(siblings) = &mut self.siblings {
+                    siblings.forget(&remote);
+                }
             }
             Output::OpenStream(remote) => {
                 self.next_epoch += 1;
@@ -328,6 +350,81 @@ impl Tab {
             Output::Reply(_, Ok(_)) => {}
             Output::Notice(notice) => log(&format!("hellopears: {notice:?}")),
             Output::Changed => self.dirty = true,
+        }
+    }
+
+    fn is_sibling(&self, peer: &PeerId) -> bool {
+        self.siblings.as_ref().is_some_and(|siblings| siblings.is_sibling(peer))
+    }
+
+    /// What other tabs of this list said.
+    fn on_siblings(&mut self) {
+        use crate::siblings::Event as Sibling;
+        let Some(siblings) = &mut self.siblings else { return };
+        for event in siblings.take() {
+            match event {
+                Sibling::Joined(peer) | Sibling::Greeted(peer) => {
+                    if let Some(siblings) = &self.siblings {
+                        siblings.greet(peer);
+                    }
+                    log(&format!("hellopears: another tab of this list: {peer}"));
+                    self.feed(Input::Connected { remote: peer, open: Open::Now, identity: peer.to_bytes() });
+                }
+                Sibling::Left(peer) => self.feed(Input::Disconnected(peer)),
+                Sibling::Frame(peer, frame) => self.feed(Input::Frame(peer, frame)),
+                Sibling::InviteMe(peer, writer) => self.invite_sibling(peer, writer),
+                Sibling::Invited(secret) => {
+                    if self.node.replica().role().is_none() {
+                        log("hellopears: another tab of this list invited this one");
+                        self.node
+                            .set_invite(hellopears_core::access::Invite::from_secret(secret), "a browser tab".into());
+                    }
+                }
+            }
+        }
+    }
+
+    /// A tab of a private list that is not a member (a second tab of a list this browser
+    /// holds) asks the other tabs for an invite.
+    fn ask_siblings(&mut self) {
+        let replica = self.node.replica();
+        if replica.membership().is_none() || replica.role().is_some() || self.node.is_joining() {
+            return;
+        }
+        let writer = replica.writer_id();
+        if let Some(siblings) = &mut self.siblings {
+            siblings.ask_for_invite(writer, now_ms());
+        }
+    }
+
+    /// Invites a sibling tab's writer key, when this tab may invite and it is no member yet.
+    fn invite_sibling(&mut self, peer: PeerId, writer: hellopears_core::WriterId) {
+        let replica = self.node.replica();
+        let may_invite = replica.role().is_some_and(hellopears_core::access::Role::can_write);
+        let member = replica.membership().is_some_and(|m| m.role(&writer).is_some());
+        if !may_invite || member {
+            return;
+        }
+        let Some(siblings) = &mut self.siblings else { return };
+        if !siblings.should_invite(writer, now_ms()) {
+            return;
+        }
+        let mut secret = [0u8; 32];
+        if let Err(error) = getrandom::fill(&mut secret) {
+            log(&format!("hellopears: no randomness for an invite: {error}"));
+            return;
+        }
+        let role = hellopears_core::access::Role::Writer;
+        match self.node.prepare_invite(secret, role, crate::siblings::SIBLING_INVITE_MS, Vec::new()) {
+            Ok((command, _)) => {
+                let id = self.next_command;
+                self.next_command += 1;
+                self.feed(Input::Command(id, command));
+                if let Some(siblings) = &self.siblings {
+                    siblings.invite(peer, secret);
+                }
+            }
+            Err(error) => log(&format!("hellopears: cannot invite the other tab: {error}")),
         }
     }
 
