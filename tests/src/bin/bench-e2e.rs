@@ -171,7 +171,7 @@ fn wait(timeout: Duration, mut check: impl FnMut() -> bool) {
 /// todos, with how long that took from the spawn.
 fn start_until(data: &Path, args: &[&str], want: u64) -> (std::process::Child, Duration) {
     let started = Instant::now();
-    let child = Command::new(hellopears_bin())
+    let mut child = Command::new(hellopears_bin())
         .arg("--data")
         .arg(data)
         .arg("up")
@@ -185,7 +185,11 @@ fn start_until(data: &Path, args: &[&str], want: u64) -> (std::process::Child, D
         if ask(data, json!({"Status": "Json"})).is_ok() && todos(data) >= want {
             return (child, started.elapsed());
         }
-        assert!(Instant::now() < deadline, "the peer on {} never got {want} todos", data.display());
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the peer on {} never got {want} todos", data.display());
+        }
         std::thread::sleep(Duration::from_millis(1));
     }
 }
