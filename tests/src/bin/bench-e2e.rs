@@ -169,6 +169,7 @@ fn wait(timeout: Duration, mut check: impl FnMut() -> bool) {
 
 /// Spawns `hellopears up` and returns it once its control socket answers with `want`
 /// todos, with how long that took from the spawn.
+#[expect(clippy::zombie_processes, reason = "the caller stops the peer it gets (`stop`)")]
 fn start_until(data: &Path, args: &[&str], want: u64) -> (std::process::Child, Duration) {
     let started = Instant::now();
     let mut child = Command::new(hellopears_bin())
