@@ -1,4 +1,5 @@
-//! Core benchmarks: linearize + apply, verify + ingest against raw `verify_strict`, and reorg.
+//! Core benchmarks: linearize + apply, verify + ingest against raw `verify_strict`, reorg,
+//! private lists, and DB queries with and without an index.
 //! Run with `cargo xtask bench` (or `cargo bench -p hellopears-core --features test-utils`).
 
 use std::hint::black_box;
@@ -44,7 +45,10 @@ fn linearize_apply(c: &mut Criterion) {
         b.iter_batched(
             || {
                 let mut base = todo_base();
-                for entry in delivery.clone() {
+                // In causal order: the pending set is bounded, a shuffled 100k would overflow it.
+                let mut ordered = delivery.clone();
+                causal_sort(&mut ordered);
+                for entry in ordered {
                     let _ = base.ingest_verified(entry);
                 }
                 base
@@ -61,14 +65,15 @@ fn linearize_apply(c: &mut Criterion) {
 }
 
 fn verify_ingest(c: &mut Criterion) {
-    let entries = Workload { writers: 1, ops: OPS, exchange_every: 1, seed: 3 }.generate();
-    let key = entries[0].writer().verifying_key().expect("valid key");
+    // Eight writers: one writer's 100k entries would pass its quota (limits::MAX_WRITER_BYTES).
+    let entries = Workload { writers: 8, ops: OPS, exchange_every: 1, seed: 3 }.generate();
+    let keys: Vec<_> = entries.iter().map(|e| e.writer().verifying_key().expect("valid key")).collect();
     let mut group = c.benchmark_group("verify");
     group.sample_size(10).measurement_time(Duration::from_secs(40));
     group.throughput(Throughput::Elements(entries.len() as u64));
     group.bench_function("raw_verify_strict_100k", |b| {
         b.iter(|| {
-            for entry in &entries {
+            for (entry, key) in entries.iter().zip(&keys) {
                 let bytes = entry.bytes();
                 let mut signature = [0u8; 64];
                 signature.copy_from_slice(&bytes[bytes.len() - 64..]);
@@ -186,5 +191,32 @@ fn private_list(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, linearize_apply, verify_ingest, reorg, private_list);
+/// DB queries on 20,000 todos (a tenth of them done): the done ones through the `done`
+/// index and by a full scan, and the whole list sorted by creation (what `list` does).
+fn db_queries(c: &mut Criterion) {
+    use hellopears_core::db::{Filter, Query, Value};
+    let mut replica = hellopears_core::Replica::new(
+        hellopears_core::topic::Topic::from_name("bench"),
+        hellopears_core::keys::Keypair::derive_for_tests(7, 0),
+    );
+    const TODOS: usize = 20_000;
+    for n in 0..TODOS {
+        replica.todos().add(&format!("todo {n}"), n as i64).expect("add");
+    }
+    for todo in hellopears_core::todo::list(replica.db()).into_iter().step_by(10) {
+        replica.todos().set_done(&todo.id, true, 1).expect("done");
+    }
+    let db = replica.db();
+    let done = Query::new(Filter::eq("done", Value::Bool(true)));
+    assert_eq!(db.find("todos", &done).len(), TODOS / 10);
+    let mut group = c.benchmark_group("db_query");
+    group.sample_size(10).measurement_time(Duration::from_secs(5));
+    group.bench_function("done_of_20k_indexed", |b| b.iter(|| black_box(db.find("todos", &done).len())));
+    group.bench_function("done_of_20k_full_scan", |b| b.iter(|| black_box(db.find_scan("todos", &done).len())));
+    group.throughput(Throughput::Elements(TODOS as u64));
+    group.bench_function("list_20k_sorted", |b| b.iter(|| black_box(hellopears_core::todo::list(db).len())));
+    group.finish();
+}
+
+criterion_group!(benches, linearize_apply, verify_ingest, reorg, private_list, db_queries);
 criterion_main!(benches);

@@ -3,7 +3,9 @@
 //! - `cargo xtask test`  — installs what the tests need when missing, then runs formatting,
 //!   clippy, the wasm32 builds and every test. CI runs exactly this.
 //! - `cargo xtask run [ARGS]` — builds and runs the `hellopears` binary (`up` when no ARGS).
-//! - `cargo xtask bench` — runs the criterion benchmarks of the core.
+//! - `cargo xtask bench [--quick]` — every benchmark in one table, side by side with the
+//!   Holepunch stack; writes `target/bench/summary.json` and `target/bench/comparisons.svg`.
+//! - `cargo xtask bench-core [FILTER]` — the criterion benchmarks of the core alone.
 //! - `cargo xtask web` — builds the browser app into `target/web-dist`.
 //! - `cargo xtask bench-web` — browser benchmarks (sync latency, first paint).
 //! - `cargo xtask bench-load` — load benchmarks (16 peers converging; `list` under 200 ms on a
@@ -15,6 +17,8 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 
+mod bench;
+
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
 
 fn main() -> anyhow::Result<()> {
@@ -24,13 +28,16 @@ fn main() -> anyhow::Result<()> {
     match task.as_str() {
         "test" => test(),
         "run" => run(&rest),
-        "bench" => bench(&rest),
+        "bench" => bench::run(&rest),
+        "bench-core" => bench(&rest),
         "wasm" => wasm(),
         "web" => web(rest.iter().any(|a| a == "--test-hooks")).map(|_| ()),
         "bench-web" => bench_web(),
         "bench-load" => bench_load(),
         "help" | "--help" | "-h" => {
-            println!("cargo xtask <test|run [ARGS]|bench [FILTER]|bench-web|bench-load|wasm|web [--test-hooks]>");
+            println!(
+                "cargo xtask <test|run [ARGS]|bench [--quick]|bench-core [FILTER]|bench-web|bench-load|wasm|web [--test-hooks]>"
+            );
             Ok(())
         }
         other => bail!("unknown task {other:?}; try `cargo xtask help`"),
@@ -137,7 +144,19 @@ fn web_dist(test_hooks: bool) -> PathBuf {
 /// wasm-bindgen's library at the locked version, the static files, and gzip copies.
 /// Returns the output directory. `test_hooks` builds in the hooks the browser tests use
 /// (`#debug=garbage`); the app users get never has them.
+/// The built web app's sizes: each file's (name, bytes, gzip bytes), and what a first load
+/// transfers (gzip, without the service worker).
+#[derive(Debug)]
+pub struct WebSizes {
+    pub files: Vec<(String, usize, usize)>,
+    pub transfer: usize,
+}
+
 fn web(test_hooks: bool) -> anyhow::Result<PathBuf> {
+    web_sizes(test_hooks).map(|(dist, _)| dist)
+}
+
+fn web_sizes(test_hooks: bool) -> anyhow::Result<(PathBuf, WebSizes)> {
     ensure_wasm_target()?;
     let mut build = cargo();
     build.args(["build", "--target", WASM_TARGET, "-p", "hellopears-web", "--profile", "wasm-release"]);
@@ -165,6 +184,7 @@ fn web(test_hooks: bool) -> anyhow::Result<PathBuf> {
         std::fs::copy(entry.path(), staging.join(entry.file_name()))?;
     }
     let mut transfer = 0;
+    let mut files = Vec::new();
     for entry in std::fs::read_dir(&staging)? {
         let path = entry?.path();
         let bytes = std::fs::read(&path)?;
@@ -174,6 +194,9 @@ fn web(test_hooks: bool) -> anyhow::Result<PathBuf> {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
         if name.ends_with(".wasm") || name.ends_with(".js") || name.ends_with(".html") || name.ends_with(".css") {
             println!("    {name}: {} bytes, {} gzip", bytes.len(), gz.len());
+            if name.ends_with(".wasm") || name == "hellopears.js" {
+                files.push((name.replace('.', "_"), bytes.len(), gz.len()));
+            }
             if name != "sw.js" {
                 transfer += gz.len();
             }
@@ -186,7 +209,8 @@ fn web(test_hooks: bool) -> anyhow::Result<PathBuf> {
     let _ = std::fs::remove_dir_all(&dist);
     std::fs::rename(&staging, &dist)?;
     println!("<== web app in {}", dist.display());
-    Ok(dist)
+    files.sort();
+    Ok((dist, WebSizes { files, transfer }))
 }
 
 /// Debian packages that the native window needs to build and run (checked with pkg-config),
