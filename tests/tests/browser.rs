@@ -340,6 +340,20 @@ async fn two_tabs_of_one_profile_write_with_keys_of_their_own() -> anyhow::Resul
     Ok(())
 }
 
+/// Creates a private list in a tab (its lists panel), and waits until the tab owns it.
+async fn create_list_in(tab: &browser::Tab, name: &str) -> anyhow::Result<()> {
+    let name = serde_json::to_string(name)?;
+    tab.eval(&format!(
+        "const i = document.querySelector('[data-testid=new-list]'); i.value = {name};
+         i.dispatchEvent(new KeyboardEvent('keydown', {{key: 'Enter'}})); return true;"
+    ))
+    .await?;
+    tab.wait_for("the new list, owned", Duration::from_secs(30), |t| async move {
+        Ok(t.access().await.unwrap_or_default() == "private, owner")
+    })
+    .await
+}
+
 /// Two tabs of one private list in one profile, with no desktop holding the list: the
 /// second tab asks the first for an invite over their `BroadcastChannel`, is admitted as a
 /// writer, and the two sync directly (the desktop serving the page is stopped first).
@@ -356,15 +370,7 @@ async fn a_second_tab_of_a_private_list_is_admitted_and_syncs_with_the_first_dir
     let profile = TempDir::new()?;
     let tab = driver.tab(profile.path()).await?;
     tab.open(&url).await?;
-    tab.eval(
-        "const i = document.querySelector('[data-testid=new-list]'); i.value = 'shared in one browser';
-         i.dispatchEvent(new KeyboardEvent('keydown', {key: 'Enter'})); return true;",
-    )
-    .await?;
-    tab.wait_for("the new list, owned", Duration::from_secs(30), |t| async move {
-        Ok(t.access().await.unwrap_or_default() == "private, owner")
-    })
-    .await?;
+    create_list_in(&tab, "shared in one browser").await?;
     tab.add("from the first tab").await?;
     let list_url = tab.eval("return location.href;").await?.as_str().unwrap_or_default().to_owned();
     assert!(list_url.contains("#list="), "{list_url}");
@@ -572,15 +578,7 @@ async fn a_tab_creates_a_private_list_and_invites_its_desktop() -> anyhow::Resul
     let profile = TempDir::new()?;
     let tab = driver.tab(profile.path()).await?;
     tab.open(&url).await?;
-    tab.eval(
-        "const i = document.querySelector('[data-testid=new-list]'); i.value = 'tab list';
-         i.dispatchEvent(new KeyboardEvent('keydown', {key: 'Enter'})); return true;",
-    )
-    .await?;
-    tab.wait_for("the new list, owned", Duration::from_secs(30), |t| async move {
-        Ok(t.access().await.unwrap_or_default() == "private, owner")
-    })
-    .await?;
+    create_list_in(&tab, "tab list").await?;
     tab.add("from the owner tab").await?;
     tab.eval("document.querySelector('[data-testid=invite]').click(); return true;").await?;
     tab.wait_for("an invite link", Duration::from_secs(10), |t| async move {

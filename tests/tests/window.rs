@@ -89,23 +89,42 @@ fn artifact(name: &str) -> PathBuf {
     target.join("test-artifacts").join(name)
 }
 
+/// A desktop peer on loopback, and a window on a virtual display bootstrapped to it.
+struct Scene {
+    screen: Display,
+    p_dir: TempDir,
+    w_dir: TempDir,
+    /// The web view's XDG data home: WebKit must not write into the user's data dirs (by
+    /// default ours is one of them).
+    xdg: TempDir,
+    p: Peer,
+    w: Peer,
+}
+
+impl Scene {
+    fn start() -> Scene {
+        let root = browser::web_root();
+        let screen = Display::start().expect("Xvfb");
+        let (p_dir, w_dir) = (TempDir::new().expect("tempdir"), TempDir::new().expect("tempdir"));
+        let args = loopback_args(&root);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let p = Peer::start(p_dir.path(), &args);
+        let mut window_args = args.clone();
+        let bootstrap = p.tcp_addr();
+        window_args.extend(["--bootstrap", bootstrap.as_str()]);
+        let xdg = TempDir::new().expect("tempdir");
+        let env = [("XDG_DATA_HOME", xdg.path())];
+        let w = Peer::start_window_with_env(w_dir.path(), &screen.name, &env, &window_args);
+        Scene { screen, p_dir, w_dir, xdg, p, w }
+    }
+}
+
 #[test]
 fn the_window_syncs_with_a_desktop_peer_both_ways() {
     if !display::available() {
         return;
     }
-    let root = browser::web_root();
-    let screen = Display::start().expect("Xvfb");
-    let (p_dir, w_dir) = (TempDir::new().expect("tempdir"), TempDir::new().expect("tempdir"));
-    let args = loopback_args(&root);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let p = Peer::start(p_dir.path(), &args);
-    let mut window_args = args.clone();
-    let bootstrap = p.tcp_addr();
-    window_args.extend(["--bootstrap", bootstrap.as_str()]);
-    // WebKit must not write into the user's data dirs (by default ours is one of them).
-    let xdg = TempDir::new().expect("tempdir");
-    let w = Peer::start_window_with_env(w_dir.path(), &screen.name, &[("XDG_DATA_HOME", xdg.path())], &window_args);
+    let Scene { screen, p_dir, w_dir, xdg, p, w } = Scene::start();
     let (w_path, p_path) = (w_dir.path(), p_dir.path());
 
     // The window's peers panel shows the desktop peer and how it is connected.
@@ -241,17 +260,7 @@ fn the_window_creates_invites_removes_switches_and_joins_lists() {
     if !display::available() {
         return;
     }
-    let root = browser::web_root();
-    let screen = Display::start().expect("Xvfb");
-    let (p_dir, w_dir) = (TempDir::new().expect("tempdir"), TempDir::new().expect("tempdir"));
-    let args = loopback_args(&root);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let p = Peer::start(p_dir.path(), &args);
-    let mut window_args = args.clone();
-    let bootstrap = p.tcp_addr();
-    window_args.extend(["--bootstrap", bootstrap.as_str()]);
-    let xdg = TempDir::new().expect("tempdir");
-    let _w = Peer::start_window_with_env(w_dir.path(), &screen.name, &[("XDG_DATA_HOME", xdg.path())], &window_args);
+    let Scene { screen: _screen, p_dir, w_dir, xdg: _xdg, p: _p, w: _w } = Scene::start();
     let (w_path, p_path) = (w_dir.path(), p_dir.path());
     let wait = |what: &str, check: &dyn Fn() -> bool| {
         assert!(wait_until(Duration::from_secs(20), check), "{what}");
