@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use hellopears_core::limits;
 use hellopears_core::node::{self, CommandId, Input, Node, Open, Output};
+use hellopears_core::replica::Notice;
 use hellopears_core::ui::{Snapshot, SyncStatus};
 use libp2p::core::ConnectedPoint;
 use libp2p::swarm::{ConnectionId, SwarmEvent};
@@ -448,6 +449,9 @@ impl Peer {
                 if let Some(reply) = self.pending.remove(&id) {
                     let _ = reply.send(result.map(|outcome| commands::outcome_text(&outcome)));
                 }
+            }
+            Output::Notice(notice @ (Notice::OverQuota { .. } | Notice::Fork { .. })) => {
+                tracing::warn!(?notice, list = %self.slots[list].record.name, "replica")
             }
             Output::Notice(notice) => tracing::info!(?notice, list = %self.slots[list].record.name, "replica"),
             Output::Changed => {

@@ -133,6 +133,23 @@ pub enum Ingested {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum IngestError {
+    /// An unsealed entry arrived without the run that proves it (non-fatal: an honest peer
+    /// sends runs whole, but an answer may be split and the seal still on its way).
+    #[error("entry {seq} of writer {writer:?} came without its seal")]
+    Unsealed {
+        /// Its writer.
+        writer: WriterId,
+        /// Its seq.
+        seq: u64,
+    },
+    /// The entries after an entry do not lead to a valid seal.
+    #[error("run of writer {writer:?}: {error}")]
+    BadRun {
+        /// Its writer.
+        writer: WriterId,
+        /// What is wrong with it.
+        error: crate::log::RunError,
+    },
     /// The signature does not verify with the writer's key.
     #[error("bad signature on entry {seq} of writer {writer:?}")]
     BadSignature {
@@ -224,6 +241,8 @@ impl IngestError {
                 | IngestError::PendingFull(_)
                 | IngestError::TooManyWriters(_)
                 | IngestError::OverQuota { .. }
+                | IngestError::Unsealed { .. }
+                | IngestError::BadRun { .. }
                 | IngestError::SeqTooFarAhead { .. }
                 | IngestError::Oversized { .. }
                 | IngestError::LocalEntryInvalid(_)
@@ -240,6 +259,14 @@ pub enum BaseEvent {
     Fork(Box<ForkEvidence>),
     /// A waiting entry turned out invalid once its dependencies arrived.
     Rejected(IngestError),
+    /// A writer's entries are refused from here on: its log, or the replica, reached its
+    /// quota (once per writer).
+    OverQuota {
+        /// The writer.
+        writer: WriterId,
+        /// The quota reached, in bytes.
+        limit: u64,
+    },
 }
 
 /// What one [`Base::update`] did.
@@ -304,6 +331,8 @@ struct WriterLog {
     fork: Option<Box<ForkEvidence>>,
     /// Bytes of its integrated entries (for its quota).
     bytes: u64,
+    /// One past its last sealed integrated entry: what this replica can prove to others.
+    sealed_len: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -389,6 +418,8 @@ pub struct Base<V: Apply> {
     pending: Pending,
     events: VecDeque<BaseEvent>,
     integrated: Vec<Entry>,
+    /// Writers whose entries reached a quota: not asked for any more.
+    over_quota: std::collections::BTreeSet<WriterId>,
     limits: Limits,
     /// The local writer, whose slot is always free (set by [`Base::set_local`]).
     local: Option<WriterId>,
@@ -424,6 +455,7 @@ impl<V: Apply> Base<V> {
             pending: Pending::default(),
             events: VecDeque::new(),
             integrated: Vec::new(),
+            over_quota: Default::default(),
             limits,
             local: None,
             total_bytes: 0,
@@ -475,10 +507,45 @@ impl<V: Apply> Base<V> {
         &mut self.view
     }
 
-    /// Verifies and ingests one entry from anywhere (network or storage).
+    /// Verifies and ingests one sealed entry from anywhere (network or storage). An
+    /// unsealed entry needs its run: see [`Base::ingest_run`].
     pub fn ingest(&mut self, entry: Entry) -> Result<Ingested, IngestError> {
+        self.ingest_with(entry, None)
+    }
+
+    /// Checks a run of one writer's entries (consecutive, hash-linked, the last one sealed:
+    /// see [`crate::log::check_run`]) with one signature check, and ingests each entry.
+    pub fn ingest_run(&mut self, run: &[Entry]) -> Vec<Result<Ingested, IngestError>> {
+        if let Err(error) = self.check_run(run) {
+            return vec![Err(error)];
+        }
+        (0..run.len()).map(|at| self.ingest_proven(run[at].clone(), &run[at + 1..])).collect()
+    }
+
+    /// Checks that `run` is a run of one writer that its seal proves, for this list.
+    pub fn check_run(&self, run: &[Entry]) -> Result<(), IngestError> {
+        let Some(first) = run.first() else { return Ok(()) };
+        let writer = first.writer();
+        let key = match self.by_id.get(&writer) {
+            Some(&index) => self.writers[index as usize].key,
+            None => writer.verifying_key().map_err(|_| IngestError::InvalidWriterKey(writer))?,
+        };
+        crate::log::check_run(run, &key, &self.list, self.legacy).map_err(|error| match error {
+            crate::log::RunError::BadSeal(seq) => IngestError::BadSignature { writer, seq },
+            error => IngestError::BadRun { writer, error },
+        })
+    }
+
+    /// Ingests an entry of a run already checked with [`Base::check_run`]; `proof` is the
+    /// rest of that run after it (kept as fork evidence should the entry conflict).
+    pub fn ingest_proven(&mut self, entry: Entry, proof: &[Entry]) -> Result<Ingested, IngestError> {
+        self.ingest_with(entry, Some(proof))
+    }
+
+    fn ingest_with(&mut self, entry: Entry, proof: Option<&[Entry]>) -> Result<Ingested, IngestError> {
         let (writer, seq) = (entry.writer(), entry.seq());
         let existing = self.by_id.get(&writer).map(|&index| &self.writers[index as usize]);
+        let mut conflict = None;
         if let Some(log) = existing {
             if log.fork.is_some() {
                 return Err(IngestError::Quarantined(writer));
@@ -487,25 +554,70 @@ impl<V: Apply> Base<V> {
                 if node.entry.hash() == entry.hash() {
                     return Ok(Ingested::Duplicate);
                 }
-                let first = node.entry.clone();
-                self.verify(&entry)?;
-                return Err(self.fork(first, entry));
+                conflict = Some(node.entry.clone());
             }
         }
-        if let Some(waiting) = self.pending.entries.get(&(writer, seq)) {
+        if conflict.is_none()
+            && let Some(waiting) = self.pending.entries.get(&(writer, seq))
+        {
             if waiting.hash() == entry.hash() {
                 return Ok(Ingested::Pending);
             }
-            let first = waiting.clone();
-            self.verify(&entry)?;
-            return Err(self.fork(first, entry));
+            conflict = Some(waiting.clone());
+        }
+        if let Some(first) = conflict {
+            self.authenticate(&entry, proof)?;
+            let Some(first_proof) = self.proof_of(&first) else {
+                // We cannot show others our branch (its seal is not here): refuse the entry
+                // without penalty; the fork shows once both branches can be proven.
+                return Err(IngestError::Unsealed { writer, seq });
+            };
+            let evidence = ForkEvidence {
+                first,
+                second: entry,
+                first_proof,
+                second_proof: proof.map(<[Entry]>::to_vec).unwrap_or_default(),
+            };
+            return Err(self.fork(evidence));
         }
         let len = self.len(&writer);
         if seq > len.saturating_add(self.limits.max_seq_ahead) {
             return Err(IngestError::SeqTooFarAhead { len, seq });
         }
-        self.verify(&entry)?;
+        self.authenticate(&entry, proof)?;
         self.ingest_verified(entry)
+    }
+
+    /// An entry with a proof from a checked run is authentic; otherwise its own seal must be.
+    fn authenticate(&mut self, entry: &Entry, proof: Option<&[Entry]>) -> Result<(), IngestError> {
+        match proof {
+            Some(_) => Ok(()),
+            None if !entry.is_sealed() => Err(IngestError::Unsealed { writer: entry.writer(), seq: entry.seq() }),
+            None => self.verify(entry),
+        }
+    }
+
+    /// The entries after a held or waiting entry up to its run's seal (empty when it is
+    /// sealed itself), or `None` when that seal is not here.
+    fn proof_of(&self, entry: &Entry) -> Option<Vec<Entry>> {
+        let writer = entry.writer();
+        let log = self.by_id.get(&writer).map(|&index| &self.writers[index as usize]);
+        let mut proof = Vec::new();
+        let mut last = entry.clone();
+        while !last.is_sealed() {
+            if proof.len() >= crate::limits::MAX_RUN_ENTRIES {
+                return None;
+            }
+            let next = last.seq().checked_add(1)?;
+            let held = log.and_then(|log| node_at(&log.nodes, next)).map(|node| &node.entry);
+            let found = held.or_else(|| self.pending.entries.get(&(writer, next)))?;
+            if !found.follows(&last) {
+                return None;
+            }
+            proof.push(found.clone());
+            last = found.clone();
+        }
+        Some(proof)
     }
 
     /// Ingests an entry whose signature the caller has already checked (for example with
@@ -571,13 +683,29 @@ impl<V: Apply> Base<V> {
         Ok(())
     }
 
+    /// Records that a writer reached a quota, telling the driver the first time.
+    fn over_quota(&mut self, writer: WriterId, limit: u64) -> IngestError {
+        if self.over_quota.insert(writer) {
+            self.events.push_back(BaseEvent::OverQuota { writer, limit });
+        }
+        IngestError::OverQuota { writer, limit }
+    }
+
+    /// Whether a writer's entries reached a quota here (so there is no point asking for more).
+    pub fn is_over_quota(&self, writer: &WriterId) -> bool {
+        !self.over_quota.is_empty() && self.over_quota.contains(writer)
+    }
+
     fn local_index(&self) -> Option<u32> {
         self.by_id.get(&self.local?).copied()
     }
 
     /// Ingests entries read back from local storage. Per writer, the hash chain is checked
-    /// link by link and only the last entry's signature is verified (it covers every earlier
-    /// body through the chain); if that fails, each entry is verified on its own.
+    /// link by link and only the last sealed entry's signature is verified (it covers every
+    /// earlier body through the chain); if that fails, each entry is verified on its own.
+    /// Entries after a remote writer's last seal cannot be proven to anyone: they are left
+    /// out (and asked again with their seal); the local writer's are kept, and sealed by
+    /// [`Base::seal_local_tip`].
     pub fn ingest_stored(&mut self, entries: Vec<Entry>) -> Vec<IngestError> {
         let mut by_writer: BTreeMap<WriterId, Vec<Entry>> = BTreeMap::new();
         for entry in entries {
@@ -586,23 +714,27 @@ impl<V: Apply> Base<V> {
         let mut errors = Vec::new();
         for (writer, mut chain) in by_writer {
             chain.sort_by_key(Entry::seq);
-            let linked = chain
-                .windows(2)
-                .all(|pair| pair[1].seq() == pair[0].seq() + 1 && pair[1].body().prev == Some(pair[0].hash()));
+            let linked = chain.windows(2).all(|pair| pair[1].follows(&pair[0]));
             let starts_at_zero = chain.first().is_some_and(|e| e.seq() == 0);
             let key = writer.verifying_key();
-            let tip_valid = match (&key, chain.last()) {
+            let local = Some(writer) == self.local;
+            let sealed_end = chain.iter().rposition(Entry::is_sealed).map_or(0, |at| at + 1);
+            let tip_valid = match (&key, sealed_end.checked_sub(1).map(|at| &chain[at])) {
                 (Ok(key), Some(tip)) => self.signature_holds(tip, key),
-                _ => false,
+                (Ok(_), None) => local,
+                (Err(_), _) => false,
             };
             if linked && starts_at_zero && tip_valid {
+                if !local {
+                    chain.truncate(sealed_end);
+                }
                 for entry in chain {
                     if let Err(error) = self.ingest_verified(entry) {
                         errors.push(error);
                     }
                 }
             } else {
-                for entry in chain {
+                for entry in chain.into_iter().filter(Entry::is_sealed) {
                     if let Err(error) = self.ingest(entry) {
                         errors.push(error);
                     }
@@ -623,7 +755,7 @@ impl<V: Apply> Base<V> {
         if self.writers[index as usize].fork.as_ref().is_some_and(|known| known.seq() <= evidence.seq()) {
             return Ok(false);
         }
-        self.fork(evidence.first, evidence.second);
+        self.fork(evidence);
         Ok(true)
     }
 
@@ -631,6 +763,14 @@ impl<V: Apply> Base<V> {
     /// of other writers not referenced yet, at most [`Limits::heads_per_entry`] of them (the
     /// rest go into later entries); quarantined writers are never named.
     pub fn append_local(&mut self, keypair: &Keypair, payload: Vec<u8>) -> Result<Entry, IngestError> {
+        self.append_local_with(keypair, payload, true)
+    }
+
+    /// Like [`Base::append_local`], sealing the entry only when `seal` is set, or when the run
+    /// since the last seal reached [`crate::limits::SEAL_EVERY_ENTRIES`] entries or
+    /// [`crate::limits::SEAL_EVERY_BYTES`] bytes. An unsealed tip is sealed later by
+    /// [`Base::seal_local_tip`] (a batch seals its last entry); until then it is not served.
+    pub fn append_local_with(&mut self, keypair: &Keypair, payload: Vec<u8>, seal: bool) -> Result<Entry, IngestError> {
         let me = keypair.id();
         if self.local.is_none() {
             self.local = Some(me);
@@ -674,7 +814,20 @@ impl<V: Apply> Base<V> {
             clock: (clock + 1).min(MAX_CLOCK),
             payload,
         };
-        let entry = Entry::sign(body, keypair);
+        let unsealed = mine.nodes.len() as u64 - mine.sealed_len;
+        let run_bytes: usize = mine.nodes[mine.sealed_len as usize..].iter().map(|node| node.entry.bytes().len()).sum();
+        let held_bytes = mine.bytes;
+        let seal = seal
+            || unsealed + 1 >= crate::limits::SEAL_EVERY_ENTRIES as u64
+            || run_bytes + body.payload.len() + 128 >= crate::limits::SEAL_EVERY_BYTES;
+        let entry = if seal { Entry::sign(body, keypair) } else { Entry::unsealed(body) };
+        // Our own log is held to the writer quota every receiver applies, or they would
+        // refuse what we write from there on (others filling the replica's quota cannot
+        // stop our writes).
+        let size = entry.bytes().len() as u64;
+        if held_bytes + size > self.limits.max_writer_bytes {
+            return Err(IngestError::OverQuota { writer: me, limit: self.limits.max_writer_bytes });
+        }
         // Our entries must pass every check a receiver makes, or they would be refused by
         // every peer while we build on them.
         if entry.bytes().len() > MAX_ENTRY_BYTES {
@@ -685,6 +838,34 @@ impl<V: Apply> Base<V> {
         }
         self.ingest_verified(entry.clone())?;
         Ok(entry)
+    }
+
+    /// Seals the local writer's tip if it is not sealed yet (the end of a batch); returns the
+    /// sealed entry, which replaces the unsealed one (same hash) and should be saved and sent.
+    pub fn seal_local_tip(&mut self, keypair: &Keypair) -> Option<Entry> {
+        let index = self.by_id.get(&keypair.id()).copied()?;
+        let log = &mut self.writers[index as usize];
+        let len = log.nodes.len() as u64;
+        if log.fork.is_some() {
+            return None;
+        }
+        let node = log.nodes.last_mut()?;
+        if node.entry.is_sealed() {
+            return None;
+        }
+        let before = node.entry.bytes().len();
+        node.entry = node.entry.sealed(keypair);
+        let grown = node.entry.bytes().len().saturating_sub(before) as u64;
+        log.sealed_len = len;
+        log.bytes += grown;
+        self.total_bytes += grown;
+        let sealed = node.entry.clone();
+        if let Some(fresh) = self.integrated.iter_mut().rev().find(|fresh| fresh.hash() == sealed.hash()) {
+            *fresh = sealed.clone();
+        } else {
+            self.integrated.push(sealed.clone());
+        }
+        Some(sealed)
     }
 
     /// Applies everything integrated since the last update. When integrated entries sort
@@ -838,6 +1019,30 @@ impl<V: Apply> Base<V> {
         std::mem::take(&mut self.integrated)
     }
 
+    /// One past the writer's last sealed entry held: what this replica can prove to others
+    /// (and so advertises and serves).
+    pub fn sealed_len(&self, writer: &WriterId) -> u64 {
+        self.by_id.get(writer).map_or(0, |&index| self.writers[index as usize].sealed_len)
+    }
+
+    /// Where an answer for `writer`'s entries from `start` to `end` should end so that its
+    /// last entry is sealed: `end` moved forward to the next seal (at most
+    /// [`crate::limits::MAX_RUN_ENTRIES`] further), and never past [`Base::sealed_len`].
+    pub fn sealed_end(&self, writer: &WriterId, start: u64, end: u64) -> u64 {
+        let Some(&index) = self.by_id.get(writer) else { return start };
+        let log = &self.writers[index as usize];
+        let end = end.min(log.sealed_len);
+        if end <= start {
+            return end.max(start);
+        }
+        let limit = end.saturating_add(crate::limits::MAX_RUN_ENTRIES as u64).min(log.sealed_len);
+        let mut at = end;
+        while at < limit && node_at(&log.nodes, at - 1).is_some_and(|node| !node.entry.is_sealed()) {
+            at += 1;
+        }
+        at
+    }
+
     /// Takes the events since the last call.
     pub fn take_events(&mut self) -> Vec<BaseEvent> {
         self.events.drain(..).collect()
@@ -968,6 +1173,7 @@ impl<V: Apply> Base<V> {
             frontier: BTreeMap::new(),
             fork: None,
             bytes: 0,
+            sealed_len: 0,
         });
         self.by_id.insert(writer, index);
         self.events.push_back(BaseEvent::WriterAdded(writer));
@@ -1021,15 +1227,16 @@ impl<V: Apply> Base<V> {
     }
 
     fn integrate(&mut self, entry: Entry, index: Option<u32>) -> Result<(), IngestError> {
+        let sealed = entry.is_sealed();
         let writer = entry.writer();
         let size = entry.bytes().len() as u64;
         if Some(writer) != self.local {
             let held = index.map_or(0, |index| self.writers[index as usize].bytes);
             if held + size > self.limits.max_writer_bytes {
-                return Err(IngestError::OverQuota { writer, limit: self.limits.max_writer_bytes });
+                return Err(self.over_quota(writer, self.limits.max_writer_bytes));
             }
             if self.total_bytes + size > self.limits.max_topic_bytes {
-                return Err(IngestError::OverQuota { writer, limit: self.limits.max_topic_bytes });
+                return Err(self.over_quota(writer, self.limits.max_topic_bytes));
             }
         }
         let index = match index {
@@ -1039,6 +1246,9 @@ impl<V: Apply> Base<V> {
         self.total_bytes += size;
         let log = &mut self.writers[index as usize];
         log.bytes += size;
+        if sealed {
+            log.sealed_len = entry.seq() + 1;
+        }
         for head in &entry.body().heads {
             let reached = log.frontier.entry(head.writer).or_insert(0);
             *reached = (*reached).max(head.seq.saturating_add(1));
@@ -1091,9 +1301,9 @@ impl<V: Apply> Base<V> {
     /// Quarantines the writer of two conflicting entries and returns the error to report.
     /// Its entries from the fork on are voided in the view (whichever branch this replica
     /// holds), and entries waiting on that writer are settled.
-    fn fork(&mut self, first: Entry, second: Entry) -> IngestError {
-        let writer = first.writer();
-        let evidence = Box::new(ForkEvidence { first, second });
+    fn fork(&mut self, evidence: ForkEvidence) -> IngestError {
+        let writer = evidence.writer();
+        let evidence = Box::new(evidence);
         let mut news = true;
         if let Some(&index) = self.by_id.get(&writer) {
             let log = &mut self.writers[index as usize];

@@ -175,7 +175,7 @@ impl Keypair {
         self.id
     }
 
-    /// Signs an entry hash (a version 2 entry, for the list this key is bound to).
+    /// Signs an entry hash (the seal of a version 2 or 3 entry, for the list this key is bound to).
     pub(crate) fn sign_entry(&self, hash: &Hash) -> [u8; 64] {
         self.signing.sign(&entry_signing_message(2, &self.list, hash)).to_bytes()
     }

@@ -21,6 +21,18 @@ pub const HEADS_PER_ENTRY: usize = 32;
 /// The largest payload of a local entry: what is left of [`MAX_ENTRY_BYTES`] once the
 /// heads, the hashes and the signature are in.
 pub const MAX_PAYLOAD_BYTES: usize = MAX_ENTRY_BYTES - 4 * 1024;
+/// A writer seals (signs) the last entry of every batch it appends, and at least every this
+/// many entries within a batch; the entries before a seal are covered by the hash chain.
+pub const SEAL_EVERY_ENTRIES: usize = 256;
+/// ... and at least once every this many bytes of entries within a batch.
+pub const SEAL_EVERY_BYTES: usize = 256 * 1024;
+/// The longest run of entries one seal may cover when checked by a receiver, and the most
+/// entries a peer adds to an answer to reach a seal. Honest writers' runs are at most
+/// [`SEAL_EVERY_ENTRIES`] long; longer runs of other writers are not replicated.
+pub const MAX_RUN_ENTRIES: usize = 1024;
+/// The most bytes of unsealed entries a sync session keeps while their seal is on its way
+/// (an answer split over several messages); beyond, the oldest are dropped and asked again.
+pub const MAX_RUN_BYTES: usize = 4 << 20;
 /// The highest Lamport clock accepted, far beyond any honest history (never overflows).
 pub const MAX_CLOCK: u64 = 1 << 62;
 
@@ -39,11 +51,12 @@ pub const MAX_PENDING_BYTES: usize = 64 << 20;
 /// entries arrive just past the log's end.
 pub const MAX_SEQ_AHEAD: u64 = 4096;
 /// The most bytes of entries one writer may hold in a replica: beyond, its entries are
-/// refused (deterministically: every replica refuses the same suffix). About 80,000 todos.
-pub const MAX_WRITER_BYTES: u64 = 16 << 20;
+/// refused (deterministically: every replica refuses the same suffix), and the local writer
+/// cannot write further. About 400,000 todos.
+pub const MAX_WRITER_BYTES: u64 = 64 << 20;
 /// The most bytes of entries one replica holds in total: beyond, entries of writers not yet
 /// held are refused. Bounds memory, disk and IndexedDB use whoever pushes.
-pub const MAX_TOPIC_BYTES: u64 = 256 << 20;
+pub const MAX_TOPIC_BYTES: u64 = 512 << 20;
 
 // ---- Sync messages --------------------------------------------------------------------------
 
@@ -153,6 +166,11 @@ const _: () = {
     assert!(MAX_BATCH_ENTRIES * MAX_INFLIGHT_REQUESTS as u64 <= MAX_SEQ_AHEAD);
     // A full pending set holds at least one whole batch of the largest entries.
     assert!(MAX_PENDING_BYTES >= MAX_BATCH_ENTRIES as usize * MAX_ENTRY_BYTES);
+    // An honest writer's runs are checked by every receiver, and fit a session's buffer.
+    assert!(SEAL_EVERY_ENTRIES <= MAX_RUN_ENTRIES);
+    assert!(SEAL_EVERY_BYTES + MAX_ENTRY_BYTES <= MAX_RUN_BYTES);
+    // An answer extended to its seal stays within the window of entries allowed to wait.
+    assert!(MAX_BATCH_ENTRIES + MAX_RUN_ENTRIES as u64 <= MAX_SEQ_AHEAD);
     // A writer's quota fits the topic's.
     assert!(MAX_WRITER_BYTES <= MAX_TOPIC_BYTES);
     // A session may remember every writer a replica holds.

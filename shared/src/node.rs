@@ -674,7 +674,15 @@ impl<P: Ord + Clone + Debug> Node<P> {
         self.wait_or_emit(required, Waiting::Reply(id, result));
     }
 
+    /// Runs a command as one batch of writes under one signature.
     fn execute(&mut self, command: Command) -> Result<Outcome, TodoError> {
+        self.replica.begin_batch();
+        let outcome = self.execute_batch(command);
+        self.replica.end_batch();
+        outcome
+    }
+
+    fn execute_batch(&mut self, command: Command) -> Result<Outcome, TodoError> {
         let now = self.now as i64;
         let mut todos = self.replica.todos();
         Ok(match command {

@@ -42,6 +42,14 @@ pub enum Notice {
     },
     /// A waiting entry was rejected once its dependencies arrived.
     Rejected(IngestError),
+    /// A writer reached its quota (or the list its own): its further entries are refused,
+    /// and this replica stops asking for them.
+    OverQuota {
+        /// The writer.
+        writer: WriterId,
+        /// The quota, in bytes.
+        limit: u64,
+    },
     /// Every replica ignores an operation of a private list: its writer had no right to
     /// it there, or it does not decrypt.
     Refused {
@@ -76,6 +84,8 @@ pub struct Replica {
     fresh: Vec<Entry>,
     fresh_forks: Vec<ForkEvidence>,
     notices: Vec<Notice>,
+    /// Whether local writes are a batch under one seal ([`Replica::begin_batch`]).
+    batching: bool,
 }
 
 impl Replica {
@@ -99,6 +109,7 @@ impl Replica {
             fresh: Vec::new(),
             fresh_forks: Vec::new(),
             notices: Vec::new(),
+            batching: false,
         }
     }
 
@@ -129,6 +140,9 @@ impl Replica {
         replica.base.take_integrated();
         replica.base.take_events();
         replica.base.view_mut().take_refused();
+        // A batch is stored whole with its seal; should the store hold an unsealed tip of
+        // ours all the same, seal it now so that others can take it.
+        replica.seal();
         (replica, errors)
     }
 
@@ -192,8 +206,21 @@ impl Replica {
         self.append(payload)
     }
 
+    /// Starts a batch of local writes under one signature: each write is sealed only every
+    /// `SEAL_EVERY_*` entries, and [`Replica::end_batch`] seals the last one. Outside a
+    /// batch every write is sealed.
+    pub fn begin_batch(&mut self) {
+        self.batching = true;
+    }
+
+    /// Ends a batch of local writes, sealing the last one.
+    pub fn end_batch(&mut self) {
+        self.batching = false;
+        self.seal();
+    }
+
     fn append(&mut self, payload: Vec<u8>) -> Result<Entry, WriteError> {
-        let entry = self.base.append_local(&self.keypair, payload)?;
+        let entry = self.base.append_local_with(&self.keypair, payload, !self.batching)?;
         self.base.update();
         self.drain_base();
         Ok(entry)
@@ -202,6 +229,14 @@ impl Replica {
     /// Verifies and ingests an entry from a peer. Call [`Replica::update`] after a batch.
     pub fn ingest(&mut self, entry: Entry) -> Result<Ingested, IngestError> {
         let result = self.base.ingest(entry);
+        self.drain_base();
+        result
+    }
+
+    /// Ingests an entry of a run checked with [`Base::check_run`]; `proof` is the rest of the
+    /// run after it. Call [`Replica::update`] after a batch.
+    pub fn ingest_proven(&mut self, entry: Entry, proof: &[Entry]) -> Result<Ingested, IngestError> {
+        let result = self.base.ingest_proven(entry, proof);
         self.drain_base();
         result
     }
@@ -227,13 +262,33 @@ impl Replica {
         stats
     }
 
-    /// What to persist since the last call.
+    /// Seals our tip if it is not sealed, so that one signature covers the batch before it.
+    /// [`Replica::take_unsaved`] and [`Replica::take_fresh`] call it: a batch is never saved
+    /// or sent without its seal.
+    pub fn seal(&mut self) {
+        let Some(sealed) = self.base.seal_local_tip(&self.keypair) else { return };
+        self.base.take_integrated();
+        let (writer, seq) = (sealed.writer(), sealed.seq());
+        match self.unsaved.entries.iter_mut().rev().find(|(w, s, _)| *w == writer && *s == seq) {
+            Some(saved) => saved.2 = sealed.bytes().clone(),
+            None => self.unsaved.entries.push((writer, seq, sealed.bytes().clone())),
+        }
+        match self.fresh.iter_mut().rev().find(|fresh| fresh.hash() == sealed.hash()) {
+            Some(fresh) => *fresh = sealed,
+            None => self.fresh.push(sealed),
+        }
+    }
+
+    /// What to persist since the last call (the batch of local writes sealed first).
     pub fn take_unsaved(&mut self) -> WriteBatch {
+        self.seal();
         std::mem::take(&mut self.unsaved)
     }
 
-    /// Entries integrated since the last call (local or from peers), to push to every session.
+    /// Entries integrated since the last call (local or from peers), to push to every session
+    /// (the batch of local writes sealed first).
     pub fn take_fresh(&mut self) -> Vec<Entry> {
+        self.seal();
         std::mem::take(&mut self.fresh)
     }
 
@@ -261,6 +316,7 @@ impl Replica {
                     self.fresh_forks.push(*evidence);
                 }
                 BaseEvent::Rejected(error) => self.notices.push(Notice::Rejected(error)),
+                BaseEvent::OverQuota { writer, limit } => self.notices.push(Notice::OverQuota { writer, limit }),
             }
         }
         for (writer, seq, reason) in self.base.view_mut().take_refused() {

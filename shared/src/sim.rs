@@ -294,8 +294,14 @@ impl Sim {
         for (i, peer) in self.peers.iter().enumerate() {
             let base = peer.node.replica().base();
             out.push_str(&format!(
-                "peer {i}: {} entries, {} pending, {} writers, {} remotes, {} introduced, missing {}, durable {}\n",
+                "peer {i} ({:?}): {} entries ({}), {} pending, {} writers, {} remotes, {} introduced, missing {}, durable {}\n",
+                peer.node.replica().writer_id(),
                 base.total_entries(),
+                base.writers()
+                    .iter()
+                    .map(|w| format!("{:?} {}/{} sealed", w.id, w.len, base.sealed_len(&w.id)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 base.pending_count(),
                 base.writers().len(),
                 peer.node.remote_count(),

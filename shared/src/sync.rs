@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::base::{IngestError, Ingested};
 use crate::keys::WriterId;
-use crate::log::{DecodeError, Entry, ForkEvidence, ForkEvidenceError, causal_sort};
+use crate::log::{DecodeError, Entry, ForkEvidence, ForkEvidenceError};
 use crate::replica::Replica;
 use crate::topic::DiscoveryKey;
 
@@ -30,8 +30,8 @@ pub const IDENTIFY_PROTOCOL: &str = "/hellopears/id/1";
 /// The protocol version, the first byte of every message.
 pub const PROTOCOL_VERSION: u8 = 1;
 use crate::limits::{
-    HELLO_REPEAT_MS, MAX_INFLIGHT_REQUESTS, MAX_MESSAGES_BEFORE_HELLO, NEW_WRITERS_BURST, NEW_WRITERS_PER_MINUTE,
-    PEER_RECORDS_PER_MINUTE, SERVE_BURST_BYTES, SERVE_BYTES_PER_SEC,
+    HELLO_REPEAT_MS, MAX_INFLIGHT_REQUESTS, MAX_MESSAGES_BEFORE_HELLO, MAX_RUN_BYTES, MAX_RUN_ENTRIES,
+    NEW_WRITERS_BURST, NEW_WRITERS_PER_MINUTE, PEER_RECORDS_PER_MINUTE, SERVE_BURST_BYTES, SERVE_BYTES_PER_SEC,
 };
 pub use crate::limits::{
     MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, MAX_ENTRIES_PER_MESSAGE, MAX_HAVE_WRITERS, MAX_MESSAGE_BYTES,
@@ -233,6 +233,8 @@ pub struct SessionStats {
     /// Entries of writers nobody refers to, not taken because the remote was over its
     /// budget of new writers.
     pub writers_refused: u64,
+    /// Unsealed entries dropped because their seal did not follow (asked again later).
+    pub unsealed_dropped: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -281,6 +283,10 @@ pub struct Session {
     joins: u32,
     /// Why the remote refused our join request, if it did.
     refused: Option<String>,
+    /// Per writer, received entries whose seal has not come yet (an answer split over
+    /// messages), and their bytes in all (at most [`MAX_RUN_BYTES`]).
+    unsealed: HashMap<WriterId, Vec<Entry>>,
+    unsealed_bytes: usize,
 }
 
 /// Join requests one session may make.
@@ -316,6 +322,8 @@ impl Session {
             private: false,
             joins: 0,
             refused: None,
+            unsealed: HashMap::new(),
+            unsealed_bytes: 0,
         }
     }
 
@@ -373,6 +381,7 @@ impl Session {
     pub fn missing(&self, replica: &Replica) -> u64 {
         self.remote
             .iter()
+            .filter(|(writer, _)| !replica.base().is_over_quota(writer))
             .map(|(writer, &len)| len.saturating_sub(replica.base().len(writer)))
             .fold(0, u64::saturating_add)
     }
@@ -439,6 +448,12 @@ impl Session {
                     return Err(SyncError::OverLimit { what: "writer list" });
                 }
                 for WriterLen { writer, len } in writers {
+                    // A claim restated after our requests timed out is asked for again
+                    // (answers can be lost with a connection); only claims left unanswered
+                    // CLAIM_TIMEOUTS times with no `Have` between are dropped.
+                    if !self.timeouts.is_empty() {
+                        self.timeouts.remove(&writer);
+                    }
                     self.note_remote(writer, len);
                 }
             }
@@ -448,8 +463,15 @@ impl Session {
                     // Over budget: unanswered, the remote asks again after its timeout.
                     self.stats.wants_refused += 1;
                 } else {
-                    let end = end.min(start.saturating_add(self.config.batch_entries.min(MAX_BATCH_ENTRIES)));
-                    let entries: Vec<&Entry> = replica.base().range(&writer, start, end).collect();
+                    let asked_end = end.min(start.saturating_add(self.config.batch_entries.min(MAX_BATCH_ENTRIES)));
+                    // The answer ends at a seal, so the remote can check it: moved forward to
+                    // the next one (never past what we can prove), within a byte bound.
+                    let sealed_end = replica.base().sealed_end(&writer, start, asked_end);
+                    let mut entries: Vec<&Entry> = replica.base().range(&writer, start, sealed_end).collect();
+                    let extended: usize = entries.iter().map(|entry| entry.bytes().len()).sum();
+                    if extended > MAX_BATCH_BYTES + MAX_RUN_BYTES {
+                        entries.truncate(asked_end.saturating_sub(start) as usize);
+                    }
                     let bytes: u64 = entries.iter().map(|entry| entry.bytes().len() as u64).sum();
                     self.serve_tokens = self.serve_tokens.saturating_sub(bytes);
                     out.extend(self.entry_messages(entries));
@@ -580,7 +602,9 @@ impl Session {
             .into_iter()
             .filter(|info| !info.quarantined && info.len > 0)
             .take(MAX_HAVE_WRITERS)
-            .map(|info| WriterLen { writer: info.id, len: info.len })
+            // What we can prove: entries up to our last seal of each writer.
+            .map(|info| WriterLen { writer: info.id, len: replica.base().sealed_len(&info.id) })
+            .filter(|have| have.len > 0)
             .collect();
         Message::Have { writers }
     }
@@ -622,17 +646,74 @@ impl Session {
     }
 
     fn receive_entries(&mut self, replica: &mut Replica, entries: &[Vec<u8>], now: u64) -> Result<(), SyncError> {
-        let mut decoded = entries.iter().map(|bytes| Entry::decode(bytes)).collect::<Result<Vec<_>, _>>()?;
-        // Dependencies first, so a batch integrates without parking entries.
-        causal_sort(&mut decoded);
-        let mut deferred = None;
+        let decoded = entries.iter().map(|bytes| Entry::decode(bytes)).collect::<Result<Vec<_>, _>>()?;
+        let mut by_writer: BTreeMap<WriterId, Vec<Entry>> = BTreeMap::new();
         for entry in decoded {
-            let (writer, seq) = (entry.writer(), entry.seq());
+            by_writer.entry(entry.writer()).or_default().push(entry);
+        }
+        // Each writer's entries form runs that end at a seal; a run is checked with one
+        // signature, and the unsealed entries after the last seal wait for theirs.
+        let mut runs: Vec<Vec<Entry>> = Vec::new();
+        let mut deferred = None;
+        for (writer, mut entries) in by_writer {
             if !self.admit_writer(replica, writer, now) {
                 continue;
             }
+            // By seq, a sealed copy before an unsealed one of the same entry, which it replaces.
+            entries.sort_by_key(|entry| (entry.seq(), !entry.is_sealed()));
+            entries.dedup_by(|later, kept| later.seq() == kept.seq() && later.hash() == kept.hash());
+            let mut run = self.take_unsealed(writer);
+            for entry in entries {
+                if let Some(last) = run.last()
+                    && !entry.follows(last)
+                {
+                    if last.seq() == entry.seq() && last.hash() == entry.hash() {
+                        run.pop();
+                    } else {
+                        self.stats.unsealed_dropped += run.len() as u64;
+                        run.clear();
+                    }
+                }
+                let sealed = entry.is_sealed();
+                run.push(entry);
+                if run.len() > MAX_RUN_ENTRIES {
+                    // Longer than any seal may cover: the oldest can never be checked.
+                    run.remove(0);
+                    self.stats.unsealed_dropped += 1;
+                }
+                if sealed {
+                    let run = std::mem::take(&mut run);
+                    match replica.base().check_run(&run) {
+                        Ok(()) => runs.push(run),
+                        Err(error) => {
+                            let error = SyncError::InvalidEntry(error);
+                            if error.is_fatal() {
+                                return Err(error);
+                            }
+                            deferred = Some(error);
+                        }
+                    }
+                }
+            }
+            self.keep_unsealed(writer, run);
+        }
+        // Dependencies first, so a batch integrates without parking entries.
+        let mut order: Vec<(usize, usize)> =
+            runs.iter().enumerate().flat_map(|(r, run)| (0..run.len()).map(move |i| (r, i))).collect();
+        order.sort_by_cached_key(|&(r, i)| {
+            let body = runs[r][i].body();
+            let mut prefix = [0u8; 8];
+            prefix.copy_from_slice(&body.writer.0[..8]);
+            (body.clock, u64::from_be_bytes(prefix), body.seq)
+        });
+        for (r, i) in order {
+            let entry = runs[r][i].clone();
+            let (writer, seq) = (entry.writer(), entry.seq());
+            if replica.base().is_quarantined(&writer) {
+                continue;
+            }
             let heads = entry.body().heads.clone();
-            match replica.ingest(entry) {
+            match replica.ingest_proven(entry, &runs[r][i + 1..]) {
                 Ok(outcome) => {
                     if matches!(outcome, Ingested::Integrated(_)) {
                         self.stats.entries_received += 1;
@@ -669,6 +750,36 @@ impl Session {
         deferred.map_or(Ok(()), Err)
     }
 
+    /// The unsealed entries of `writer` kept from earlier messages.
+    fn take_unsealed(&mut self, writer: WriterId) -> Vec<Entry> {
+        let run = self.unsealed.remove(&writer).unwrap_or_default();
+        self.unsealed_bytes -= run.iter().map(|entry| entry.bytes().len()).sum::<usize>();
+        run
+    }
+
+    /// Keeps unsealed entries until their seal comes, within [`MAX_RUN_BYTES`] for the
+    /// session (other writers' first, then this run's oldest entries give way).
+    fn keep_unsealed(&mut self, writer: WriterId, mut run: Vec<Entry>) {
+        if run.is_empty() {
+            return;
+        }
+        let mut bytes: usize = run.iter().map(|entry| entry.bytes().len()).sum();
+        while bytes > MAX_RUN_BYTES && !run.is_empty() {
+            bytes -= run.remove(0).bytes().len();
+            self.stats.unsealed_dropped += 1;
+        }
+        if self.unsealed_bytes + bytes > MAX_RUN_BYTES {
+            let dropped: usize = self.unsealed.values().map(Vec::len).sum();
+            self.stats.unsealed_dropped += dropped as u64;
+            self.unsealed.clear();
+            self.unsealed_bytes = 0;
+        }
+        if !run.is_empty() {
+            self.unsealed_bytes += bytes;
+            self.unsealed.insert(writer, run);
+        }
+    }
+
     fn plan_wants(&mut self, replica: &Replica, now: u64) -> Vec<Message> {
         let mut out = Vec::new();
         // The sender holds what its entries name: asking it for the disputed entry either
@@ -682,7 +793,10 @@ impl Session {
             if self.inflight.len() >= self.config.max_inflight {
                 break;
             }
-            if self.inflight.contains_key(&writer) || replica.base().is_quarantined(&writer) {
+            if self.inflight.contains_key(&writer)
+                || replica.base().is_quarantined(&writer)
+                || replica.base().is_over_quota(&writer)
+            {
                 continue;
             }
             let start = replica.base().held_end(&writer, remote_len);

@@ -83,8 +83,9 @@ fn run(scenario: &Scenario) -> Result<(), TestCaseError> {
     prop_assert!(delivered < 1_000_000, "message storm: {:?}\n{}", sim.stats(), sim.describe());
     prop_assert!(
         converged,
-        "replicas did not converge: {:?}",
-        (0..scenario.peers).map(|p| sim.digests(p)).collect::<Vec<_>>()
+        "replicas did not converge: {:?}\n{}",
+        (0..scenario.peers).map(|p| sim.digests(p)).collect::<Vec<_>>(),
+        sim.describe()
     );
     let total: u64 = sim.replica(0).base().total_entries();
     if std::env::var_os("SIM_VERBOSE").is_some() {

@@ -1,7 +1,7 @@
 //! The core against hostile writers and peers: each finding of the security review that the
 //! core can decide, with the limit that bounds it (see `hellopears_core::limits`).
 
-use hellopears_core::base::{Base, IngestError, Ingested, Limits};
+use hellopears_core::base::{Base, BaseEvent, IngestError, Ingested, Limits};
 use hellopears_core::db::{Db, DbOp};
 use hellopears_core::keys::{Hash, Keypair};
 use hellopears_core::limits::{
@@ -179,17 +179,30 @@ fn quotas_bound_what_writers_can_make_us_hold() {
     assert!(matches!(refused, IngestError::OverQuota { limit: 4_000, .. }), "{refused}");
     assert!(!refused.is_fatal());
     assert!(base.total_bytes() <= 4_000);
+    // The writer is marked, the driver told once, and sync stops asking for it.
+    assert!(base.is_over_quota(&pusher.id()));
+    let told = base.take_events().into_iter().filter(|event| matches!(event, BaseEvent::OverQuota { .. })).count();
+    assert_eq!(told, 1);
     // The replica's quota: once reached, further writers are refused too...
     for index in 0..200 {
         let _ = base.ingest(throwaway(403, 100 + index));
     }
     assert!(base.total_bytes() <= 10_000);
-    // ...but never the local writer.
+    // ...but never the local writer, whose own log is held to the writer quota only (what
+    // every receiver would take from it), with a clear error.
     let me = Keypair::derive_for_tests(403, 999);
     base.set_local(me.id());
-    for n in 0..50 {
-        base.append_local(&me, op(n)).expect("local writes are never refused by quotas");
-    }
+    let mut written = 0;
+    let refused = loop {
+        match base.append_local(&me, op(written)) {
+            Ok(_) => written += 1,
+            Err(error) => break error,
+        }
+    };
+    assert!(written >= 1, "local writes go on while others filled the replica's quota");
+    assert!(matches!(refused, IngestError::OverQuota { limit: 4_000, .. }), "{refused}");
+    assert_eq!(base.len(&me.id()), written);
+    assert!(base.total_bytes() <= 14_000);
 }
 
 /// Finding 5: the pending set is bounded in entries and bytes, and a full set evicts the
@@ -246,7 +259,7 @@ fn squatted_writer_slots_never_lock_out_the_local_writer() {
         EntryBody { writer: forker.id(), seq: 0, prev: None, heads: vec![], clock: 1, payload: op(77) },
         &forker,
     );
-    let evidence = ForkEvidence { first: throwaway(406, 0), second };
+    let evidence = ForkEvidence::new(throwaway(406, 0), second);
     assert_eq!(base.add_fork_evidence(evidence), Ok(false));
     assert_eq!(base.writers().len(), 50);
     base.append_local(&me, op(1)).expect("a new device can always write");

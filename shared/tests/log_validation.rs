@@ -109,22 +109,33 @@ fn head_mismatch_waits_as_disputed() {
 fn unknown_version_is_rejected() {
     let writer = Keypair::derive_for_tests(6, 0);
     let mut bytes = Entry::sign(body(&writer, 0, None, 1), &writer).bytes().to_vec();
-    bytes[0] = 3;
-    assert_eq!(Entry::decode(&bytes), Err(DecodeError::UnknownVersion(3)));
+    bytes[0] = 4;
+    assert_eq!(Entry::decode(&bytes), Err(DecodeError::UnknownVersion(4)));
 }
 
 #[test]
 fn truncated_bytes_are_rejected() {
     let writer = Keypair::derive_for_tests(7, 0);
-    let bytes = Entry::sign(body(&writer, 0, None, 1), &writer).bytes().to_vec();
-    assert_eq!(Entry::decode(&bytes[..10]), Err(DecodeError::Truncated { len: 10 }));
+    let entry = Entry::sign(body(&writer, 0, None, 1), &writer);
+    let bytes = entry.bytes().to_vec();
+    assert!(matches!(Entry::decode(&bytes[..10]), Err(DecodeError::Malformed(_))));
     assert_eq!(Entry::decode(&[]), Err(DecodeError::Truncated { len: 0 }));
-    // Long enough for a signature, but the body is cut short.
+    // A version 2 entry always ends in its signature.
+    assert_eq!(Entry::decode(&[2, 0, 0]), Err(DecodeError::Truncated { len: 3 }));
+    // A body cut short, a signature after it.
     let cut = [&bytes[..20], &bytes[bytes.len() - 64..]].concat();
-    assert!(matches!(Entry::decode(&cut), Err(DecodeError::Malformed(_))));
-    // Every prefix fails cleanly.
+    assert!(Entry::decode(&cut).is_err());
+    // Every prefix fails cleanly, but one: the body without its seal, an unsealed entry with
+    // the same identity (which a run must prove; see `runs_are_proven_by_one_seal`).
     for len in 0..bytes.len() {
-        assert!(Entry::decode(&bytes[..len]).is_err(), "prefix of {len} bytes decoded");
+        let decoded = Entry::decode(&bytes[..len]);
+        if len == bytes.len() - 64 {
+            let unsealed = decoded.expect("the body alone is an unsealed entry");
+            assert!(!unsealed.is_sealed());
+            assert_eq!(unsealed.hash(), entry.hash());
+        } else {
+            assert!(decoded.is_err(), "prefix of {len} bytes decoded");
+        }
     }
 }
 
@@ -144,7 +155,7 @@ fn trailing_bytes_and_bad_heads_are_rejected() {
     let bytes = entry.bytes();
     let split = bytes.len() - 64;
     let padded = [&bytes[..split], &[0u8][..], &bytes[split..]].concat();
-    assert_eq!(Entry::decode(&padded), Err(DecodeError::TrailingBytes(1)));
+    assert_eq!(Entry::decode(&padded), Err(DecodeError::TrailingBytes(65)));
     let mut self_head = body(&writer, 0, None, 1);
     self_head.heads = vec![Head { writer: writer.id(), seq: 0, hash: Hash::default() }];
     assert_eq!(Entry::decode(Entry::sign(self_head, &writer).bytes()), Err(DecodeError::BadHeads));
@@ -172,7 +183,7 @@ fn fork_is_detected_quarantined_and_reported() {
     let next = Entry::sign(body(&writer, 2, Some(prev), 3), &writer);
     assert_eq!(base.ingest(next), Err(IngestError::Quarantined(writer.id())));
     // Forged evidence is refused.
-    let not_a_fork = ForkEvidence { first: evidence.first.clone(), second: evidence.first.clone() };
+    let not_a_fork = ForkEvidence::new(evidence.first.clone(), evidence.first.clone());
     assert!(not_a_fork.check(&[0; 32]).is_err());
 }
 

@@ -52,6 +52,10 @@ fn root() -> PathBuf {
 fn cargo() -> Command {
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     command.current_dir(root());
+    // A CI run builds once from cold: incremental state would only cost time and disk.
+    if std::env::var_os("CI").is_some() && std::env::var_os("CARGO_INCREMENTAL").is_none() {
+        command.env("CARGO_INCREMENTAL", "0");
+    }
     command
 }
 
@@ -301,9 +305,11 @@ fn test() -> anyhow::Result<()> {
     wasm_tested?;
     let dist = web(true)?;
     // The end-to-end tests start the real binary: build it first (cargo test builds the
-    // binaries of a package only for that package's own tests).
+    // binaries of a package only for that package's own tests). The same packages and
+    // features as the test step, so both resolve the same dependency graph and share every
+    // compiled dependency (`-p hellopears` alone resolves another one: a second full build).
     let mut binary = cargo();
-    binary.args(["build", "-p", "hellopears", "--features", "automation"]);
+    binary.args(["build", "--workspace", "--all-features", "--bins"]);
     step("build hellopears", binary)?;
     let mut tests = cargo();
     tests.args(["test", "--workspace", "--all-features"]).env("HELLOPEARS_WEB_ROOT", &dist);
