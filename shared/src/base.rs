@@ -714,6 +714,7 @@ impl<V: Apply> Base<V> {
         let mut errors = Vec::new();
         for (writer, mut chain) in by_writer {
             chain.sort_by_key(Entry::seq);
+
             let linked = chain.windows(2).all(|pair| pair[1].follows(&pair[0]));
             let starts_at_zero = chain.first().is_some_and(|e| e.seq() == 0);
             let key = writer.verifying_key();
@@ -727,6 +728,12 @@ impl<V: Apply> Base<V> {
             if linked && starts_at_zero && tip_valid {
                 if !local {
                     chain.truncate(sealed_end);
+                }
+                // Sized once: growing by doubling would hold up to twice the log while loading.
+                if let Ok(index) = self.ensure_writer(writer) {
+                    let log = &mut self.writers[index as usize];
+                    log.nodes.reserve_exact(chain.len());
+                    log.payloads.reserve_exact(chain.iter().map(|entry| entry.body().payload.len()).sum());
                 }
                 for entry in chain {
                     if let Err(error) = self.ingest_verified(entry) {
@@ -1017,6 +1024,15 @@ impl<V: Apply> Base<V> {
     /// Takes the entries integrated since the last call, in integration order.
     pub fn take_integrated(&mut self) -> Vec<Entry> {
         std::mem::take(&mut self.integrated)
+    }
+
+    /// Gives back memory reserved for growth (after loading a store, or a catch-up).
+    pub fn shrink_to_fit(&mut self) {
+        for log in &mut self.writers {
+            log.nodes.shrink_to_fit();
+            log.payloads.shrink_to_fit();
+        }
+        self.order.shrink_to_fit();
     }
 
     /// One past the writer's last sealed entry held: what this replica can prove to others

@@ -64,7 +64,7 @@ pub const MAX_TOPIC_BYTES: u64 = 512 << 20;
 /// before their bytes are buffered.
 pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
 /// The most entries asked for, or answered, per request.
-pub const MAX_BATCH_ENTRIES: u64 = 256;
+pub const MAX_BATCH_ENTRIES: u64 = 512;
 /// The most entry bytes sent in one message.
 pub const MAX_BATCH_BYTES: usize = 512 * 1024;
 /// The most entries one `Entries` message may carry.
@@ -84,9 +84,9 @@ pub const MAX_INFLIGHT_REQUESTS: usize = 8;
 /// Entry bytes a remote may make us serve per second (a token bucket refilled at this rate,
 /// holding up to [`SERVE_BURST_BYTES`]); requests beyond it are not answered, and the remote
 /// asks again later. A 20-byte `Want` cannot buy unbounded upload.
-pub const SERVE_BYTES_PER_SEC: u64 = 8 << 20;
+pub const SERVE_BYTES_PER_SEC: u64 = 64 << 20;
 /// The serving budget's bucket size.
-pub const SERVE_BURST_BYTES: u64 = 16 << 20;
+pub const SERVE_BURST_BYTES: u64 = 64 << 20;
 /// How often a remote may make us restart the session (a repeated `Hello` re-sends `Have`
 /// and fork evidence): at most once per this many milliseconds.
 pub const HELLO_REPEAT_MS: u64 = 5_000;

@@ -136,6 +136,7 @@ impl Replica {
             }
         }
         replica.base.update();
+        replica.base.shrink_to_fit();
         // Loaded items are already stored and need not be pushed: drop the bookkeeping.
         replica.base.take_integrated();
         replica.base.take_events();

@@ -250,7 +250,9 @@ pub struct Session {
     hello_sent_at: Option<u64>,
     introduced: bool,
     remote: BTreeMap<WriterId, u64>,
-    inflight: HashMap<WriterId, Inflight>,
+    /// Requests in flight per writer, oldest first (consecutive ranges: a writer's catch-up
+    /// is pipelined, up to [`PIPELINE_PER_WRITER`] requests).
+    inflight: HashMap<WriterId, Vec<Inflight>>,
     last_have_at: u64,
     learned_peers: Vec<Vec<u8>>,
     stats: SessionStats,
@@ -288,6 +290,10 @@ pub struct Session {
     unsealed: HashMap<WriterId, Vec<Entry>>,
     unsealed_bytes: usize,
 }
+
+/// Requests in flight for one writer at once: while we check and apply one answer, the
+/// remote is already sending the next.
+pub const PIPELINE_PER_WRITER: usize = 4;
 
 /// Join requests one session may make.
 const MAX_JOINS_PER_SESSION: u32 = 4;
@@ -542,7 +548,7 @@ impl Session {
         let expired: Vec<WriterId> = self
             .inflight
             .iter()
-            .filter(|(_, request)| now.saturating_sub(request.sent_at) >= timeout)
+            .filter(|(_, requests)| requests.iter().any(|request| now.saturating_sub(request.sent_at) >= timeout))
             .map(|(&writer, _)| writer)
             .collect();
         for writer in expired {
@@ -726,10 +732,11 @@ impl Session {
                     for head in heads {
                         self.note_remote(head.writer, head.seq.saturating_add(1));
                     }
-                    if let Some(request) = self.inflight.get(&writer)
-                        && seq.saturating_add(1) >= request.end
-                    {
-                        self.inflight.remove(&writer);
+                    if let Some(requests) = self.inflight.get_mut(&writer) {
+                        requests.retain(|request| request.end > seq.saturating_add(1));
+                        if requests.is_empty() {
+                            self.inflight.remove(&writer);
+                        }
                     }
                 }
                 Err(IngestError::Quarantined(_)) => {
@@ -789,23 +796,31 @@ impl Session {
                 out.push(Message::Want { writer, start: seq, end: seq.saturating_add(1) });
             }
         }
-        for (&writer, &remote_len) in &self.remote {
-            if self.inflight.len() >= self.config.max_inflight {
-                break;
+        // One request per writer first, then deeper pipelines: many writers each get going
+        // before one writer's catch-up takes every slot.
+        let mut total: usize = self.inflight.values().map(Vec::len).sum();
+        for depth in 1..=PIPELINE_PER_WRITER {
+            for (&writer, &remote_len) in &self.remote {
+                if total >= self.config.max_inflight {
+                    return out;
+                }
+                let requests = self.inflight.get(&writer).map_or(0, Vec::len);
+                if requests >= depth || replica.base().is_quarantined(&writer) || replica.base().is_over_quota(&writer)
+                {
+                    continue;
+                }
+                let mut start = replica.base().held_end(&writer, remote_len);
+                if let Some(last) = self.inflight.get(&writer).and_then(|requests| requests.last()) {
+                    start = start.max(last.end);
+                }
+                if start >= remote_len {
+                    continue;
+                }
+                let end = remote_len.min(start.saturating_add(self.config.batch_entries));
+                self.inflight.entry(writer).or_default().push(Inflight { end, sent_at: now });
+                out.push(Message::Want { writer, start, end });
+                total += 1;
             }
-            if self.inflight.contains_key(&writer)
-                || replica.base().is_quarantined(&writer)
-                || replica.base().is_over_quota(&writer)
-            {
-                continue;
-            }
-            let start = replica.base().held_end(&writer, remote_len);
-            if remote_len <= start {
-                continue;
-            }
-            let end = remote_len.min(start.saturating_add(self.config.batch_entries));
-            self.inflight.insert(writer, Inflight { end, sent_at: now });
-            out.push(Message::Want { writer, start, end });
         }
         out
     }
