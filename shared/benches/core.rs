@@ -97,6 +97,31 @@ fn verify_ingest(c: &mut Criterion) {
             BatchSize::LargeInput,
         );
     });
+    // One writer writing in batches of 100, as the peer does (`seed`): one seal per run.
+    let batched = Workload { writers: 1, ops: OPS, exchange_every: 1, seed: 6 }.generate_in_batches(100);
+    let wire: Vec<Vec<u8>> = batched.iter().map(|e| e.bytes().to_vec()).collect();
+    group.bench_function("decode_check_runs_ingest_100k", |b| {
+        b.iter_batched(
+            || wire.clone(),
+            |wire| {
+                let mut base = todo_base();
+                let mut run = Vec::with_capacity(100);
+                for bytes in wire {
+                    let entry = Entry::decode(&bytes).expect("valid");
+                    let sealed = entry.is_sealed();
+                    run.push(entry);
+                    if sealed {
+                        for outcome in base.ingest_run(&run) {
+                            outcome.expect("valid");
+                        }
+                        run.clear();
+                    }
+                }
+                black_box(base)
+            },
+            BatchSize::LargeInput,
+        );
+    });
     group.finish();
 }
 

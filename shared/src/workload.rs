@@ -31,8 +31,17 @@ pub fn todo_base() -> Base<Db> {
 }
 
 impl Workload {
-    /// Generates the signed entries, in the order they were written (interleaved by writer).
+    /// Generates the signed entries, in the order they were written (interleaved by writer),
+    /// every entry sealed.
     pub fn generate(&self) -> Vec<Entry> {
+        self.generate_in_batches(1)
+    }
+
+    /// Like [`Workload::generate`], each writer sealing only the last entry of every `batch`
+    /// of its own (as a peer writing in batches does); every writer's last entry is sealed.
+    pub fn generate_in_batches(&self, batch: usize) -> Vec<Entry> {
+        let batch = batch.max(1);
+        let mut written = vec![0usize; self.writers];
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
         let keys: Vec<Keypair> = (0..self.writers).map(|i| Keypair::derive_for_tests(self.seed, i as u64)).collect();
         let mut bases: Vec<Base<Db>> = (0..self.writers).map(|_| todo_base()).collect();
@@ -77,8 +86,17 @@ impl Workload {
                     DbOp::Delete { collection: COLLECTION.into(), id: id.into() }
                 }
             };
-            if let Ok(entry) = bases[w].append_local(&keys[w], op.encode()) {
+            written[w] += 1;
+            let seal = written[w].is_multiple_of(batch);
+            if let Ok(entry) = bases[w].append_local_with(&keys[w], op.encode(), seal) {
                 all.push(entry);
+            }
+        }
+        for (base, key) in bases.iter_mut().zip(&keys) {
+            if let Some(sealed) = base.seal_local_tip(key)
+                && let Some(last) = all.iter_mut().rev().find(|entry| entry.hash() == sealed.hash())
+            {
+                *last = sealed;
             }
         }
         all
