@@ -214,17 +214,21 @@ fn browser(metrics: &mut Metrics) -> anyhow::Result<()> {
     if !out.status.success() {
         bail!("the browser benchmarks failed: {text}");
     }
+    if !text.contains("desktop -> tab latency") {
+        bail!("the browser benchmarks printed no desktop -> tab latency: {text}");
+    }
     let after = |line: &str, marker: &str| -> Option<f64> {
         let rest = &line[line.find(marker)? + marker.len()..];
         rest.trim_start().split(|c: char| !(c.is_ascii_digit() || c == '.')).next()?.parse().ok()
     };
     for line in text.lines() {
-        if line.starts_with("desktop -> tab latency")
+        // The test harness may print a test's name on the same line first.
+        if line.contains("desktop -> tab latency")
             && let Some(median) = after(line, "median")
         {
             metrics.lower("desktop_to_tab_median_ms", median, "ms", Some(10.0));
         }
-        if line.starts_with("reload 1:")
+        if line.contains("reload 1:")
             && let Some(paint) = after(line, "first paint at")
         {
             metrics.lower("tab_first_paint_10k_ms", paint, "ms", Some(1000.0));
