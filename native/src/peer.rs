@@ -109,9 +109,12 @@ enum Inbound {
     Shutdown,
 }
 
-/// How long we wait for a browser's sync stream before opening ours anyway (a browser
-/// drops data channels opened before its side of a fresh connection is set up).
-const BROWSER_STREAM_FALLBACK_MS: u64 = 3_000;
+/// How a list's session opens its stream to a browser tab: only once the tab's own stream
+/// for that list arrives. A tab shows one list; a stream of another list would reach its
+/// session and be refused as a violation (the tab then drops the whole connection), and a
+/// browser drops data channels opened before its side of a fresh connection is set up.
+/// (A tab that shows a list we join later restarts its `Hello`, which is routed again.)
+const BROWSER_OPEN: Open = Open::AfterRemote { fallback_ms: u64::MAX / 4 };
 /// How often the node ticks.
 const TICK: Duration = Duration::from_millis(250);
 /// How often the DHT is asked for the list's peers.
@@ -507,6 +510,11 @@ impl Peer {
         }
     }
 
+    /// Whether `remote` is a browser tab (it dialed us over WebRTC).
+    fn is_browser(&self, remote: &PeerId) -> bool {
+        self.links.get(remote).is_some_and(|links| links.links.iter().any(|link| !link.dialed && is_webrtc(&link.addr)))
+    }
+
     /// The list whose outbound stream to `remote` is of this epoch.
     fn writer_list(&self, remote: &PeerId, epoch: u64) -> Option<usize> {
         self.slots.iter().position(|slot| slot.writers.get(remote).is_some_and(|w| w.epoch == epoch))
@@ -750,7 +758,8 @@ impl Peer {
         // Sessions with the peers we are connected to already.
         let connected: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
         for remote in connected {
-            self.feed(list, Input::Connected { remote, open: Open::Now, identity: remote.to_bytes() });
+            let open = if self.is_browser(&remote) { BROWSER_OPEN } else { Open::Now };
+            self.feed(list, Input::Connected { remote, open, identity: remote.to_bytes() });
         }
         Ok(list)
     }
@@ -929,11 +938,7 @@ impl Peer {
             // A browser tab notices a closed WebRTC connection only after a long timeout, so
             // it would come back late once we serve its list (made or joined meanwhile): its
             // sync streams are ignored, its connection kept (within the connection limits).
-            let browser = self
-                .links
-                .get(&remote)
-                .is_some_and(|links| links.links.iter().any(|link| !link.dialed && is_webrtc(&link.addr)));
-            if browser {
+            if self.is_browser(&remote) {
                 tracing::warn!(peer = %remote, reason = "peer is on another topic", "dropping peer's sync streams");
             } else {
                 tracing::warn!(peer = %remote, reason = "peer is on another topic", "dropping peer");
@@ -1088,7 +1093,7 @@ impl Peer {
         // A browser that dialed us over WebRTC drops data channels we open before its side
         // of the connection is set up: open ours once its stream arrives, or after a while.
         let from_browser = !endpoint.is_dialer() && is_webrtc(&addr);
-        let open = if from_browser { Open::AfterRemote { fallback_ms: BROWSER_STREAM_FALLBACK_MS } } else { Open::Now };
+        let open = if from_browser { BROWSER_OPEN } else { Open::Now };
         self.feed_all(|| Input::Connected { remote, open, identity: remote.to_bytes() });
         self.say(format!("connected to {remote} ({} peers)", self.remote_count().max(1)));
     }
