@@ -187,9 +187,14 @@ impl Entry {
         if self.is_sealed() {
             return self.clone();
         }
-        let signature = keypair.sign_entry(&self.0.hash);
-        let mut bytes = Vec::with_capacity(self.0.bytes.len() + SIGNATURE_LEN);
-        bytes.extend_from_slice(&self.0.bytes);
+        self.with_seal(keypair.sign_entry(&self.0.hash))
+    }
+
+    /// This entry's body with `signature` as its seal (replacing any seal it has).
+    fn with_seal(&self, signature: [u8; SIGNATURE_LEN]) -> Self {
+        let body_len = self.0.bytes.len() - if self.is_sealed() { SIGNATURE_LEN } else { 0 };
+        let mut bytes = Vec::with_capacity(body_len + SIGNATURE_LEN);
+        bytes.extend_from_slice(&self.0.bytes[..body_len]);
         bytes.extend_from_slice(&signature);
         Self(Arc::new(EntryInner {
             body: self.0.body.clone(),
@@ -309,15 +314,7 @@ impl Entry {
     /// Returns a copy of this entry with its seal replaced (for tests of bad signatures).
     #[doc(hidden)]
     pub fn with_signature_for_tests(&self, signature: [u8; 64]) -> Self {
-        let body_len = self.0.bytes.len() - if self.is_sealed() { SIGNATURE_LEN } else { 0 };
-        let mut bytes = self.0.bytes[..body_len].to_vec();
-        bytes.extend_from_slice(&signature);
-        Self(Arc::new(EntryInner {
-            body: self.0.body.clone(),
-            hash: self.0.hash,
-            signature: Some(signature),
-            bytes: bytes.into(),
-        }))
+        self.with_seal(signature)
     }
 }
 

@@ -177,3 +177,13 @@ pub fn check_seqs_beyond_32_bits() {
     assert_eq!(base.range(&honest.id(), 0, u64::MAX).count(), 2);
     assert!(base.entry(&honest.id(), 1 << 32).is_none());
 }
+
+/// A sync session over `replica` whose remote has said `Hello` on its public topic.
+pub fn introduced_session(replica: &mut crate::replica::Replica) -> crate::sync::Session {
+    use crate::sync::{Message, Session, SessionConfig};
+    let mut session = Session::new(SessionConfig::default());
+    session.start(replica, 0);
+    let hello = Message::Hello { discovery: replica.topic().discovery_key(), acknowledged: true, proof: None };
+    session.handle(replica, hello, 0).expect("hello");
+    session
+}

@@ -8,7 +8,8 @@ use hellopears_core::limits::SEAL_EVERY_ENTRIES;
 use hellopears_core::log::{Entry, ForkEvidence, RunError, check_run};
 use hellopears_core::replica::Replica;
 use hellopears_core::storage::LoadedState;
-use hellopears_core::sync::{Message, Session, SessionConfig};
+use hellopears_core::sync::Message;
+use hellopears_core::testing::introduced_session;
 use hellopears_core::topic::Topic;
 
 fn op(n: usize) -> Vec<u8> {
@@ -103,12 +104,13 @@ fn big_doc(n: usize) -> DbOp {
     DbOp::Insert { collection: "todos".into(), doc: doc.into() }
 }
 
-fn introduced(replica: &mut Replica) -> Session {
-    let mut session = Session::new(SessionConfig::default());
-    session.start(replica, 0);
-    let hello = Message::Hello { discovery: replica.topic().discovery_key(), acknowledged: true, proof: None };
-    session.handle(replica, hello, 0).expect("hello");
-    session
+/// `count` documents of 20 KB written as one batch.
+fn write_big_docs(replica: &mut Replica, count: usize) {
+    replica.begin_batch();
+    for n in 0..count {
+        replica.write(&big_doc(n)).expect("write");
+    }
+    replica.end_batch();
 }
 
 /// Answers larger than a message are split wherever the byte limit falls, often inside a
@@ -117,18 +119,14 @@ fn introduced(replica: &mut Replica) -> Session {
 fn answers_split_inside_a_run_wait_for_their_seal() {
     let topic = Topic::from_name("runs");
     let mut a = Replica::new(topic.clone(), Keypair::derive_for_tests(502, 0));
-    a.begin_batch();
-    for n in 0..60 {
-        a.write(&big_doc(n)).expect("write");
-    }
-    a.end_batch();
+    write_big_docs(&mut a, 60);
     let writer = a.writer_id();
     let seals = (0..60).filter(|&seq| a.base().entry(&writer, seq).is_some_and(Entry::is_sealed)).count();
     assert!((4..60).contains(&seals), "sealed every 256 KiB, not every entry: {seals}");
     let mut b = Replica::new(topic, Keypair::derive_for_tests(502, 1));
     // `a_side` is a's session with b, `b_side` b's session with a.
-    let mut a_side = introduced(&mut a);
-    let mut b_side = introduced(&mut b);
+    let mut a_side = introduced_session(&mut a);
+    let mut b_side = introduced_session(&mut b);
     let mut from_a = a_side.start(&a, 1);
     let mut split_inside_a_run = false;
     for round in 0..100 {
@@ -162,11 +160,7 @@ fn answers_split_inside_a_run_wait_for_their_seal() {
 fn stored_runs_load_and_unproven_tails_are_left_out() {
     let topic = Topic::from_name("stored-runs");
     let mut a = Replica::new(topic.clone(), Keypair::derive_for_tests(503, 0));
-    a.begin_batch();
-    for n in 0..40 {
-        a.write(&big_doc(n)).expect("write");
-    }
-    a.end_batch();
+    write_big_docs(&mut a, 40);
     let saved = a.take_unsaved();
     let last = saved.entries.iter().max_by_key(|(_, seq, _)| *seq).expect("entries");
     assert!(Entry::decode(&last.2).expect("decodes").is_sealed(), "a batch is saved with its seal");

@@ -8,6 +8,7 @@ use hellopears_core::storage::LoadedState;
 use hellopears_core::sync::{
     MAX_MESSAGE_BYTES, Message, PROTOCOL_VERSION, Session, SessionConfig, SyncError, WriterLen,
 };
+use hellopears_core::testing::introduced_session;
 use hellopears_core::topic::Topic;
 use hellopears_core::ui::Command;
 
@@ -114,14 +115,6 @@ fn two_replicas_sync_both_ways_and_push_new_entries() {
     assert_eq!(delivered, 1);
     assert_eq!(todo_count(&pair.b), 3);
     assert_eq!(pair.a.replica().base().order_digest(), pair.b.replica().base().order_digest());
-}
-
-fn introduced_session(replica: &mut Replica) -> Session {
-    let mut session = Session::new(SessionConfig::default());
-    session.start(replica, 0);
-    let hello = Message::Hello { discovery: replica.topic().discovery_key(), acknowledged: true, proof: None };
-    session.handle(replica, hello, 0).expect("hello");
-    session
 }
 
 #[test]
