@@ -166,13 +166,21 @@ pub fn open_node_with_key<P: Ord + Clone + std::fmt::Debug>(
     config: node::Config,
     writer: Option<[u8; 32]>,
 ) -> anyhow::Result<Node<P>> {
+    let started = std::time::Instant::now();
     let state = backend.load()?;
+    let (entries, loaded) = (state.entries.len(), started.elapsed());
     let mut secret = [0u8; 32];
     match writer {
         Some(writer) => secret = writer,
         None => getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("no randomness for a new key: {e}"))?,
     }
     let (node, errors) = Node::open(topic, state, secret, config)?;
+    tracing::debug!(
+        entries,
+        read_ms = loaded.as_millis() as u64,
+        opened_ms = started.elapsed().as_millis() as u64,
+        "store loaded and replica rebuilt"
+    );
     for error in &errors {
         tracing::warn!(%error, "skipped a stored item");
     }
