@@ -504,12 +504,22 @@ impl Session {
                 let admitted = <[u8; 64]>::try_from(proof.as_slice())
                     .map_err(|_| crate::access::AccessError::BadInviteProof)
                     .and_then(|proof| replica.list().admission(invite, device, name, proof, now));
+                use crate::access::AccessError;
+                use crate::replica::WriteError;
                 let result = match admitted {
-                    Ok(op) => replica.write_member(&op).map(|_| ()).map_err(|error| error.to_string()),
-                    Err(error) => Err(error.to_string()),
+                    Ok(op) => replica.write_member(&op).map(|_| ()).map_err(|error| match error {
+                        WriteError::Access(error) => error,
+                        other => AccessError::NotAllowed(other.to_string()),
+                    }),
+                    Err(error) => Err(error),
                 };
-                if let Err(reason) = result {
-                    out.push(Message::Refused { reason });
+                match result {
+                    Ok(()) => {}
+                    // Not ours to answer: this device may not admit (blind or read-only), or
+                    // has not learned of the invite yet. Another member answers; a refusal
+                    // from us would end the joiner's wait for them.
+                    Err(AccessError::CannotWrite(_) | AccessError::UnknownInvite | AccessError::NotAMember) => {}
+                    Err(error) => out.push(Message::Refused { reason: error.to_string() }),
                 }
             }
             Message::Refused { reason } => {

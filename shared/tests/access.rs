@@ -371,3 +371,41 @@ fn a_stranger_learns_nothing_in_a_session() {
         assert!(s.handle(&mut a, have, 2).is_err(), "nothing is taken before a proof");
     }
 }
+
+/// A join request that reaches a member who may not admit (a blind device) gets no answer
+/// from it, so the joiner keeps waiting for a member who can; a writer admits it, and a
+/// spent invite is still refused outright.
+#[test]
+fn only_members_who_can_admit_answer_a_join_request() {
+    let mut a = owner();
+    let inv = invite(&mut a, 16, Role::Blind, DAY);
+    let mut blind = device(16);
+    admit(&mut a, &blind, &inv, 1).expect("admitted");
+    let joining = invite(&mut a, 17, Role::Writer, DAY);
+    sync(&mut a, &mut blind);
+    let joiner = device(17);
+    let list = joiner.topic().list_keys().expect("private").id;
+    let join = Message::Join {
+        invite: joining.key(),
+        device: joiner.writer_id(),
+        name: String::new(),
+        proof: joining.prove(&list, &joiner.writer_id(), "").to_vec(),
+    };
+    let answers = |member: &mut Replica, join: Message| -> Vec<Message> {
+        let keys = member.topic().list_keys().expect("private").clone();
+        let mut session = Session::new(SessionConfig::default());
+        session.set_identities(b"member".to_vec(), b"joiner".to_vec());
+        let hello = Message::Hello {
+            discovery: member.topic().discovery_key(),
+            acknowledged: true,
+            proof: Some(keys.session_proof(b"joiner", b"member")),
+        };
+        session.handle(member, hello, 1).expect("the joiner's hello");
+        session.handle(member, join, 2).expect("a join request is no violation")
+    };
+    let refused = |out: &[Message]| out.iter().any(|message| matches!(message, Message::Refused { .. }));
+    assert!(!refused(&answers(&mut blind, join.clone())), "a blind member stays silent");
+    assert!(!refused(&answers(&mut a, join.clone())), "the owner admits");
+    assert!(a.list().membership().and_then(|m| m.role(&joiner.writer_id())).is_some(), "admitted");
+    assert!(refused(&answers(&mut a, join)), "a spent invite is refused");
+}
