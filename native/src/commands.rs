@@ -26,6 +26,9 @@ pub struct PeerStatus {
     pub kind: String,
     /// Entries it has that we do not.
     pub missing: u64,
+    /// How it was found: `mdns`, `dht`, `invite`, `exchange`, `bootstrap`, or `dialed us`.
+    #[serde(default)]
+    pub found: String,
 }
 
 /// The running peer, as `status` shows it.
@@ -37,6 +40,9 @@ pub struct NodeStatus {
     pub addresses: Vec<String>,
     /// Connected peers whose sync session is open.
     pub peers: Vec<PeerStatus>,
+    /// The DHT's state.
+    #[serde(default)]
+    pub dht: Option<crate::discovery::DhtStatus>,
 }
 
 /// One writer in `status`.
@@ -62,6 +68,9 @@ struct StatusReport {
     peers: Vec<PeerStatus>,
     missing: u64,
     sync: String,
+    /// The DHT's state (when a peer runs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dht: Option<crate::discovery::DhtStatus>,
 }
 
 /// What a query prints; `None` for actions that are not queries.
@@ -320,6 +329,7 @@ fn status<P: Ord + Clone + std::fmt::Debug>(node: &Node<P>, format: Format, runn
         missing: peers.iter().map(|p| p.missing).fold(0, u64::saturating_add),
         peers,
         sync: sync.line(),
+        dht: running.and_then(|n| n.dht.clone()),
     };
     match format {
         Format::Json => format!("{}\n", serde_json::to_string(&report).unwrap_or_default()),
@@ -344,10 +354,28 @@ fn status_text(report: &StatusReport, running: bool) -> String {
     if !running {
         return out + "no peer is running on this data dir\n";
     }
+    if let Some(dht) = &report.dht {
+        out += &dht_line(dht);
+    }
     for peer in &report.peers {
-        out += &format!("  peer {} {} {}\n", peer.peer, peer.kind, peer.addresses.join(" "));
+        let found = if peer.found.is_empty() { String::new() } else { format!(" [found: {}]", peer.found) };
+        out += &format!("  peer {} {}{found} {}\n", peer.peer, peer.kind, peer.addresses.join(" "));
     }
     out + &report.sync + "\n"
+}
+
+/// The DHT's state in words.
+fn dht_line(dht: &crate::discovery::DhtStatus) -> String {
+    if !dht.enabled {
+        return "DHT: off (mDNS, bootstrap peers and peer exchange only)\n".into();
+    }
+    let which = if dht.public { "public IPFS DHT" } else { "DHT of the bootstrap peers" };
+    let state = if dht.bootstrapped { "bootstrapped" } else { "not bootstrapped (unreachable so far)" };
+    let announce = match dht.last_announce_ms {
+        Some(at) => format!("{} keys announced {} s ago", dht.announced, now_ms().saturating_sub(at) / 1000),
+        None => "nothing announced yet".into(),
+    };
+    format!("{which}: {state}, {} mode, {} peers in the routing table, {announce}\n", dht.mode, dht.routing_table)
 }
 
 /// The `topic` output: a list's name, id and discovery key.
@@ -361,11 +389,16 @@ pub fn topic_text(topic: &Topic, format: Format) -> String {
                 "id": topic.id().to_string(),
                 "discovery_key": topic.discovery_key().to_string(),
                 "access": access,
+                "dht_keys": crate::discovery::rendezvous_hex(topic),
             })
         ),
-        Format::Text => {
-            format!("topic {}\nid {}\ndiscovery key {}\n{access}\n", topic.name(), topic.id(), topic.discovery_key())
-        }
+        Format::Text => format!(
+            "topic {}\nid {}\ndiscovery key {}\nDHT keys {}\n{access}\n",
+            topic.name(),
+            topic.id(),
+            topic.discovery_key(),
+            crate::discovery::rendezvous_hex(topic).join(" ")
+        ),
     }
 }
 

@@ -87,10 +87,14 @@ pub fn prepare_peer(
     let identity = node_key.public().to_peer_id().to_bytes();
     let selected = home.select(selection)?;
     // The peers named by the invite links of joined lists are dialed at every start.
-    let mut bootstrap = bootstrap;
-    for record in home.lists()? {
-        bootstrap.extend(record.peers.iter().filter_map(|addr| addr.parse::<libp2p::Multiaddr>().ok()));
-    }
+    let invited: Vec<libp2p::Multiaddr> = home
+        .lists()?
+        .iter()
+        .flat_map(|record| record.peers.iter().filter_map(|addr| addr.parse::<libp2p::Multiaddr>().ok()))
+        .collect();
+    // With the DHT on and no bootstrap peers given, the public IPFS DHT's.
+    let public_dht = discovery.dht && bootstrap.is_empty();
+    let bootstrap = if public_dht { crate::discovery::public_bootstrap() } else { bootstrap };
     let mut records = vec![selected.clone()];
     records.extend(home.lists()?.into_iter().filter(|r| r.topic().id() != selected.topic().id()));
     let device_name = home.device_name();
@@ -107,6 +111,8 @@ pub fn prepare_peer(
     let config = peer::PeerConfig {
         listen,
         bootstrap,
+        public_dht,
+        invited,
         discovery,
         quiet,
         external: Vec::new(),

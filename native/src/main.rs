@@ -259,14 +259,16 @@ struct PeerArgs {
     /// Address to listen on (repeatable).
     #[arg(long, value_name = "MULTIADDR")]
     listen: Vec<libp2p::Multiaddr>,
-    /// Peer to dial at start (repeatable; also HELLOPEARS_BOOTSTRAP, comma-separated).
+    /// Peer to dial at start and to enter the DHT through (repeatable; also
+    /// HELLOPEARS_BOOTSTRAP, comma-separated): replaces the public IPFS DHT's bootstrap list.
     #[arg(long, value_name = "MULTIADDR", env = "HELLOPEARS_BOOTSTRAP", value_delimiter = ',')]
     bootstrap: Vec<libp2p::Multiaddr>,
     /// Do not look for peers on the LAN.
     #[arg(long)]
     no_mdns: bool,
-    /// Do not use the DHT of HelloPears peers to find the topic's peers.
-    #[arg(long)]
+    /// Stay off the public DHT: find peers by mDNS, bootstrap addresses and peer exchange
+    /// only.
+    #[arg(long = "no-public-dht", visible_alias = "no-dht")]
     no_dht: bool,
     /// An address others can reach this peer at (a public peer; repeatable): it then
     /// relays for peers behind NATs from the start.
@@ -485,16 +487,7 @@ fn interactive_ui(data: Option<PathBuf>, selection: &lists::Selection) -> anyhow
 }
 
 fn print_topic(topic: &Topic, json: bool) -> anyhow::Result<()> {
-    if json {
-        let out = serde_json::json!({
-            "name": topic.name(),
-            "id": topic.id().to_string(),
-            "discovery_key": topic.discovery_key().to_string(),
-        });
-        println!("{out}");
-    } else {
-        println!("topic {}\nid {}\ndiscovery key {}", topic.name(), topic.id(), topic.discovery_key());
-    }
+    print!("{}", commands::topic_text(topic, if json { Format::Json } else { Format::Text }));
     Ok(())
 }
 

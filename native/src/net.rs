@@ -9,8 +9,9 @@ use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{StreamProtocol, autonat, dcutr, identify, identity, kad, mdns, noise, ping, relay, tcp, upnp, yamux};
 
-/// Our own Kademlia protocol name: a DHT of HelloPears peers, not the public IPFS one.
-pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/hellopears/kad/1");
+/// The public IPFS DHT's protocol (Amino): peers meet there under rendezvous keys, with
+/// thousands of DHT nodes (and relays) that are not ours.
+pub const KAD_PROTOCOL: StreamProtocol = kad::PROTOCOL_NAME;
 
 /// Everything the swarm runs.
 #[derive(NetworkBehaviour)]
@@ -25,7 +26,7 @@ pub struct Behaviour {
     pub ping: ping::Behaviour,
     /// LAN discovery.
     pub mdns: Toggle<mdns::tokio::Behaviour>,
-    /// Topic discovery among desktop peers (provider records for the discovery key).
+    /// Topic discovery in the public IPFS DHT (provider records under rendezvous keys).
     pub kad: Toggle<kad::Behaviour<kad::store::MemoryStore>>,
     /// Raw streams for the sync protocol.
     pub stream: libp2p_stream::Behaviour,
@@ -98,6 +99,8 @@ pub fn build_swarm(
             libp2p_webrtc::tokio::Transport::new(key.clone(), webrtc)
                 .map(|(peer_id, connection), _| (peer_id, libp2p::core::muxing::StreamMuxerBox::new(connection)))
         })?
+        // `/dnsaddr` (the public DHT's bootstrap peers) and `/dns` addresses.
+        .with_dns()?
         .with_relay_client(noise::Config::new, yamux::Config::default)?
         .with_behaviour(|key, relay_client| {
             let peer_id = key.public().to_peer_id();
@@ -106,7 +109,9 @@ pub fn build_swarm(
             let mut kad_config = kad::Config::new(KAD_PROTOCOL);
             kad_config.set_query_timeout(Duration::from_secs(30));
             let mut kad = kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
-            kad.set_mode(Some(kad::Mode::Server));
+            // A client until we know we are reachable (see `Discovery::set_server`): relay
+            // reservations confirm circuit addresses, which must not make us a DHT server.
+            kad.set_mode(Some(kad::Mode::Client));
             Ok(Behaviour {
                 blocked: allow_block_list::Behaviour::default(),
                 limits: connection_limits::Behaviour::new(connection_limits()),

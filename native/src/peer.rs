@@ -14,6 +14,7 @@ use hellopears_core::node::{self, CommandId, Input, Node, Open, Output};
 use hellopears_core::replica::Notice;
 use hellopears_core::ui::{Snapshot, SyncStatus};
 use libp2p::core::ConnectedPoint;
+use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, identify, identity, kad, mdns};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -43,8 +44,13 @@ pub struct Discovering {
 pub struct PeerConfig {
     /// Addresses to listen on.
     pub listen: Vec<Multiaddr>,
-    /// Peers to dial at start.
+    /// Peers to dial at start, and the DHT's first contacts: the public IPFS DHT's
+    /// bootstrap peers unless replaced.
     pub bootstrap: Vec<Multiaddr>,
+    /// Whether `bootstrap` is the public DHT's list.
+    pub public_dht: bool,
+    /// Peers named by the invite links of joined lists, dialed at start.
+    pub invited: Vec<Multiaddr>,
     /// Which discovery mechanisms run.
     pub discovery: Discovering,
     /// Print nothing on stdout (the terminal UI owns the screen).
@@ -272,6 +278,14 @@ struct Peer {
     banned: HashMap<PeerId, Instant>,
     /// Peers that dialed us directly: AutoNAT servers once their sync session is open.
     autonat_candidates: HashMap<PeerId, Multiaddr>,
+    /// Peers whose lists' sessions were started (told `Connected`).
+    sessions: HashSet<PeerId>,
+    /// Connected peers that do not speak the sync protocol (DHT nodes, relays, other
+    /// libp2p apps): their connections are kept, no session is tried again.
+    foreign: HashSet<PeerId>,
+    /// Peers reached only through a relay that is on none of our lists, and that relay:
+    /// it may coordinate a hole punch, never carry our data.
+    punch_only: HashMap<PeerId, (PeerId, Instant)>,
     next_epoch: u64,
     streams_tx: mpsc::Sender<streams::Event>,
     streams_rx: mpsc::Receiver<streams::Event>,
@@ -309,9 +323,17 @@ impl Peer {
             // The relay serves only once an external address is confirmed: confirm ours now.
             swarm.add_external_address(addr.clone());
         }
-        let keys =
-            slots.iter().map(|slot| kad::RecordKey::new(&slot.node.replica().topic().discovery_key().0)).collect();
-        let discovery = Discovery::new(me, config.bootstrap.clone(), listeners, config.external.is_empty(), keys);
+        let topics = slots.iter().map(|slot| slot.node.replica().topic().clone()).collect();
+        let mut discovery = Discovery::new(
+            me,
+            config.bootstrap.clone(),
+            config.public_dht,
+            config.invited.clone(),
+            listeners,
+            config.external.is_empty(),
+            topics,
+        );
+        discovery.set_server(&mut swarm, !config.external.is_empty());
         let control = swarm.behaviour().stream.new_control();
         let (streams_tx, streams_rx) = mpsc::channel(1024);
         let (persisted_tx, persisted_rx) = mpsc::channel(4);
@@ -330,6 +352,9 @@ impl Peer {
             relayed_for: HashMap::new(),
             banned: HashMap::new(),
             autonat_candidates: HashMap::new(),
+            sessions: HashSet::new(),
+            foreign: HashSet::new(),
+            punch_only: HashMap::new(),
             next_epoch: 0,
             streams_tx,
             streams_rx,
@@ -499,6 +524,18 @@ impl Peer {
                     writer.frames = Some(frames);
                 }
                 self.feed(list, Input::StreamOpened(remote));
+            }
+            streams::Event::Unsupported(remote, epoch) => {
+                if self.writer_list(&remote, epoch).is_none() {
+                    return;
+                }
+                tracing::debug!(peer = %remote, "the peer does not speak the sync protocol: keeping its connection");
+                self.foreign.insert(remote);
+                self.sessions.remove(&remote);
+                for slot in &mut self.slots {
+                    slot.writers.remove(&remote);
+                }
+                self.feed_all(|| Input::Disconnected(remote));
             }
             streams::Event::Lost(remote, epoch) => {
                 if let Some(list) = self.writer_list(&remote, epoch) {
@@ -686,8 +723,16 @@ impl Peer {
     /// Addresses a joiner can dial us at (in invite links): external addresses first, then
     /// listen addresses, at most two per transport (TCP, QUIC, WebRTC-direct for tabs).
     fn shareable_addresses(&self) -> Vec<String> {
-        let mut addrs: Vec<Multiaddr> = self.swarm.external_addresses().cloned().collect();
-        addrs.extend(self.swarm.listeners().cloned());
+        // Direct addresses first (external ones, then the LAN's, then loopback for this
+        // machine), relayed ones last: the first contact should not need anyone's relay.
+        let loopback = |addr: &Multiaddr| {
+            addr.iter().any(|p| matches!(p, Protocol::Ip4(ip) if ip.is_loopback()) || matches!(p, Protocol::Ip6(ip) if ip.is_loopback()))
+        };
+        let relayed = |addr: &Multiaddr| crate::links::relay_of(addr).is_some() || addr.iter().any(|p| p == Protocol::P2pCircuit);
+        let all: Vec<Multiaddr> = self.swarm.external_addresses().chain(self.swarm.listeners()).cloned().collect();
+        let mut addrs: Vec<Multiaddr> = all.iter().filter(|a| !relayed(a) && !loopback(a)).cloned().collect();
+        addrs.extend(all.iter().filter(|a| !relayed(a) && loopback(a)).cloned());
+        addrs.extend(all.iter().filter(|a| relayed(a)).cloned());
         let transport = |addr: &Multiaddr| {
             let text = addr.to_string();
             if text.contains("/webrtc-direct") {
@@ -751,12 +796,12 @@ impl Peer {
         self.slots.push(slot);
         let list = self.slots.len() - 1;
         self.slots[list].progress.quiet = self.config.quiet;
-        self.discovery.add_key(&mut self.swarm, kad::RecordKey::new(&topic.discovery_key().0));
+        self.discovery.add_topic(&mut self.swarm, topic.clone());
         let line = self.describe(list);
         self.say(line);
         self.feed(list, Input::Tick);
         // Sessions with the peers we are connected to already.
-        let connected: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        let connected: Vec<PeerId> = self.sessions.iter().copied().collect();
         for remote in connected {
             let open = if self.is_browser(&remote) { BROWSER_OPEN } else { Open::Now };
             self.feed(list, Input::Connected { remote, open, identity: remote.to_bytes() });
@@ -791,11 +836,7 @@ impl Peer {
         }
         for addr in &parsed.addresses {
             match addr.parse::<Multiaddr>() {
-                Ok(addr) => {
-                    if let Err(error) = self.swarm.dial(addr.clone()) {
-                        tracing::debug!(%addr, %error, "cannot dial an address of the invite");
-                    }
-                }
+                Ok(addr) => self.discovery.invited(&mut self.swarm, addr),
                 Err(error) => tracing::debug!(%addr, %error, "not an address"),
             }
         }
@@ -879,10 +920,10 @@ impl Peer {
         });
     }
 
-    fn node_status(&self) -> NodeStatus {
+    fn node_status(&mut self) -> NodeStatus {
         let now = Instant::now();
         let mut seen = HashSet::new();
-        let peers = self
+        let mut peers: Vec<PeerStatus> = self
             .slots
             .iter()
             .flat_map(|slot| slot.node.peers())
@@ -895,12 +936,38 @@ impl Peer {
                     .map_or_else(Vec::new, |l| l.links.iter().map(|link| link.addr.to_string()).collect()),
                 kind: self.links.kind(info.id, now),
                 missing: info.missing,
+                found: self.found_label(info.id),
             })
             .collect();
+        // Peers behind a stranger's relay, waiting for a hole punch: shown, not synced.
+        for (remote, (relay, _)) in &self.punch_only {
+            peers.push(PeerStatus {
+                peer: remote.to_string(),
+                addresses: Vec::new(),
+                kind: format!(
+                    "relayed via {relay} (not a member of the list: it only coordinates the hole punch, no data \
+                     flows through it)"
+                ),
+                missing: 0,
+                found: self.found_label(remote),
+            });
+        }
         NodeStatus {
             peer_id: self.me.to_string(),
             addresses: self.swarm.listeners().map(|addr| format!("{addr}/p2p/{}", self.me)).collect(),
             peers,
+            dht: Some(self.discovery.status(&mut self.swarm)),
+        }
+    }
+
+    /// How a peer was found: by us (mDNS, DHT, invite, exchange, bootstrap), or it dialed us.
+    fn found_label(&self, remote: &PeerId) -> String {
+        match self.discovery.found_via(remote) {
+            Some(found) => found.label().to_owned(),
+            None if self.links.get(remote).and_then(|l| l.links.first()).is_some_and(|link| !link.dialed) => {
+                "dialed us".to_owned()
+            }
+            None => "dialed".to_owned(),
         }
     }
 
@@ -918,7 +985,8 @@ impl Peer {
         self.feed_all(|| Input::Tick);
         self.check_joins();
         let now = Instant::now();
-        self.discovery.tick(&mut self.swarm, now);
+        let alone = self.remote_count() == 0;
+        self.discovery.tick(&mut self.swarm, now, alone);
         // Peers that opened no session on any list of ours are dropped after a grace
         // period (as if they were on another list: they learn nothing else).
         let due: Vec<PeerId> = self.relayed_for.iter().filter(|(_, at)| **at <= now).map(|(p, _)| *p).collect();
@@ -956,6 +1024,20 @@ impl Peer {
                 if let Some(addr) = self.autonat_candidates.remove(&remote) {
                     self.swarm.behaviour_mut().autonat.add_server(remote, Some(addr));
                 }
+            }
+        }
+        // No hole punch came through a stranger's relay: that relay carries none of our
+        // data, so the connection goes (a member of the list may relay instead).
+        let stale: Vec<PeerId> = self
+            .punch_only
+            .iter()
+            .filter(|(_, (_, since))| now.duration_since(*since) >= crate::links::PUNCH_PATIENCE)
+            .map(|(peer, _)| *peer)
+            .collect();
+        for remote in stale {
+            if let Some((relay, _)) = self.punch_only.remove(&remote) {
+                tracing::info!(peer = %remote, %relay, "no hole punch through a stranger's relay: not syncing through it");
+                let _ = self.swarm.disconnect_peer_id(remote);
             }
         }
         let served: Vec<PeerId> = self.banned.iter().filter(|(_, until)| **until <= now).map(|(p, _)| *p).collect();
@@ -1036,8 +1118,16 @@ impl Peer {
                 }
                 self.discovery.listening(&mut self.swarm, listener_id);
             }
-            SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, num_established, .. } => {
-                self.on_connected(peer_id, connection_id, &endpoint, num_established.get() == 1);
+            SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
+                self.on_connected(peer_id, connection_id, &endpoint);
+            }
+            SwarmEvent::OutgoingConnectionError { connection_id, .. } => {
+                self.discovery.dial_failed(&mut self.swarm, connection_id);
+            }
+            SwarmEvent::ExternalAddrConfirmed { address } => {
+                tracing::debug!(%address, "external address confirmed");
+                // Provider records carry our addresses: announce again with this one.
+                self.discovery.announce(&mut self.swarm, true);
             }
             SwarmEvent::ConnectionClosed { peer_id, connection_id, num_established, cause, .. } => {
                 self.links.closed(peer_id, connection_id, num_established == 0, Instant::now());
@@ -1048,6 +1138,9 @@ impl Peer {
                     }
                     self.autonat_candidates.remove(&peer_id);
                     self.strangers.remove(&peer_id);
+                    self.sessions.remove(&peer_id);
+                    self.foreign.remove(&peer_id);
+                    self.punch_only.remove(&peer_id);
                     let had = self.remote_count();
                     self.feed_all(|| Input::Disconnected(peer_id));
                     if had > 0 && self.remote_count() == 0 {
@@ -1066,8 +1159,14 @@ impl Peer {
         }
     }
 
-    fn on_connected(&mut self, remote: PeerId, id: ConnectionId, endpoint: &ConnectedPoint, first: bool) {
+    fn on_connected(&mut self, remote: PeerId, id: ConnectionId, endpoint: &ConnectedPoint) {
         let addr = endpoint.get_remote_address().clone();
+        // The relay of a relayed connection: in the address we dialed, or in our listening
+        // (reservation) address when the peer came to us through it.
+        let relay = match endpoint {
+            ConnectedPoint::Dialer { address, .. } => crate::links::relay_of(address),
+            ConnectedPoint::Listener { local_addr, .. } => crate::links::relay_of(local_addr),
+        };
         tracing::info!(peer = %remote, %addr, relayed = endpoint.is_relayed(), "connected");
         let connection =
             Connection { addr: addr.clone(), relayed: endpoint.is_relayed(), dialed: endpoint.is_dialer() };
@@ -1086,10 +1185,19 @@ impl Peer {
         for relayed in up.close {
             self.swarm.close_connection(relayed);
         }
-        self.discovery.connected(&mut self.swarm, remote, &addr, endpoint.is_dialer());
-        if !first {
+        self.discovery.connected(id);
+        if self.sessions.contains(&remote) || self.foreign.contains(&remote) {
             return;
         }
+        if let Some(relay) = relay.filter(|relay| !self.shares_a_list(relay)) {
+            // A third party's relay (found in the DHT) only coordinates: no session until
+            // the hole punch gives a direct connection.
+            tracing::info!(peer = %remote, %relay, "reached through a stranger's relay: waiting for a hole punch");
+            self.punch_only.entry(remote).or_insert((relay, Instant::now()));
+            return;
+        }
+        self.punch_only.remove(&remote);
+        self.sessions.insert(remote);
         // A browser that dialed us over WebRTC drops data channels we open before its side
         // of the connection is set up: open ours once its stream arrives, or after a while.
         let from_browser = !endpoint.is_dialer() && is_webrtc(&addr);
@@ -1104,6 +1212,11 @@ impl Peer {
                 let outcome = result.map(|_| ()).map_err(|error| error.to_string());
                 match &outcome {
                     Ok(()) => self.say(format!("hole punched to {remote_peer_id}")),
+                    Err(error) if self.punch_only.contains_key(&remote_peer_id) => {
+                        tracing::info!(peer = %remote_peer_id, %error, "hole punching failed; not syncing through a stranger's relay");
+                        self.punch_only.remove(&remote_peer_id);
+                        let _ = self.swarm.disconnect_peer_id(remote_peer_id);
+                    }
                     Err(error) => {
                         tracing::info!(peer = %remote_peer_id, %error, "hole punching failed; staying relayed")
                     }
@@ -1123,6 +1236,9 @@ impl Peer {
             }) => self.say(format!("reachable through relay {relay_peer_id}")),
             BehaviourEvent::Autonat(libp2p::autonat::Event::StatusChanged { new, .. }) => {
                 tracing::info!(status = ?new, "reachability");
+                // A DHT server only when others can reach us.
+                let reachable = matches!(new, libp2p::autonat::NatStatus::Public(_)) || !self.config.external.is_empty();
+                self.discovery.set_server(&mut self.swarm, reachable);
                 if let libp2p::autonat::NatStatus::Public(addr) = &new {
                     self.say(format!("publicly reachable at {addr}"));
                 }
@@ -1133,7 +1249,7 @@ impl Peer {
             BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
                 for (remote, addr) in found {
                     tracing::debug!(peer = %remote, %addr, "found on the LAN");
-                    self.discovery.found(&mut self.swarm, remote, Some(addr));
+                    self.discovery.found(&mut self.swarm, remote, Some(addr), discovery::Found::Mdns);
                 }
             }
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
@@ -1144,10 +1260,11 @@ impl Peer {
                 ..
             }) => {
                 for remote in providers {
-                    tracing::debug!(peer = %remote, "found on the topic");
-                    self.discovery.found(&mut self.swarm, remote, None);
+                    tracing::debug!(peer = %remote, "found in the DHT");
+                    self.discovery.found(&mut self.swarm, remote, None, discovery::Found::Dht);
                 }
             }
+            BehaviourEvent::Kad(kad::Event::RoutingUpdated { .. }) => self.discovery.routing_updated(&mut self.swarm),
             _ => {}
         }
     }

@@ -31,6 +31,15 @@ pub enum Event {
     Opened(PeerId, u64, mpsc::Sender<Vec<u8>>),
     /// Our outbound stream (of this epoch) failed, or could not be opened.
     Lost(PeerId, u64),
+    /// The peer does not speak the sync protocol (a DHT node, a relay, another libp2p
+    /// app): no session with it, but its connection is kept.
+    Unsupported(PeerId, u64),
+}
+
+/// Our stream to a peer could not be opened.
+async fn lost(events: &mpsc::Sender<Event>, peer: PeerId, epoch: u64, error: String) {
+    tracing::debug!(%peer, %error, "no sync stream");
+    let _ = events.send(Event::Lost(peer, epoch)).await;
 }
 
 /// Opens our sync stream to a peer and writes the frames sent to it.
@@ -38,13 +47,15 @@ pub fn open_writer(mut control: libp2p_stream::Control, peer: PeerId, epoch: u64
     tokio::spawn(async move {
         // An open that hangs counts as lost: the node opens another one.
         let opened = tokio::time::timeout(OPEN_TIMEOUT, control.open_stream(peer, SYNC_PROTOCOL)).await;
-        let mut stream = match opened.map_err(|_| "timed out".to_owned()).and_then(|r| r.map_err(|e| e.to_string())) {
-            Ok(stream) => stream,
-            Err(error) => {
-                tracing::debug!(%peer, %error, "no sync stream");
-                let _ = events.send(Event::Lost(peer, epoch)).await;
+        let mut stream = match opened {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(libp2p_stream::OpenStreamError::UnsupportedProtocol(_))) => {
+                tracing::debug!(%peer, "the peer does not speak the sync protocol");
+                let _ = events.send(Event::Unsupported(peer, epoch)).await;
                 return;
             }
+            Ok(Err(error)) => return lost(&events, peer, epoch, error.to_string()).await,
+            Err(_) => return lost(&events, peer, epoch, "timed out".into()).await,
         };
         let (writer, mut frames) = mpsc::channel::<Vec<u8>>(WRITER_QUEUE);
         if events.send(Event::Opened(peer, epoch, writer)).await.is_err() {

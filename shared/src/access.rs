@@ -175,6 +175,14 @@ impl ListKeys {
         if diff == 0 { Ok(()) } else { Err(AccessError::BadProof) }
     }
 
+    /// The key the list's peers meet under in a public DHT during time window `window`:
+    /// derived from the list's secret (every member, blind ones included, holds it), so an
+    /// observer of the DHT cannot tell which list a key is for, nor link the keys of one
+    /// list across windows.
+    pub fn rendezvous(&self, window: u64) -> [u8; 32] {
+        derive(b"hellopears/list/rendezvous/v1", &[self.auth.as_slice(), &self.id, &window.to_be_bytes()])
+    }
+
     /// Encrypts a membership operation for the entry (writer, seq).
     pub fn seal_membership(&self, writer: &WriterId, seq: u64, plaintext: &[u8]) -> Vec<u8> {
         Envelope::seal(EnvelopeKind::Membership, [0; 8], &self.membership, &self.id, writer, seq, plaintext)

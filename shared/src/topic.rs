@@ -17,6 +17,10 @@ pub struct TopicId(pub [u8; 32]);
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct DiscoveryKey(pub [u8; 32]);
 
+/// How long a private list's rendezvous key stays the same, in seconds (see
+/// [`Topic::rendezvous_keys`]).
+pub const RENDEZVOUS_WINDOW_SECS: u64 = 3600;
+
 /// Who can read and write a list.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Access {
@@ -96,6 +100,28 @@ impl Topic {
     pub fn discovery_key(&self) -> DiscoveryKey {
         self.discovery
     }
+
+    /// The rendezvous key of time window `window` (see [`Topic::rendezvous_keys`]).
+    pub fn rendezvous_key(&self, window: u64) -> [u8; 32] {
+        match &self.access {
+            Access::Public => Hash::digest_parts(&[b"hellopears/topic/rendezvous/v1", &self.discovery.0]).0,
+            Access::Private { keys, .. } => keys.rendezvous(window),
+        }
+    }
+
+    /// The keys under which this topic's peers meet in a public DHT at `unix_secs`, with
+    /// windows of `window_secs`: a public topic has one key for ever (anyone who knows the
+    /// name can compute it anyway); a private list has the key of the current window and of
+    /// the next (announced ahead, so peers whose clocks disagree a little still meet),
+    /// derived from its secret. The first key is the one to look up.
+    pub fn rendezvous_keys(&self, unix_secs: u64, window_secs: u64) -> Vec<[u8; 32]> {
+        if self.is_private() {
+            let window = unix_secs / window_secs.max(1);
+            vec![self.rendezvous_key(window), self.rendezvous_key(window.saturating_add(1))]
+        } else {
+            vec![self.rendezvous_key(0)]
+        }
+    }
 }
 
 impl fmt::Debug for Topic {
@@ -144,5 +170,44 @@ mod tests {
         assert_ne!(topic.id().0, topic.discovery_key().0);
         assert_eq!(Topic::from_name("todo").discovery_key(), topic.discovery_key());
         assert_ne!(Topic::from_name("todo2").discovery_key(), topic.discovery_key());
+    }
+
+    #[test]
+    fn rendezvous_keys_of_a_private_list_rotate_and_reveal_nothing_public() {
+        let owner = WriterId([7; 32]);
+        let list = Topic::private("groceries".into(), Capability::Root([1; 32]), owner);
+        let same_name = Topic::private("groceries".into(), Capability::Root([2; 32]), owner);
+        let window = RENDEZVOUS_WINDOW_SECS;
+        let now = 1_800_000_000;
+        let keys = list.rendezvous_keys(now, window);
+        assert_eq!(keys.len(), 2, "the current window and the next");
+        assert_ne!(keys[0], keys[1], "the key changes between windows");
+        // The next window's first key is the one announced ahead.
+        assert_eq!(list.rendezvous_keys(now + window, window)[0], keys[1]);
+        // Within a window it stays.
+        assert_eq!(list.rendezvous_keys(now - now % window, window), keys);
+        // Nothing a stranger could know maps to it: not the id, not the discovery key, not
+        // the public topic of the same name, not another list of the same name.
+        let public = Topic::from_name("groceries");
+        for key in &keys {
+            assert_ne!(*key, list.id().0);
+            assert_ne!(*key, list.discovery_key().0);
+            assert_ne!(*key, public.rendezvous_key(0));
+            assert!(!same_name.rendezvous_keys(now, window).contains(key));
+        }
+        // The same list opened from a member's (replicate-only) capability meets under the
+        // same keys.
+        let member =
+            Topic::private("groceries".into(), Capability::Replicate(Capability::Root([1; 32]).replicate()), owner);
+        assert_eq!(member.rendezvous_keys(now, window), keys);
+    }
+
+    #[test]
+    fn a_public_topic_has_one_rendezvous_key() {
+        let topic = Topic::from_name("todo");
+        let keys = topic.rendezvous_keys(1_800_000_000, RENDEZVOUS_WINDOW_SECS);
+        assert_eq!(keys, topic.rendezvous_keys(0, 60));
+        assert_eq!(keys.len(), 1);
+        assert_ne!(keys[0], topic.discovery_key().0);
     }
 }

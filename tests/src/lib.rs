@@ -2,6 +2,7 @@
 
 pub mod browser;
 pub mod display;
+pub mod js;
 pub mod netns;
 
 use std::io::{BufRead, BufReader};
@@ -119,9 +120,23 @@ impl Peer {
 
     /// The same, inside network namespace `netns`.
     pub fn start_in(netns: &str, data: &Path, args: &[&str]) -> Peer {
+        Self::start_in_with_env(netns, data, &[], args)
+    }
+
+    /// The same, with extra environment variables.
+    pub fn start_in_with_env(netns: &str, data: &Path, env: &[(&str, &str)], args: &[&str]) -> Peer {
         let mut command = Command::new("ip");
         command.args(["netns", "exec", netns]).arg(hellopears_bin());
+        for (name, value) in env {
+            command.env(name, value);
+        }
         Self::spawn(command, data, "up", args)
+    }
+
+    /// Every line printed since the last call (or since start, past the ones `start` and
+    /// `wait_for_line` consumed).
+    pub fn drain_lines(&self) -> Vec<String> {
+        self.lines.try_iter().collect()
     }
 
     fn spawn(mut command: Command, data: &Path, subcommand: &str, args: &[&str]) -> Peer {

@@ -89,6 +89,8 @@ pub fn nat_lab_available() -> bool {
 #[derive(Debug)]
 pub struct NatLab {
     prefix: String,
+    /// Hosts added after the lab was built (removed on drop too).
+    extra: std::sync::Mutex<Vec<String>>,
 }
 
 impl NatLab {
@@ -96,7 +98,7 @@ impl NatLab {
     /// destination), where hole punching cannot work.
     pub fn new(tag: u8, symmetric: bool) -> Self {
         let prefix = format!("nl{}{tag}", std::process::id() % 10_000);
-        let lab = Self { prefix };
+        let lab = Self { prefix, extra: std::sync::Mutex::new(Vec::new()) };
         for ns in ["pub", "nat1", "nat2", "a", "b"] {
             ip(&["netns", "add", &lab.ns(ns)]);
             ip(&["-n", &lab.ns(ns), "link", "set", "lo", "up"]);
@@ -113,12 +115,11 @@ impl NatLab {
             ip(&["-n", &public, "link", "set", &port, "master", "br0", "up"]);
             ip(&["-n", &router, "addr", "add", &format!("10.99.0.1{i}/24"), "dev", "wan"]);
             ip(&["-n", &router, "link", "set", "wan", "up"]);
-            ip(&["link", "add", "lan", "netns", &router, "type", "veth", "peer", "name", "eth0", "netns", &host]);
+            // The home LAN is a bridge, so more hosts can join it (`add_home_host`).
+            ip(&["-n", &router, "link", "add", "lan", "type", "bridge"]);
             ip(&["-n", &router, "addr", "add", &format!("192.168.{i}.1/24"), "dev", "lan"]);
             ip(&["-n", &router, "link", "set", "lan", "up"]);
-            ip(&["-n", &host, "addr", "add", &format!("192.168.{i}.2/24"), "dev", "eth0"]);
-            ip(&["-n", &host, "link", "set", "eth0", "up"]);
-            ip(&["-n", &host, "route", "add", "default", "via", &format!("192.168.{i}.1")]);
+            lab.plug_host(&router, &host, "h2", &format!("192.168.{i}.2"), &format!("192.168.{i}.1"));
             let run = |args: &[&str]| {
                 let out =
                     Command::new("ip").args(["netns", "exec", &router]).args(args).output().expect("run in the router");
@@ -166,14 +167,49 @@ impl NatLab {
         lab
     }
 
-    /// The full name of one of the lab's namespaces (`pub`, `nat1`, `nat2`, `a`, `b`).
+    /// The full name of one of the lab's namespaces (`pub`, `nat1`, `nat2`, `a`, `b`, and
+    /// hosts added later).
     pub fn ns(&self, name: &str) -> String {
         format!("{}{name}", self.prefix)
+    }
+
+    /// Adds a host `name` to home network `home` (1 or 2) at `192.168.<home>.<last>`.
+    pub fn add_home_host(&self, home: u8, name: &str, last: u8) -> String {
+        let ns = self.ns(name);
+        ip(&["netns", "add", &ns]);
+        ip(&["-n", &ns, "link", "set", "lo", "up"]);
+        if let Ok(mut extra) = self.extra.lock() {
+            extra.push(ns.clone());
+        }
+        let router = self.ns(&format!("nat{home}"));
+        self.plug_host(&router, &ns, &format!("h{last}"), &format!("192.168.{home}.{last}"), &format!("192.168.{home}.1"));
+        ns
+    }
+
+    /// Adds an address of the public segment (`10.99.0.<last>`) to the public host, for
+    /// more servers there.
+    pub fn add_public_address(&self, last: u8) -> String {
+        let addr = format!("10.99.0.{last}");
+        ip(&["-n", &self.ns("pub"), "addr", "add", &format!("{addr}/24"), "dev", "br0"]);
+        addr
+    }
+
+    /// Connects `host` to the LAN bridge of `router` through a veth (`port` on the router's
+    /// side, `eth0` on the host's), with `addr` and a default route via `gateway`.
+    fn plug_host(&self, router: &str, host: &str, port: &str, addr: &str, gateway: &str) {
+        ip(&["link", "add", port, "netns", router, "type", "veth", "peer", "name", "eth0", "netns", host]);
+        ip(&["-n", router, "link", "set", port, "master", "lan", "up"]);
+        ip(&["-n", host, "addr", "add", &format!("{addr}/24"), "dev", "eth0"]);
+        ip(&["-n", host, "link", "set", "eth0", "up"]);
+        ip(&["-n", host, "route", "add", "default", "via", gateway]);
     }
 }
 
 impl Drop for NatLab {
     fn drop(&mut self) {
+        for ns in self.extra.lock().map(|extra| extra.clone()).unwrap_or_default() {
+            let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+        }
         for ns in ["a", "b", "nat1", "nat2", "pub"] {
             let _ = Command::new("ip").args(["netns", "del", &self.ns(ns)]).status();
         }
