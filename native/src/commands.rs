@@ -355,27 +355,14 @@ fn status_text(report: &StatusReport, running: bool) -> String {
         return out + "no peer is running on this data dir\n";
     }
     if let Some(dht) = &report.dht {
-        out += &dht_line(dht);
+        out += &dht.line(Some(now_ms()));
+        out.push('\n');
     }
     for peer in &report.peers {
         let found = if peer.found.is_empty() { String::new() } else { format!(" [found: {}]", peer.found) };
         out += &format!("  peer {} {}{found} {}\n", peer.peer, peer.kind, peer.addresses.join(" "));
     }
     out + &report.sync + "\n"
-}
-
-/// The DHT's state in words.
-fn dht_line(dht: &crate::discovery::DhtStatus) -> String {
-    if !dht.enabled {
-        return "DHT: off (mDNS, bootstrap peers and peer exchange only)\n".into();
-    }
-    let which = if dht.public { "public IPFS DHT" } else { "DHT of the bootstrap peers" };
-    let state = if dht.bootstrapped { "bootstrapped" } else { "not bootstrapped (unreachable so far)" };
-    let announce = match dht.last_announce_ms {
-        Some(at) => format!("{} keys announced {} s ago", dht.announced, now_ms().saturating_sub(at) / 1000),
-        None => "nothing announced yet".into(),
-    };
-    format!("{which}: {state}, {} mode, {} peers in the routing table, {announce}\n", dht.mode, dht.routing_table)
 }
 
 /// The `topic` output: a list's name, id and discovery key.

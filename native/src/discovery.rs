@@ -87,6 +87,17 @@ pub enum Found {
 }
 
 impl Found {
+    /// The words the UIs use.
+    pub fn words(self) -> &'static str {
+        match self {
+            Self::Mdns => "found by mDNS",
+            Self::Dht => "found in the DHT",
+            Self::Invite => "from an invite link",
+            Self::Exchange => "found by peer exchange",
+            Self::Bootstrap => "a bootstrap peer",
+        }
+    }
+
     /// The word `status --json` uses.
     pub fn label(self) -> &'static str {
         match self {
@@ -116,6 +127,26 @@ pub struct DhtStatus {
     pub announced: usize,
     /// When the keys were last announced (unix ms).
     pub last_announce_ms: Option<u64>,
+}
+
+impl DhtStatus {
+    /// The state in one line (`status` and the UIs); with `now_ms`, how long ago the keys
+    /// were announced (the UIs leave it out, so the line only changes with the state).
+    pub fn line(&self, now_ms: Option<u64>) -> String {
+        if !self.enabled {
+            return "DHT: off (mDNS, bootstrap peers and peer exchange only)".into();
+        }
+        let which = if self.public { "public IPFS DHT" } else { "DHT of the bootstrap peers" };
+        let state = if self.bootstrapped { "bootstrapped" } else { "not bootstrapped (unreachable so far)" };
+        let announce = match (self.last_announce_ms, now_ms) {
+            (Some(at), Some(now)) => {
+                format!("{} keys announced {} s ago", self.announced, now.saturating_sub(at) / 1000)
+            }
+            (Some(_), None) => format!("{} keys announced", self.announced),
+            (None, _) => "nothing announced yet".into(),
+        };
+        format!("{which}: {state}, {} mode, {} peers in the routing table, {announce}", self.mode, self.routing_table)
+    }
 }
 
 /// Re-announce the rendezvous keys this often (provider records are kept 24-48 h, but
@@ -255,11 +286,8 @@ impl Discovery {
 
     /// The DHT's state for `status`.
     pub fn status(&self, swarm: &mut Swarm<Behaviour>) -> DhtStatus {
-        let routing_table = swarm
-            .behaviour_mut()
-            .kad
-            .as_mut()
-            .map_or(0, |kad| kad.kbuckets().map(|bucket| bucket.num_entries()).sum());
+        let routing_table =
+            swarm.behaviour_mut().kad.as_mut().map_or(0, |kad| kad.kbuckets().map(|bucket| bucket.num_entries()).sum());
         let enabled = swarm.behaviour().kad.is_enabled();
         DhtStatus {
             enabled,

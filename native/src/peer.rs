@@ -304,6 +304,8 @@ struct Peer {
     reads: reads::Publisher,
     /// The list the UIs (window, terminal UI) show.
     shown: usize,
+    /// The DHT's state, as of the last tick (for the UIs).
+    dht: crate::discovery::DhtStatus,
 }
 
 impl Peer {
@@ -369,6 +371,7 @@ impl Peer {
             view_at: Instant::now().checked_sub(VIEW_INTERVAL).unwrap_or_else(Instant::now),
             reads,
             shown: 0,
+            dht: Default::default(),
         };
         for slot in &mut peer.slots {
             slot.progress.quiet = peer.config.quiet;
@@ -726,9 +729,12 @@ impl Peer {
         // Direct addresses first (external ones, then the LAN's, then loopback for this
         // machine), relayed ones last: the first contact should not need anyone's relay.
         let loopback = |addr: &Multiaddr| {
-            addr.iter().any(|p| matches!(p, Protocol::Ip4(ip) if ip.is_loopback()) || matches!(p, Protocol::Ip6(ip) if ip.is_loopback()))
+            addr.iter().any(|p| {
+                matches!(p, Protocol::Ip4(ip) if ip.is_loopback()) || matches!(p, Protocol::Ip6(ip) if ip.is_loopback())
+            })
         };
-        let relayed = |addr: &Multiaddr| crate::links::relay_of(addr).is_some() || addr.iter().any(|p| p == Protocol::P2pCircuit);
+        let relayed =
+            |addr: &Multiaddr| crate::links::relay_of(addr).is_some() || addr.iter().any(|p| p == Protocol::P2pCircuit);
         let all: Vec<Multiaddr> = self.swarm.external_addresses().chain(self.swarm.listeners()).cloned().collect();
         let mut addrs: Vec<Multiaddr> = all.iter().filter(|a| !relayed(a) && !loopback(a)).cloned().collect();
         addrs.extend(all.iter().filter(|a| !relayed(a) && loopback(a)).cloned());
@@ -983,6 +989,11 @@ impl Peer {
 
     fn on_tick(&mut self) {
         self.feed_all(|| Input::Tick);
+        let dht = self.discovery.status(&mut self.swarm);
+        if dht != self.dht {
+            self.dht = dht;
+            self.view_dirty = true;
+        }
         self.check_joins();
         let now = Instant::now();
         let alone = self.remote_count() == 0;
@@ -1082,7 +1093,16 @@ impl Peer {
     /// A list as the UIs show it, with every list the peer serves (for the window's panel).
     fn snapshot_of(&self, list: usize) -> Snapshot {
         let now = Instant::now();
-        let mut snapshot = self.slots[list].node.snapshot(|peer| (peer.to_string(), self.links.kind(peer, now)));
+        let mut snapshot = self.slots[list].node.snapshot(|peer| {
+            let kind = self.links.kind(peer, now);
+            let connection = match self.discovery.found_via(peer) {
+                Some(found) => format!("{kind}, {}", found.words()),
+                None if self.found_label(peer) == "dialed us" => format!("{kind}, it dialed us"),
+                None => kind,
+            };
+            (peer.to_string(), connection)
+        });
+        snapshot.network = self.dht.line(None);
         snapshot.lists = self
             .slots
             .iter()
@@ -1237,7 +1257,8 @@ impl Peer {
             BehaviourEvent::Autonat(libp2p::autonat::Event::StatusChanged { new, .. }) => {
                 tracing::info!(status = ?new, "reachability");
                 // A DHT server only when others can reach us.
-                let reachable = matches!(new, libp2p::autonat::NatStatus::Public(_)) || !self.config.external.is_empty();
+                let reachable =
+                    matches!(new, libp2p::autonat::NatStatus::Public(_)) || !self.config.external.is_empty();
                 self.discovery.set_server(&mut self.swarm, reachable);
                 if let libp2p::autonat::NatStatus::Public(addr) = &new {
                     self.say(format!("publicly reachable at {addr}"));

@@ -263,16 +263,17 @@ impl App {
             .highlight_style(Style::default().add_modifier(Modifier::REVERSED));
         let mut state = ListState::default().with_selected((!self.todos.is_empty()).then_some(self.selected));
         frame.render_stateful_widget(list, list_area, &mut state);
-        let peers: Vec<Line> = self
-            .snapshot
-            .peers
-            .iter()
-            .map(|peer| {
+        // How the peer finds others (the DHT's state), then each peer and how it was found.
+        let network = (!self.snapshot.network.is_empty()).then(|| Line::from(self.snapshot.network.clone()));
+        let peers: Vec<Line> = network
+            .into_iter()
+            .chain(self.snapshot.peers.iter().map(|peer| {
                 let tail: String = peer.id.chars().rev().take(8).collect::<Vec<_>>().into_iter().rev().collect();
                 Line::from(format!("…{tail} {}", peer.connection))
-            })
+            }))
             .collect();
-        frame.render_widget(Paragraph::new(peers).block(Block::bordered().title(" peers ")), peers_area);
+        let peers = Paragraph::new(peers).wrap(ratatui::widgets::Wrap { trim: true });
+        frame.render_widget(peers.block(Block::bordered().title(" peers ")), peers_area);
         let (title, text) = match &self.mode {
             Mode::Browse => (
                 " keys ",
@@ -471,6 +472,7 @@ mod tests {
             can_manage: false,
             lists: Vec::new(),
             reply: None,
+            network: String::new(),
         }
     }
 
@@ -517,6 +519,18 @@ mod tests {
         assert!(syncing.contains("syncing: 2 of 42 entries"), "{syncing}");
         app.set_snapshot(snapshot(vec![peer], SyncStatus::Synced { peers: 1 }));
         assert!(screen(&app).contains("synced with 1 peer"));
+    }
+
+    #[test]
+    fn the_peers_panel_says_how_peers_are_found_and_the_dht_state() {
+        let mut app = app_with_two_todos();
+        let peer = PeerView { id: "12D3KooWabcdefgh".into(), connection: "direct, found by mDNS".into(), last_sync: 0 };
+        let mut shown = snapshot(vec![peer], SyncStatus::Synced { peers: 1 });
+        shown.network = "DHT: off".into();
+        app.set_snapshot(shown);
+        let screen = screen(&app);
+        assert!(screen.contains("DHT: off"), "{screen}");
+        assert!(screen.contains("found by mDNS"), "{screen}");
     }
 
     #[test]

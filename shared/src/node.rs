@@ -515,6 +515,7 @@ impl<P: Ord + Clone + Debug> Node<P> {
             can_manage: self.replica.role().is_some_and(crate::access::Role::can_write),
             lists: Vec::new(),
             reply: None,
+            network: String::new(),
         }
     }
 

@@ -191,6 +191,9 @@ pub struct Snapshot {
     /// The answer to the window's last list action or invite (see [`WindowMessage`]).
     #[serde(default)]
     pub reply: Option<PageReply>,
+    /// How the peer finds others, in words (the DHT's state): empty in a tab.
+    #[serde(default)]
+    pub network: String,
 }
 
 /// A list a native window's peer serves, as its lists panel shows it.

@@ -140,6 +140,11 @@ pub fn query(
         .expect("run the js client");
     let events: Vec<serde_json::Value> =
         String::from_utf8_lossy(&out.stdout).lines().filter_map(|line| serde_json::from_str(line).ok()).collect();
-    assert!(out.status.success(), "js client failed after {:?}: {events:?} {}", started.elapsed(), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "js client failed after {:?}: {events:?} {}",
+        started.elapsed(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     events
 }

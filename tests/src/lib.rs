@@ -36,6 +36,18 @@ pub fn run(data: &Path, args: &[&str]) -> Output {
     Command::new(hellopears_bin()).arg("--data").arg(data).args(args).output().expect("run hellopears")
 }
 
+/// Runs a one-shot `hellopears` command on a data dir inside network namespace `netns`.
+pub fn run_in(netns: &str, data: &Path, args: &[&str]) -> Output {
+    Command::new("ip")
+        .args(["netns", "exec", netns])
+        .arg(hellopears_bin())
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .output()
+        .expect("run hellopears in a namespace")
+}
+
 /// Runs a command that must succeed and returns its stdout.
 pub fn ok(data: &Path, args: &[&str]) -> String {
     let out = run(data, args);

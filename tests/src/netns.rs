@@ -133,6 +133,9 @@ impl NatLab {
             run(&masquerade);
             run(&["iptables", "-P", "FORWARD", "DROP"]);
             run(&["iptables", "-A", "FORWARD", "-i", "lan", "-o", "wan", "-j", "ACCEPT"]);
+            // Hosts of one home reach each other (bridged frames meet iptables where
+            // br_netfilter is loaded).
+            run(&["iptables", "-A", "FORWARD", "-i", "lan", "-o", "lan", "-j", "ACCEPT"]);
             run(&[
                 "iptables",
                 "-A",
@@ -182,7 +185,13 @@ impl NatLab {
             extra.push(ns.clone());
         }
         let router = self.ns(&format!("nat{home}"));
-        self.plug_host(&router, &ns, &format!("h{last}"), &format!("192.168.{home}.{last}"), &format!("192.168.{home}.1"));
+        self.plug_host(
+            &router,
+            &ns,
+            &format!("h{last}"),
+            &format!("192.168.{home}.{last}"),
+            &format!("192.168.{home}.1"),
+        );
         ns
     }
 

@@ -24,6 +24,8 @@ pub struct Ui {
     pub status: RwSignal<SyncStatus>,
     /// Who can read and write the list ("public: anyone…" or "private, <role>").
     pub access: RwSignal<String>,
+    /// How the desktop peer behind a native window finds others (empty in a tab).
+    pub network: RwSignal<String>,
     /// The members of a private list.
     pub members: RwSignal<Vec<MemberInfo>>,
     /// Whether this device may invite and remove members.
@@ -48,6 +50,7 @@ impl Ui {
             peers: RwSignal::new(Vec::new()),
             status: RwSignal::new(SyncStatus::Loading),
             access: RwSignal::new(String::new()),
+            network: RwSignal::new(String::new()),
             members: RwSignal::new(Vec::new()),
             can_manage: RwSignal::new(false),
             invite: RwSignal::new(None),
@@ -124,6 +127,13 @@ impl Ui {
     pub fn set_access(&self, access: String) {
         if self.access.with_untracked(|old| *old != access) {
             self.access.set(access);
+        }
+    }
+
+    /// Sets how the desktop peer finds others (skipped when unchanged).
+    pub fn set_network(&self, network: String) {
+        if self.network.with_untracked(|old| *old != network) {
+            self.network.set(network);
         }
     }
 }
@@ -375,6 +385,9 @@ fn Peers(ui: Ui) -> impl IntoView {
             <h2>{move || format!("Peers ({})", ui.peers.with(Vec::len))}</h2>
             <Show when=move || ui.peers.with(Vec::is_empty)>
                 <p class="alone">"No peer connected: your changes are kept here and sync when one is reachable."</p>
+            </Show>
+            <Show when=move || ui.network.with(|line| !line.is_empty())>
+                <p class="network" data-testid="network">{move || ui.network.get()}</p>
             </Show>
             <ul>
                 <For each=move || ui.peers.get() key=|peer| peer.clone() let:peer>

@@ -39,6 +39,7 @@ pub fn spawn(ui: Ui, mut commands: mpsc::UnboundedReceiver<Command>) {
             }
             ui.set_topic(snapshot.topic);
             ui.set_access(snapshot.access);
+            ui.set_network(snapshot.network);
             ui.set_members(snapshot.members, snapshot.can_manage);
             ui.set_lists(snapshot.lists);
             // Each answer to an invite or a list action is shown once.

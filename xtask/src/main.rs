@@ -113,6 +113,21 @@ fn ensure_debian_tools(tools: &[(&str, &str)]) -> anyhow::Result<()> {
     apt_install(&missing)
 }
 
+/// The foreign libp2p nodes of the simulated internet (js-libp2p, `tests/js`), installed from
+/// the lock file when missing or older than it.
+fn ensure_lab_js() -> anyhow::Result<()> {
+    let dir = root().join("tests").join("js");
+    let marker = dir.join("node_modules").join(".package-lock.json");
+    let modified = |path: &std::path::Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let fresh = matches!((modified(&marker), modified(&dir.join("package-lock.json"))), (Some(installed), Some(lock)) if installed >= lock);
+    if fresh {
+        return Ok(());
+    }
+    let mut install = Command::new("npm");
+    install.args(["ci", "--no-audit", "--no-fund"]).current_dir(&dir);
+    step("install the lab's js-libp2p nodes (npm ci)", install)
+}
+
 /// Installs Debian packages (after refreshing the package lists); nothing when `packages`
 /// is empty.
 fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
@@ -262,7 +277,10 @@ fn test() -> anyhow::Result<()> {
         ("chromium", "chromium"),
         ("chromedriver", "chromium-driver"),
         ("Xvfb", "xvfb"),
+        ("node", "nodejs"),
+        ("npm", "npm"),
     ])?;
+    ensure_lab_js()?;
     ensure_window_deps()?;
     ensure_wasm_target()?;
     ensure_wasm_test_runner()?;
