@@ -161,6 +161,10 @@ const BOOTSTRAP_RETRY_MAX: Duration = Duration::from_secs(30 * 60);
 /// within seconds.
 const EAGER_LOOK_UP: Duration = Duration::from_secs(4);
 const EAGER_LOOK_UP_FOR: Duration = Duration::from_secs(120);
+/// Reservations on relays that are peers of our lists, beyond the usual number.
+const MEMBER_RESERVATIONS: usize = 2;
+/// How long a peer whose hole punch failed is not dialed again from the DHT.
+const PUNCH_FAILED_PAUSE: Duration = Duration::from_secs(5 * 60);
 /// Peers whose origin is remembered, at most.
 const MAX_FOUND: usize = 4096;
 
@@ -207,6 +211,12 @@ pub struct Discovery {
     looked_up: Option<Instant>,
     /// How each peer we dialed was found.
     found: HashMap<PeerId, Found>,
+    /// Peers whose hole punch through a stranger's relay failed, and when: not dialed
+    /// again from the DHT for a while (a member of the list may relay for us instead).
+    punch_failed: HashMap<PeerId, Instant>,
+    /// Peers reached only through a stranger's relay: a relayed path through a member
+    /// (from peer exchange) is dialed even though we are connected.
+    punch_only: HashSet<PeerId>,
 }
 
 impl Discovery {
@@ -251,6 +261,25 @@ impl Discovery {
             started: Instant::now(),
             looked_up: None,
             found: HashMap::new(),
+            punch_failed: HashMap::new(),
+            punch_only: HashSet::new(),
+        }
+    }
+
+    /// Whether `peer` is reached only through a stranger's relay (see `punch_only`).
+    pub fn set_punch_only(&mut self, peer: PeerId, only: bool) {
+        if only && self.punch_only.len() < MAX_FOUND {
+            self.punch_only.insert(peer);
+        } else if !only {
+            self.punch_only.remove(&peer);
+        }
+    }
+
+    /// A hole punch with `peer` through a stranger's relay failed.
+    pub fn punch_failed(&mut self, peer: PeerId, now: Instant) {
+        self.punch_failed.retain(|_, at| now.duration_since(*at) < PUNCH_FAILED_PAUSE);
+        if self.punch_failed.len() < MAX_FOUND {
+            self.punch_failed.insert(peer, now);
         }
     }
 
@@ -397,7 +426,7 @@ impl Discovery {
         self.bootstrap_backoff = (self.bootstrap_backoff * 2).min(BOOTSTRAP_RETRY_MAX);
         if !self.unreachable_said && swarm.behaviour().kad.is_enabled() {
             self.unreachable_said = true;
-            let what = if self.public_dht { "the public DHT is unreachable" } else { "no bootstrap peer answered" };
+            let what = if self.public_dht { "the public DHT is unreachable" } else { "the DHT is unreachable" };
             tracing::warn!(
                 "{what} (no bootstrap peer answered); finding peers on the LAN and through known peers, \
                  trying again in the background"
@@ -444,6 +473,10 @@ impl Discovery {
     /// Dials a peer found in the DHT or on the LAN that we are not connected to.
     pub fn found(&mut self, swarm: &mut Swarm<Behaviour>, peer: PeerId, addr: Option<Multiaddr>, via: Found) {
         if peer == self.me || swarm.is_connected(&peer) {
+            return;
+        }
+        let paused = self.punch_failed.get(&peer).is_some_and(|at| at.elapsed() < PUNCH_FAILED_PAUSE);
+        if via == Found::Dht && paused {
             return;
         }
         self.note_found(peer, via);
@@ -503,7 +536,7 @@ impl Discovery {
     /// a little later by the other.
     pub fn learned(&mut self, swarm: &mut Swarm<Behaviour>, record: &[u8], now: Instant) {
         let Some((peer, addr)) = learned_address(self.me, record) else { return };
-        if swarm.is_connected(&peer) {
+        if swarm.is_connected(&peer) && !self.punch_only.contains(&peer) {
             return;
         }
         if self.me < peer {
@@ -543,8 +576,26 @@ impl Discovery {
 
     /// Reserves on `only` (or on every known relay) unless a reservation is held there.
     fn reserve(&mut self, swarm: &mut Swarm<Behaviour>, only: Option<PeerId>) {
+        self.reserve_up_to(swarm, only, limits::RELAY_RESERVATIONS_OUT);
+    }
+
+    /// Relays we know of and hold no reservation on.
+    pub fn unreserved_relays(&self) -> Vec<PeerId> {
+        if !self.behind_nat {
+            return Vec::new();
+        }
+        self.relays.keys().filter(|relay| !self.reserved_on.contains(relay)).copied().collect()
+    }
+
+    /// Reserves on a relay that is a peer of our lists even when strangers' relays (found
+    /// in the DHT) took every slot: only a member may carry our data when a punch fails.
+    pub fn reserve_on_member(&mut self, swarm: &mut Swarm<Behaviour>, relay: PeerId) {
+        self.reserve_up_to(swarm, Some(relay), limits::RELAY_RESERVATIONS_OUT + MEMBER_RESERVATIONS);
+    }
+
+    fn reserve_up_to(&mut self, swarm: &mut Swarm<Behaviour>, only: Option<PeerId>, most: usize) {
         for (relay, addr) in &self.relays {
-            if self.reserved_on.len() >= limits::RELAY_RESERVATIONS_OUT {
+            if self.reserved_on.len() >= most {
                 return;
             }
             if only.is_some_and(|only| only != *relay) || self.reserved_on.contains(relay) || !swarm.is_connected(relay)
@@ -583,7 +634,9 @@ impl Discovery {
             self.circuit_dials.insert(peer, now);
         }
         tracing::debug!(%peer, %addr, "dialing a peer learned by peer exchange");
-        let opts = DialOpts::peer_id(peer).condition(PeerCondition::Disconnected).addresses(vec![addr]).build();
+        let condition =
+            if self.punch_only.contains(&peer) { PeerCondition::Always } else { PeerCondition::Disconnected };
+        let opts = DialOpts::peer_id(peer).condition(condition).addresses(vec![addr]).build();
         let _ = swarm.dial(opts);
     }
 }

@@ -30,6 +30,8 @@ pub struct Link {
     pub relayed: bool,
     /// We dialed it.
     pub dialed: bool,
+    /// The relay, when known (the accepting side knows it from its reservation address).
+    pub via: Option<PeerId>,
     /// A direct connection that came while only relayed ones existed: a hole punch.
     pub punched: bool,
     /// When it was established.
@@ -57,6 +59,8 @@ pub struct Connection {
     pub relayed: bool,
     /// We dialed it.
     pub dialed: bool,
+    /// The relay, when known.
+    pub via: Option<PeerId>,
 }
 
 /// What a new connection means.
@@ -82,7 +86,7 @@ impl Links {
     /// A connection came up. `relayed` comes from the endpoint: the accepting side of a
     /// relayed connection sees only `/p2p/<id>` as the remote address.
     pub fn established(&mut self, peer: PeerId, id: ConnectionId, up: Connection, now: Instant) -> Established {
-        let Connection { addr, relayed, dialed } = up;
+        let Connection { addr, relayed, dialed, via } = up;
         let just_relayed =
             self.recently_relayed.remove(&peer).is_some_and(|at| now.duration_since(at) < RECENTLY_RELAYED);
         let state = self.peers.entry(peer).or_default();
@@ -90,7 +94,8 @@ impl Links {
         let punched = only_relayed && !relayed;
         let close = if punched { state.links.iter().filter(|l| l.relayed).map(|l| l.id).collect() } else { Vec::new() };
         state.was_punched |= punched;
-        state.links.push(Link { id, addr, relayed, dialed, punched, since: now });
+        let via = via.or_else(|| relay_of(&addr));
+        state.links.push(Link { id, addr, relayed, dialed, via, punched, since: now });
         Established { punched, close, plain_direct: !relayed && !punched }
     }
 
@@ -152,8 +157,7 @@ impl PeerLinks {
             let quic = direct.iter().any(|link| link.addr.iter().any(|p| matches!(p, Protocol::QuicV1)));
             return format!("hole-punched ({})", if quic { "QUIC" } else { "TCP" });
         }
-        let relay =
-            self.links.iter().find_map(|link| relay_of(&link.addr)).map_or("a relay".into(), |id| id.to_string());
+        let relay = self.links.iter().find_map(|link| link.via).map_or("a relay".into(), |id| id.to_string());
         let waited = self.links.iter().map(|link| now.duration_since(link.since)).max().unwrap_or_default();
         match &self.punch {
             Some(Err(error)) => format!("relayed via {relay} (hole punching failed: {error})"),
@@ -188,7 +192,7 @@ mod tests {
     }
 
     fn conn(addr: Multiaddr, dialed: bool) -> Connection {
-        Connection { relayed: relay_of(&addr).is_some(), addr, dialed }
+        Connection { relayed: relay_of(&addr).is_some(), via: None, addr, dialed }
     }
 
     fn relayed_addr(relay: PeerId) -> Multiaddr {
@@ -280,7 +284,7 @@ mod tests {
         let peer = PeerId::random();
         let now = Instant::now();
         let bare: Multiaddr = format!("/p2p/{peer}").parse().expect("addr");
-        let relayed = Connection { addr: bare, relayed: true, dialed: false };
+        let relayed = Connection { addr: bare, relayed: true, dialed: false, via: None };
         links.established(peer, ConnectionId::new_unchecked(1), relayed, now);
         let up = links.established(peer, ConnectionId::new_unchecked(2), conn(direct_addr(false), false), now);
         assert!(up.punched, "{up:?}");

@@ -471,7 +471,14 @@ impl Peer {
                 let _ = self.swarm.disconnect_peer_id(remote);
             }
             Output::Dial(record) if self.config.discovery.pex => {
-                self.discovery.learned(&mut self.swarm, &record, Instant::now());
+                // A relayed path is taken only through a relay on one of our lists.
+                let relay = std::str::from_utf8(&record)
+                    .ok()
+                    .and_then(|text| text.parse::<Multiaddr>().ok())
+                    .and_then(|addr| crate::links::relay_of(&addr));
+                if relay.is_none_or(|relay| self.shares_a_list(&relay)) {
+                    self.discovery.learned(&mut self.swarm, &record, Instant::now());
+                }
             }
             Output::Dial(_) => {}
             Output::Reply(id, result) => {
@@ -996,6 +1003,11 @@ impl Peer {
         }
         self.check_joins();
         let now = Instant::now();
+        for relay in self.discovery.unreserved_relays() {
+            if self.shares_a_list(&relay) {
+                self.discovery.reserve_on_member(&mut self.swarm, relay);
+            }
+        }
         let alone = self.remote_count() == 0;
         self.discovery.tick(&mut self.swarm, now, alone);
         // Peers that opened no session on any list of ours are dropped after a grace
@@ -1048,6 +1060,7 @@ impl Peer {
         for remote in stale {
             if let Some((relay, _)) = self.punch_only.remove(&remote) {
                 tracing::info!(peer = %remote, %relay, "no hole punch through a stranger's relay: not syncing through it");
+                self.discovery.punch_failed(remote, now);
                 let _ = self.swarm.disconnect_peer_id(remote);
             }
         }
@@ -1160,7 +1173,11 @@ impl Peer {
                     self.strangers.remove(&peer_id);
                     self.sessions.remove(&peer_id);
                     self.foreign.remove(&peer_id);
-                    self.punch_only.remove(&peer_id);
+                    if self.punch_only.remove(&peer_id).is_some() {
+                        // Either side may see the punch fail: both pause their DHT dials.
+                        self.discovery.punch_failed(peer_id, Instant::now());
+                        self.discovery.set_punch_only(peer_id, false);
+                    }
                     let had = self.remote_count();
                     self.feed_all(|| Input::Disconnected(peer_id));
                     if had > 0 && self.remote_count() == 0 {
@@ -1189,7 +1206,7 @@ impl Peer {
         };
         tracing::info!(peer = %remote, %addr, relayed = endpoint.is_relayed(), "connected");
         let connection =
-            Connection { addr: addr.clone(), relayed: endpoint.is_relayed(), dialed: endpoint.is_dialer() };
+            Connection { addr: addr.clone(), relayed: endpoint.is_relayed(), dialed: endpoint.is_dialer(), via: relay };
         let up = self.links.established(remote, id, connection, Instant::now());
         // AutoNAT servers are peers reached directly (a dial-back of a relayed or punched peer
         // would collide with the punched connection): those we dialed, and those that dialed
@@ -1214,9 +1231,11 @@ impl Peer {
             // the hole punch gives a direct connection.
             tracing::info!(peer = %remote, %relay, "reached through a stranger's relay: waiting for a hole punch");
             self.punch_only.entry(remote).or_insert((relay, Instant::now()));
+            self.discovery.set_punch_only(remote, true);
             return;
         }
         self.punch_only.remove(&remote);
+        self.discovery.set_punch_only(remote, false);
         self.sessions.insert(remote);
         // A browser that dialed us over WebRTC drops data channels we open before its side
         // of the connection is set up: open ours once its stream arrives, or after a while.
@@ -1235,6 +1254,7 @@ impl Peer {
                     Err(error) if self.punch_only.contains_key(&remote_peer_id) => {
                         tracing::info!(peer = %remote_peer_id, %error, "hole punching failed; not syncing through a stranger's relay");
                         self.punch_only.remove(&remote_peer_id);
+                        self.discovery.punch_failed(remote_peer_id, Instant::now());
                         let _ = self.swarm.disconnect_peer_id(remote_peer_id);
                     }
                     Err(error) => {
@@ -1291,6 +1311,30 @@ impl Peer {
     }
 
     fn on_identified(&mut self, remote: PeerId, info: &identify::Info) {
+        // A peer behind a stranger's relay that has direct addresses (a reachable one) is
+        // dialed there at once: no need to wait for a hole punch.
+        if self.punch_only.contains_key(&remote) {
+            let direct: Vec<Multiaddr> = info
+                .listen_addrs
+                .iter()
+                .filter(|addr| {
+                    crate::links::relay_of(addr).is_none()
+                        && !addr.iter().any(|p| p == Protocol::P2pCircuit)
+                        && !addr
+                            .iter()
+                            .any(|p| matches!(p, Protocol::Ip4(ip) if ip.is_loopback() || ip.is_unspecified()))
+                })
+                .take(4)
+                .cloned()
+                .collect();
+            if !direct.is_empty() {
+                let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(remote)
+                    .condition(libp2p::swarm::dial_opts::PeerCondition::Always)
+                    .addresses(direct)
+                    .build();
+                let _ = self.swarm.dial(opts);
+            }
+        }
         let dialed = self.links.dialed_direct(&remote);
         self.discovery.identified(&mut self.swarm, remote, info, dialed);
         if self.config.discovery.pex {

@@ -38,9 +38,13 @@ impl Display {
         // Tests start displays in parallel: a number another Xvfb took first makes ours
         // exit at once, and the next number is tried.
         'numbers: for number in 90..140 {
-            if Path::new(&format!("/tmp/.X11-unix/X{number}")).exists()
-                || Path::new(&format!("/tmp/.X{number}-lock")).exists()
-            {
+            let (socket, lock) = (format!("/tmp/.X11-unix/X{number}"), format!("/tmp/.X{number}-lock"));
+            if stale_lock(Path::new(&lock)) {
+                // Its server is gone (killed before it could clean up): the number is free.
+                let _ = std::fs::remove_file(&socket);
+                let _ = std::fs::remove_file(&lock);
+            }
+            if Path::new(&socket).exists() || Path::new(&lock).exists() {
                 continue;
             }
             let name = format!(":{number}");
@@ -107,8 +111,23 @@ impl Display {
     }
 }
 
+/// Whether an X lock file names a process that no longer runs.
+fn stale_lock(lock: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(lock) else { return false };
+    text.trim().parse::<u32>().is_ok_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+}
+
 impl Drop for Display {
     fn drop(&mut self) {
+        // SIGTERM first, so the server removes its lock file and socket.
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

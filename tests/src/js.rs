@@ -101,14 +101,15 @@ impl Drop for JsNode {
     }
 }
 
-/// Starts `count` js DHT servers on the lab's public segment (addresses `10.99.0.21`...),
-/// all bootstrapped from the first.
+/// Starts `count` js DHT servers on a host of the lab's public segment (addresses
+/// `10.99.0.21`...), all bootstrapped from the first.
 pub fn dht_servers(lab: &crate::netns::NatLab, count: u8) -> Vec<JsNode> {
+    let lasts: Vec<u8> = (0..count).map(|i| 21 + i).collect();
+    let host = lab.add_public_host("dht", &lasts);
     let mut nodes: Vec<JsNode> = Vec::new();
-    for i in 0..count {
-        let ip = lab.add_public_address(21 + i);
+    for last in lasts {
         let bootstrap: Vec<String> = nodes.first().map(|first| vec![first.addr.clone()]).unwrap_or_default();
-        nodes.push(JsNode::start(&lab.ns("pub"), &format!("/ip4/{ip}/tcp/4001"), &bootstrap));
+        nodes.push(JsNode::start(&host, &format!("/ip4/10.99.0.{last}/tcp/4001"), &bootstrap));
     }
     nodes
 }

@@ -195,12 +195,23 @@ impl NatLab {
         ns
     }
 
-    /// Adds an address of the public segment (`10.99.0.<last>`) to the public host, for
-    /// more servers there.
-    pub fn add_public_address(&self, last: u8) -> String {
-        let addr = format!("10.99.0.{last}");
-        ip(&["-n", &self.ns("pub"), "addr", "add", &format!("{addr}/24"), "dev", "br0"]);
-        addr
+    /// Adds a host `name` to the public segment, with addresses `10.99.0.<last>` for each
+    /// of `lasts` (several servers may share the host).
+    pub fn add_public_host(&self, name: &str, lasts: &[u8]) -> String {
+        let ns = self.ns(name);
+        ip(&["netns", "add", &ns]);
+        ip(&["-n", &ns, "link", "set", "lo", "up"]);
+        if let Ok(mut extra) = self.extra.lock() {
+            extra.push(ns.clone());
+        }
+        let port = format!("pub{name}");
+        ip(&["link", "add", &port, "netns", &self.ns("pub"), "type", "veth", "peer", "name", "eth0", "netns", &ns]);
+        ip(&["-n", &self.ns("pub"), "link", "set", &port, "master", "br0", "up"]);
+        for last in lasts {
+            ip(&["-n", &ns, "addr", "add", &format!("10.99.0.{last}/24"), "dev", "eth0"]);
+        }
+        ip(&["-n", &ns, "link", "set", "eth0", "up"]);
+        ns
     }
 
     /// Connects `host` to the LAN bridge of `router` through a veth (`port` on the router's

@@ -315,3 +315,56 @@ fn a_js_libp2p_node_queries_our_dht_server() {
     let held = events.iter().find(|e| e["event"] == "held").expect("held");
     assert_eq!(held["open"], true, "our peer dropped a DHT client that speaks no HelloPears protocol: {held}");
 }
+
+/// After a failed punch no data flows through a stranger's relay: two homes behind
+/// symmetric NATs meet through the js relays, cannot punch, and do not sync through them;
+/// once a reachable member of the list is up, they sync relayed through it, and say so.
+#[test]
+fn after_a_failed_punch_only_a_member_of_the_list_relays() {
+    if !lab_here() {
+        return;
+    }
+    let lab = NatLab::new(40, true);
+    let nodes = js::dht_servers(&lab, 4);
+    let bootstrap = nodes.iter().map(|node| node.addr.clone()).collect::<Vec<_>>().join(",");
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("tempdir")).collect();
+    let topic = format!("sym-{}", std::process::id());
+    let on_topic = ["--topic", topic.as_str()];
+    let env = [("HELLOPEARS_BOOTSTRAP", bootstrap.as_str()), ("HELLOPEARS_LOG", "hellopears=info")];
+    let args = ["--topic", &topic, "--no-mdns", "--listen", "/ip4/0.0.0.0/tcp/0"];
+    let a = Peer::start_in_with_env(&lab.ns("a"), dirs[0].path(), &env, &args);
+    let b = Peer::start_in_with_env(&lab.ns("b"), dirs[1].path(), &env, &args);
+    ok(&a.data, &["--topic", &topic, "add", "from behind a symmetric NAT"]);
+    let gave_up = "not syncing through a stranger's relay";
+    let failed = wait_until(Duration::from_secs(120), || {
+        a.wait_for_line(gave_up, Duration::from_millis(100)).is_some()
+            || b.wait_for_line(gave_up, Duration::from_millis(100)).is_some()
+    });
+    assert!(failed, "the punch through a stranger's relay neither failed nor was given up");
+    assert!(
+        !texts(&b.data, &on_topic).contains(&"from behind a symmetric NAT".to_owned()),
+        "data flowed through a stranger's relay"
+    );
+    // A reachable member of the list: both find it in the DHT, reserve on it, and sync
+    // through it.
+    let public = "/ip4/10.99.0.1/tcp/4001";
+    let member = Peer::start_in_with_env(
+        &lab.ns("pub"),
+        dirs[2].path(),
+        &env,
+        &["--topic", &topic, "--no-mdns", "--listen", public, "--external-address", public],
+    );
+    let synced = wait_until(Duration::from_secs(90), || {
+        texts(&b.data, &on_topic).contains(&"from behind a symmetric NAT".to_owned())
+    });
+    assert!(synced, "no sync through the member: b sees a as {:?}", peer_entry_of(&b.data, &on_topic, &a.peer_id));
+    // (The member holds the list too, so the todo may come from it: the path a-b is
+    // checked on its own.)
+    let via_member = format!("relayed via {}", member.peer_id);
+    let relayed = wait_until(Duration::from_secs(60), || {
+        peer_entry_of(&b.data, &on_topic, &a.peer_id)
+            .is_some_and(|entry| entry["kind"].as_str().is_some_and(|kind| kind.starts_with(&via_member)))
+    });
+    assert!(relayed, "b does not reach a through the member: {:?}", peer_entry_of(&b.data, &on_topic, &a.peer_id));
+    drop(nodes);
+}
