@@ -28,6 +28,20 @@ import * as Digest from 'multiformats/hashes/digest'
 const RAW = 0x55
 const SHA2_256 = 0x12
 
+// The public DHT's protocol; every address is kept (the lab's are private ones).
+const DHT = { protocol: '/ipfs/kad/1.0.0', peerInfoMapper: passthroughMapper }
+
+// A TCP node with noise, yamux, identify and ping, plus `services`.
+function createNode (options, services) {
+  return createLibp2p({
+    ...options,
+    transports: [tcp()],
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    services: { identify: identify(), ping: ping(), ...services }
+  })
+}
+
 function parseArgs (argv) {
   const args = { listen: [], bootstrap: [] }
   for (let i = 0; i < argv.length; i++) {
@@ -69,23 +83,12 @@ async function server (args) {
     }
     return put(key, value, options)
   }
-  const node = await createLibp2p({
+  const node = await createNode({
     addresses: { listen: args.listen },
-    datastore,
-    transports: [tcp()],
-    connectionEncrypters: [noise()],
-    streamMuxers: [yamux()],
-    services: {
-      identify: identify(),
-      ping: ping(),
-      relay: circuitRelayServer({ reservations: { maxReservations: 64 } }),
-      dht: kadDHT({
-        protocol: '/ipfs/kad/1.0.0',
-        clientMode: false,
-        peerInfoMapper: passthroughMapper,
-        allowQueryWithZeroPeers: true
-      })
-    }
+    datastore
+  }, {
+    relay: circuitRelayServer({ reservations: { maxReservations: 64 } }),
+    dht: kadDHT({ ...DHT, clientMode: false, allowQueryWithZeroPeers: true })
   })
   await node.start()
   print({ event: 'listening', peer: node.peerId.toString(), addrs: node.getMultiaddrs().map(a => a.toString()) })
@@ -128,16 +131,7 @@ function decodeBase32 (text) {
 
 async function query (args) {
   const target = multiaddr(args.query)
-  const node = await createLibp2p({
-    transports: [tcp()],
-    connectionEncrypters: [noise()],
-    streamMuxers: [yamux()],
-    services: {
-      identify: identify(),
-      ping: ping(),
-      dht: kadDHT({ protocol: '/ipfs/kad/1.0.0', clientMode: true, peerInfoMapper: passthroughMapper })
-    }
-  })
+  const node = await createNode({}, { dht: kadDHT({ ...DHT, clientMode: true }) })
   await node.start()
   const connection = await node.dial(target)
   const remote = connection.remotePeer.toString()
