@@ -368,3 +368,28 @@ fn after_a_failed_punch_only_a_member_of_the_list_relays() {
     assert!(relayed, "b does not reach a through the member: {:?}", peer_entry_of(&b.data, &on_topic, &a.peer_id));
     drop(nodes);
 }
+
+/// `--no-public-dht` (and its old spelling `--no-dht`) keeps a peer off the DHT; by default
+/// a peer is on the public DHT, a client until it is known to be reachable.
+#[test]
+fn the_public_dht_is_on_by_default_and_off_on_request() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("tempdir")).collect();
+    let loopback = ["--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"];
+    for (dir, flag) in dirs.iter().zip(["--no-public-dht", "--no-dht"]) {
+        let mut args = loopback.to_vec();
+        args.push(flag);
+        let peer = Peer::start(dir.path(), &args);
+        let dht = &json(&peer.data, &["status", "--json"])["dht"];
+        assert_eq!(dht["enabled"], false, "{flag}: {dht}");
+        assert_eq!(dht["mode"], "off", "{flag}: {dht}");
+        assert!(ok(&peer.data, &["status"]).contains("DHT: off"), "{flag}");
+    }
+    let peer = Peer::start(dirs[2].path(), &loopback);
+    let dht = &json(&peer.data, &["status", "--json"])["dht"];
+    assert_eq!(dht["enabled"], true, "{dht}");
+    assert_eq!(dht["public"], true, "the default bootstrap list is the public DHT's: {dht}");
+    assert_eq!(dht["mode"], "client", "{dht}");
+    assert!(ok(&peer.data, &["status"]).contains("public IPFS DHT"));
+    let topic = json(&peer.data, &["topic", "--json"]);
+    assert_eq!(topic["dht_keys"].as_array().map(Vec::len), Some(1), "a public topic has one key: {topic}");
+}
