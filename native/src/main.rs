@@ -227,12 +227,14 @@ fn init_logging(verbose: u8, quiet: bool, file: Option<PathBuf>) {
         _ => "trace",
     };
     // sled reports damage itself in several lines before our one-line error, the DHT
-    // warns that it has no peers at every start, and the WebRTC stack warns about every
-    // TLS extension a browser offers: keep them quiet unless asked for.
+    // warns that it has no peers at every start, QUIC warns of every datagram it cannot
+    // send (the public DHT's bootstrap peers from a LAN with no internet: we say that once
+    // ourselves), and the WebRTC stack warns about every TLS extension a browser offers:
+    // keep them quiet unless asked for.
     let quiet_deps = if verbose >= 2 {
         String::new()
     } else {
-        ",sled=off,libp2p_kad=error,dtls=error,webrtc_sctp=error,webrtc_ice=error,webrtc=error".into()
+        ",sled=off,libp2p_kad=error,quinn_udp=error,quinn=error,dtls=error,webrtc_sctp=error,webrtc_ice=error,webrtc=error".into()
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("HELLOPEARS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level}{quiet_deps}")));
