@@ -226,6 +226,9 @@ pub enum AccessError {
     /// The invite admitted a device already.
     #[error("this invite was already used")]
     InviteUsed,
+    /// The joining device is a member already (its request came again).
+    #[error("this device is a member already")]
+    AlreadyMember,
     /// The invite expired.
     #[error("this invite expired")]
     InviteExpired,

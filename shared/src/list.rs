@@ -297,11 +297,14 @@ impl ListView {
         now: u64,
     ) -> Result<MemberOp, AccessError> {
         let Some(private) = &self.private else { return Err(AccessError::NotAllowed("a public topic".into())) };
+        if private.membership.role(&device).is_some() {
+            // A repeated request of a device we admitted (it has not synced its admission
+            // yet): nothing to do, nothing to refuse.
+            check_join_proof(&invite, &private.keys.id, &device, &name, &proof)?;
+            return Err(AccessError::AlreadyMember);
+        }
         let role = private.membership.check_invite(&invite, now)?;
         check_join_proof(&invite, &private.keys.id, &device, &name, &proof)?;
-        if private.membership.role(&device).is_some() {
-            return Err(AccessError::NotAllowed(format!("{} is a member already", device.short())));
-        }
         let mut keys = Vec::new();
         if role.can_read() {
             for key in &private.keyring {

@@ -224,6 +224,8 @@ struct Remote {
     failures: u8,
     listen: Vec<Vec<u8>>,
     last_frame: u64,
+    /// Join requests sent again to it (bounded: members take a few per session).
+    join_retries: u32,
 }
 
 /// A frame or reply waiting for a batch to be durable.
@@ -276,10 +278,19 @@ pub struct Node<P> {
     invite: Option<(crate::access::Invite, String)>,
     /// Why a member refused our join request, if one did.
     refusal: Option<String>,
+    /// When join requests were last sent (they are sent again while we wait: a request
+    /// can be lost with a stream that failed).
+    join_sent_at: u64,
 }
 
 /// How long a remote of another list keeps its connection after we stop syncing with it.
 const OTHER_LIST_GRACE_MS: u64 = 2_000;
+/// While a device waits to be admitted, its join request goes again to every introduced
+/// peer this often (a request can be lost with a failed stream; a repeat of an admitted
+/// request is ignored by members).
+const JOIN_RETRY_MS: u64 = 5_000;
+/// Join requests sent again to one peer, at most (members accept 32 per session).
+const JOIN_RETRIES: u32 = 16;
 
 impl<P: Ord + Clone + Debug> Node<P> {
     /// Opens a node on a list's stored state. `fresh_secret` (random bytes from the driver)
@@ -323,6 +334,7 @@ impl<P: Ord + Clone + Debug> Node<P> {
             closing: Vec::new(),
             invite: None,
             refusal: None,
+            join_sent_at: 0,
         }
     }
 
@@ -570,6 +582,7 @@ impl<P: Ord + Clone + Debug> Node<P> {
             failures: 0,
             listen: Vec::new(),
             last_frame: 0,
+            join_retries: 0,
         };
         match open {
             Open::Now => self.out.push(Output::OpenStream(remote.clone())),
@@ -780,6 +793,23 @@ impl<P: Ord + Clone + Debug> Node<P> {
 
     fn on_tick(&mut self) {
         let now = self.now;
+        if self.is_joining() && now.saturating_sub(self.join_sent_at) >= JOIN_RETRY_MS {
+            self.join_sent_at = now;
+            let introduced: Vec<P> = self
+                .remotes
+                .iter_mut()
+                .filter(|(_, state)| state.session.is_introduced() && state.join_retries < JOIN_RETRIES)
+                .map(|(remote, state)| {
+                    state.join_retries += 1;
+                    remote.clone()
+                })
+                .collect();
+            for remote in introduced {
+                if let Some(join) = self.join_request() {
+                    self.route(&remote, vec![join]);
+                }
+            }
+        }
         let due: Vec<(P, u64, String)> = self.closing.extract_if(.., |(_, at, _)| *at <= now).collect();
         for (remote, _, reason) in due {
             self.out.push(Output::Disconnect(remote, reason));

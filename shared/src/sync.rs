@@ -296,7 +296,7 @@ pub struct Session {
 pub const PIPELINE_PER_WRITER: usize = 4;
 
 /// Join requests one session may make.
-const MAX_JOINS_PER_SESSION: u32 = 4;
+const MAX_JOINS_PER_SESSION: u32 = 32;
 
 /// Timeouts in a row after which a remote's claimed length is forgotten.
 const CLAIM_TIMEOUTS: u8 = 3;
@@ -518,7 +518,12 @@ impl Session {
                     // Not ours to answer: this device may not admit (blind or read-only), or
                     // has not learned of the invite yet. Another member answers; a refusal
                     // from us would end the joiner's wait for them.
-                    Err(AccessError::CannotWrite(_) | AccessError::UnknownInvite | AccessError::NotAMember) => {}
+                    Err(
+                        AccessError::CannotWrite(_)
+                        | AccessError::UnknownInvite
+                        | AccessError::NotAMember
+                        | AccessError::AlreadyMember,
+                    ) => {}
                     Err(error) => out.push(Message::Refused { reason: error.to_string() }),
                 }
             }

@@ -373,8 +373,8 @@ fn a_stranger_learns_nothing_in_a_session() {
 }
 
 /// A join request that reaches a member who may not admit (a blind device) gets no answer
-/// from it, so the joiner keeps waiting for a member who can; a writer admits it, and a
-/// spent invite is still refused outright.
+/// from it, so the joiner keeps waiting for a member who can; a writer admits it; the same
+/// request again is ignored, and the spent invite is refused outright to another device.
 #[test]
 fn only_members_who_can_admit_answer_a_join_request() {
     let mut a = owner();
@@ -407,5 +407,14 @@ fn only_members_who_can_admit_answer_a_join_request() {
     assert!(!refused(&answers(&mut blind, join.clone())), "a blind member stays silent");
     assert!(!refused(&answers(&mut a, join.clone())), "the owner admits");
     assert!(a.list().membership().and_then(|m| m.role(&joiner.writer_id())).is_some(), "admitted");
-    assert!(refused(&answers(&mut a, join)), "a spent invite is refused");
+    // The joiner asks again (its request may have been lost): nothing to refuse.
+    assert!(!refused(&answers(&mut a, join)), "a repeated request of an admitted device is no refusal");
+    let other = device(18);
+    let reused = Message::Join {
+        invite: joining.key(),
+        device: other.writer_id(),
+        name: String::new(),
+        proof: joining.prove(&list, &other.writer_id(), "").to_vec(),
+    };
+    assert!(refused(&answers(&mut a, reused)), "a spent invite is refused to another device");
 }
