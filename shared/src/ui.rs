@@ -314,6 +314,32 @@ pub fn share_fragment(topic: &Topic) -> String {
     format!("#topic={}", encode_component(topic.name()))
 }
 
+/// Peer addresses a share link carries, at most.
+pub const SHARE_PEERS: usize = 6;
+
+/// The fragment of a share link for a public topic with the addresses of up to
+/// [`SHARE_PEERS`] peers that hold it: the tab that opens it dials them too, so the first
+/// contact depends neither on a DHT nor on the page's own server.
+pub fn share_fragment_with_peers(topic: &Topic, peers: &[String]) -> String {
+    let mut fragment = share_fragment(topic);
+    let peers: Vec<String> = peers.iter().take(SHARE_PEERS).map(|addr| encode_component(addr)).collect();
+    if !peers.is_empty() {
+        fragment.push_str("&peers=");
+        fragment.push_str(&peers.join(","));
+    }
+    fragment
+}
+
+/// The peer addresses a share link's fragment carries (see [`share_fragment_with_peers`]).
+pub fn peers_from_fragment(fragment: &str) -> Vec<String> {
+    fragment
+        .trim_start_matches('#')
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("peers="))
+        .map(|list| list.split(',').map(decode_component).filter(|addr| !addr.is_empty()).take(SHARE_PEERS).collect())
+        .unwrap_or_default()
+}
+
 /// Percent-encodes what is not safe in a URL fragment value.
 fn encode_component(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -351,6 +377,20 @@ fn decode_component(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn share_links_carry_peer_addresses() {
+        let topic = Topic::from_name("shop & co");
+        let peers: Vec<String> = (0..8)
+            .map(|i| format!("/ip4/192.168.1.{i}/udp/4001/webrtc-direct/certhash/uEiAbc/p2p/12D3KooWpeer{i}"))
+            .collect();
+        let fragment = share_fragment_with_peers(&topic, &peers);
+        assert!(fragment.starts_with("#topic=shop%20%26%20co&peers="), "{fragment}");
+        assert_eq!(topic_from_fragment(&fragment), topic);
+        assert_eq!(peers_from_fragment(&fragment), peers[..SHARE_PEERS].to_vec());
+        assert_eq!(share_fragment_with_peers(&topic, &[]), share_fragment(&topic));
+        assert!(peers_from_fragment(&share_fragment(&topic)).is_empty());
+    }
 
     #[test]
     fn share_links_round_trip() {

@@ -619,3 +619,52 @@ async fn a_tab_creates_a_private_list_and_invites_its_desktop() -> anyhow::Resul
     tab.close().await?;
     Ok(())
 }
+
+/// A public topic's share link carries the addresses of the peer that served the page: a
+/// tab opening it from another desktop's web app dials that peer too, with no DHT, mDNS or
+/// exchange between the two desktops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_share_link_brings_its_peers_along() -> anyhow::Result<()> {
+    if !browser::available() {
+        return Ok(());
+    }
+    let _serial = SERIAL.lock().await;
+    let (a_dir, b_dir) = (TempDir::new()?, TempDir::new()?);
+    let a = desktop(a_dir.path(), None, 0);
+    let b = desktop(b_dir.path(), None, 0);
+    ok(a_dir.path(), &["add", "only on A"]);
+    let driver = Driver::start()?;
+    let (first_profile, second_profile) = (TempDir::new()?, TempDir::new()?);
+    let first = driver.tab(first_profile.path()).await?;
+    first.open(&a.web.clone().expect("A serves the web app")).await?;
+    let mut link = String::new();
+    first
+        .wait_for("a share link naming A", Duration::from_secs(20), |tab| {
+            let a_id = a.peer_id.clone();
+            async move {
+                let href = tab.eval("return document.querySelector('[data-testid=share-link]').href").await?;
+                Ok(href.as_str().is_some_and(|href| href.contains("&peers=") && href.contains(&a_id)))
+            }
+        })
+        .await?;
+    if let Some(href) = first.eval("return document.querySelector('[data-testid=share-link]').href").await?.as_str() {
+        link = href.to_owned();
+    }
+    first.close().await?;
+    let fragment = link.split_once('#').map(|(_, fragment)| fragment.to_owned()).expect("a fragment");
+    let b_base = b.web.clone().expect("B serves the web app");
+    let b_base = b_base.split('#').next().unwrap_or_default().to_owned();
+    let second = driver.tab(second_profile.path()).await?;
+    second.open(&format!("{b_base}#{fragment}")).await?;
+    let a_id = a.peer_id.clone();
+    second
+        .wait_for("a connection to A from the share link", Duration::from_secs(20), |tab| {
+            let a_id = a_id.clone();
+            async move { Ok(tab.peers().await?.iter().any(|(id, _)| *id == a_id)) }
+        })
+        .await?;
+    converge("A, B and the tab", &[a_dir.path(), b_dir.path()], &[&second], CONVERGE * 4, |t| t.len() == 1).await?;
+    second.close().await?;
+    drop(b);
+    Ok(())
+}

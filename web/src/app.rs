@@ -26,6 +26,8 @@ pub struct Ui {
     pub access: RwSignal<String>,
     /// How the desktop peer behind a native window finds others (empty in a tab).
     pub network: RwSignal<String>,
+    /// Addresses of peers that hold the topic, for its share link.
+    pub share_peers: RwSignal<Vec<String>>,
     /// The members of a private list.
     pub members: RwSignal<Vec<MemberInfo>>,
     /// Whether this device may invite and remove members.
@@ -51,6 +53,7 @@ impl Ui {
             status: RwSignal::new(SyncStatus::Loading),
             access: RwSignal::new(String::new()),
             network: RwSignal::new(String::new()),
+            share_peers: RwSignal::new(Vec::new()),
             members: RwSignal::new(Vec::new()),
             can_manage: RwSignal::new(false),
             invite: RwSignal::new(None),
@@ -127,6 +130,13 @@ impl Ui {
     pub fn set_access(&self, access: String) {
         if self.access.with_untracked(|old| *old != access) {
             self.access.set(access);
+        }
+    }
+
+    /// Sets the addresses a share link carries (skipped when unchanged).
+    pub fn set_share_peers(&self, peers: Vec<String>) {
+        if self.share_peers.with_untracked(|old| *old != peers) {
+            self.share_peers.set(peers);
         }
     }
 
@@ -276,7 +286,7 @@ fn TopicBar(ui: Ui) -> impl IntoView {
             .and_then(|w| w.location().href().ok())
             .map(|href| href.split('#').next().unwrap_or_default().to_owned())
             .unwrap_or_default();
-        format!("{base}{}", crate::share_fragment(&topic))
+        format!("{base}{}", crate::share_fragment_with_peers(&topic, &ui.share_peers.get()))
     };
     let join = move |ev: KeyboardEvent| {
         if ev.key() != "Enter" {

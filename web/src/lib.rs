@@ -4,7 +4,7 @@
 
 /// The backend interface, defined once in the core.
 pub use hellopears_core::ui as model;
-pub use hellopears_core::ui::{share_fragment, topic_from_fragment};
+pub use hellopears_core::ui::{peers_from_fragment, share_fragment, share_fragment_with_peers, topic_from_fragment};
 
 pub mod addresses;
 #[cfg(target_arch = "wasm32")]

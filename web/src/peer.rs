@@ -201,6 +201,17 @@ async fn run(
         }
         tab.save_known();
     }
+    // A share link of a public topic names peers that hold it: dialed too, so the first
+    // contact needs neither a DHT nor this page's server.
+    if !tab.node.replica().topic().is_private()
+        && let Some(hash) = web_sys::window().and_then(|w| w.location().hash().ok())
+    {
+        let shared = crate::peers_from_fragment(&hash);
+        for addr in shared.iter().filter(|a| a.contains("/webrtc-direct/")).filter_map(|a| a.parse::<Multiaddr>().ok())
+        {
+            tab.learn(addr, true);
+        }
+    }
     tab.dial_due();
     tab.feed(Input::Tick);
     let mut tick = Box::pin(interval(TICK_MS)).fuse();
@@ -495,6 +506,8 @@ impl Tab {
     fn on_config(&mut self, served: Result<Vec<Multiaddr>, String>) {
         match served {
             Ok(addrs) => {
+                // The share link names the serving peer's addresses.
+                self.ui.set_share_peers(addrs.iter().map(ToString::to_string).collect());
                 for addr in addrs {
                     self.learn(addr, true);
                 }
