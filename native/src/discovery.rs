@@ -395,9 +395,12 @@ impl Discovery {
                 Some(peer) => {
                     // The DHT learns of it once it answered (a `/dnsaddr` is resolved then).
                     self.note_found(peer, Found::Bootstrap);
-                    DialOpts::peer_id(peer).condition(PeerCondition::Disconnected).addresses(vec![addr.clone()]).build()
+                    DialOpts::peer_id(peer)
+                        .condition(PeerCondition::Disconnected)
+                        .addresses(vec![via_relay(addr.clone())])
+                        .build()
                 }
-                None => DialOpts::unknown_peer_id().address(addr.clone()).build(),
+                None => DialOpts::unknown_peer_id().address(via_relay(addr.clone())).build(),
             };
             let id = opts.connection_id();
             match swarm.dial(opts) {
@@ -481,7 +484,7 @@ impl Discovery {
         }
         self.note_found(peer, via);
         let _ = match addr {
-            Some(addr) => swarm.dial(addr),
+            Some(addr) => swarm.dial(via_relay(addr)),
             None => swarm.dial(peer),
         };
     }
@@ -491,7 +494,7 @@ impl Discovery {
         if let Some(Protocol::P2p(peer)) = addr.iter().last() {
             self.note_found(peer, Found::Invite);
         }
-        if let Err(error) = swarm.dial(addr.clone()) {
+        if let Err(error) = swarm.dial(via_relay(addr.clone())) {
             tracing::debug!(%addr, %error, "cannot dial an address of the invite");
         }
     }
@@ -636,8 +639,18 @@ impl Discovery {
         tracing::debug!(%peer, %addr, "dialing a peer learned by peer exchange");
         let condition =
             if self.punch_only.contains(&peer) { PeerCondition::Always } else { PeerCondition::Disconnected };
-        let opts = DialOpts::peer_id(peer).condition(condition).addresses(vec![addr]).build();
+        let opts = DialOpts::peer_id(peer).condition(condition).addresses(vec![via_relay(addr)]).build();
         let _ = swarm.dial(opts);
+    }
+}
+
+/// A `/webrtc` address is reached through its relay first: the WebRTC connection is signaled
+/// over the relayed one (the peer upgrades once identify says the remote speaks the
+/// signaling protocol). Any other address is unchanged.
+pub fn via_relay(addr: Multiaddr) -> Multiaddr {
+    match webrtc_p2p::parse_dial_addr(&addr) {
+        Some((circuit, _)) => circuit,
+        None => addr,
     }
 }
 

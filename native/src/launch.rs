@@ -119,6 +119,8 @@ pub fn prepare_peer(
         webrtc_certificate,
         webrtc_port_file: port_file,
         webrtc_addrs: Default::default(),
+        stun_servers: Vec::new(),
+        stun_port: None,
         view: None,
         eval: None,
     };

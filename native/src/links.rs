@@ -95,8 +95,10 @@ impl Links {
         let close = if punched { state.links.iter().filter(|l| l.relayed).map(|l| l.id).collect() } else { Vec::new() };
         state.was_punched |= punched;
         let via = via.or_else(|| relay_of(&addr));
+        // A WebRTC connection's address names no IP: no AutoNAT server.
+        let plain_direct = !relayed && !punched && !webrtc_p2p::is_webrtc_addr(&addr);
         state.links.push(Link { id, addr, relayed, dialed, via, punched, since: now });
-        Established { punched, close, plain_direct: !relayed && !punched }
+        Established { punched, close, plain_direct }
     }
 
     /// A connection closed; `last` when no other connection to the peer remains.
@@ -147,9 +149,13 @@ impl Links {
 }
 
 impl PeerLinks {
-    /// Direct, hole-punched (TCP or QUIC), or relayed via which peer and why.
+    /// Direct, hole-punched (TCP or QUIC), WebRTC through ICE, or relayed via which peer
+    /// and why.
     pub fn kind(&self, now: Instant) -> String {
         let direct: Vec<&Link> = self.links.iter().filter(|link| !link.relayed).collect();
+        if direct.iter().any(|link| webrtc_p2p::is_webrtc_addr(&link.addr)) {
+            return "WebRTC (ICE, direct)".into();
+        }
         if !direct.is_empty() {
             if !(matches!(self.punch, Some(Ok(()))) || self.was_punched) {
                 return "direct".into();
@@ -202,6 +208,25 @@ mod tests {
     fn direct_addr(quic: bool) -> Multiaddr {
         if quic { "/ip4/198.51.100.7/udp/5000/quic-v1".parse() } else { "/ip4/198.51.100.7/tcp/5000".parse() }
             .expect("addr")
+    }
+
+    #[test]
+    fn a_webrtc_upgrade_replaces_the_relayed_connection_and_says_so() {
+        let mut links = Links::default();
+        let peer = PeerId::random();
+        let via = relay();
+        let now = Instant::now();
+        links.established(peer, ConnectionId::new_unchecked(1), conn(relayed_addr(via), true), now);
+        let webrtc = webrtc_p2p::upgrade_addr(peer);
+        let up = links.established(peer, ConnectionId::new_unchecked(2), conn(webrtc, true), now);
+        assert_eq!(up.close, vec![ConnectionId::new_unchecked(1)], "the relayed connection goes");
+        assert!(!up.plain_direct, "not an AutoNAT server");
+        assert_eq!(links.kind(&peer, now), "WebRTC (ICE, direct)");
+        // The accepting side sees `/webrtc/p2p/<peer>`.
+        let other = PeerId::random();
+        let listener: Multiaddr = format!("/webrtc/p2p/{other}").parse().expect("addr");
+        links.established(other, ConnectionId::new_unchecked(3), conn(listener, false), now);
+        assert_eq!(links.kind(&other, now), "WebRTC (ICE, direct)");
     }
 
     #[test]

@@ -279,6 +279,14 @@ struct PeerArgs {
     /// Do not exchange peer addresses with peers (for tests of the other mechanisms).
     #[arg(long, hide = true)]
     no_pex: bool,
+    /// A STUN server for WebRTC through NATs, `stun:HOST:PORT` (repeatable; also
+    /// HELLOPEARS_STUN, comma-separated). None by default: no third party learns of us.
+    #[arg(long = "stun", value_name = "URL", env = "HELLOPEARS_STUN", value_delimiter = ',', value_parser = parse_stun)]
+    stun: Vec<String>,
+    /// Answer STUN binding requests on this UDP port (a reachable peer serving as the STUN
+    /// server of its lists' tabs and desktops).
+    #[arg(long, value_name = "PORT")]
+    stun_port: Option<u16>,
     /// Serve the web app for browser tabs on ADDR (default 127.0.0.1:4270).
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:4270")]
     web: Option<std::net::SocketAddr>,
@@ -289,6 +297,21 @@ struct PeerArgs {
     /// then run on it.
     #[arg(long, value_name = "LINK")]
     join: Option<String>,
+}
+
+/// A STUN server URL: `stun:HOST:PORT` (or `stun:HOST`, port 3478).
+fn parse_stun(text: &str) -> Result<String, String> {
+    let rest = text.strip_prefix("stun:").ok_or_else(|| format!("{text}: a STUN server is stun:HOST:PORT"))?;
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() => {
+            (host, port.parse::<u16>().map_err(|_| format!("{text}: bad port {port}"))?)
+        }
+        _ => (rest, 3478),
+    };
+    if host.is_empty() || host.contains('/') {
+        return Err(format!("{text}: a STUN server is stun:HOST:PORT"));
+    }
+    Ok(format!("stun:{host}:{port}"))
 }
 
 fn data_dir(cli: &Cli) -> anyhow::Result<Option<PathBuf>> {
@@ -406,7 +429,19 @@ fn reach(data: Option<&std::path::Path>, selection: &lists::Selection, request: 
 }
 
 fn up(data: Option<PathBuf>, selection: lists::Selection, args: PeerArgs, window: bool) -> anyhow::Result<()> {
-    let PeerArgs { listen, bootstrap, no_mdns, no_dht, no_pex, external_address, web, web_root, join: link } = args;
+    let PeerArgs {
+        listen,
+        bootstrap,
+        no_mdns,
+        no_dht,
+        no_pex,
+        external_address,
+        web,
+        web_root,
+        join: link,
+        stun,
+        stun_port,
+    } = args;
     let (selection, joined) = match link {
         Some(link) => {
             let invite = hellopears_core::access::InviteLink::decode(&link)?;
@@ -425,6 +460,8 @@ fn up(data: Option<PathBuf>, selection: lists::Selection, args: PeerArgs, window
     let prepare = move || {
         let mut prepared = launch::prepare_peer(data, &selection, listen, bootstrap, discovery, false)?;
         prepared.config.external = external_address;
+        prepared.config.stun_servers = stun;
+        prepared.config.stun_port = stun_port;
         prepared.site = site;
         Ok(prepared)
     };

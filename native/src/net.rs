@@ -83,20 +83,32 @@ fn connection_limits() -> ConnectionLimits {
         .with_max_pending_outgoing(Some(limits::MAX_PENDING_OUTBOUND))
 }
 
-/// Builds the swarm with TCP (noise + yamux), QUIC, and WebRTC-direct (for browser tabs).
+/// A built swarm, and the peers that broke the `/webrtc` signaling protocol.
+pub type Built = (libp2p::Swarm<Behaviour>, futures::channel::mpsc::UnboundedReceiver<webrtc_p2p::tokio::Misbehaviour>);
+
+/// Builds the swarm with TCP (noise + yamux), QUIC, WebRTC-direct (for browser tabs that
+/// can reach us), and `/webrtc` (ICE through NATs, signaled over relayed connections).
 pub fn build_swarm(
     key: identity::Keypair,
     mdns_on: bool,
     dht_on: bool,
     webrtc: libp2p_webrtc::tokio::Certificate,
-) -> anyhow::Result<libp2p::Swarm<Behaviour>> {
+    webrtc_p2p: webrtc_p2p::tokio::Config,
+) -> anyhow::Result<Built> {
     use libp2p::Transport as _;
+    // The `/webrtc` transport signals on the swarm's own streams.
+    let stream = libp2p_stream::Behaviour::new();
+    let (p2p_transport, misbehaviour) = webrtc_p2p::tokio::Transport::new(stream.new_control(), webrtc_p2p);
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
         .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)?
         .with_quic()
         .with_other_transport(|key| {
             libp2p_webrtc::tokio::Transport::new(key.clone(), webrtc)
+                .map(|(peer_id, connection), _| (peer_id, libp2p::core::muxing::StreamMuxerBox::new(connection)))
+        })?
+        .with_other_transport(|_| {
+            p2p_transport
                 .map(|(peer_id, connection), _| (peer_id, libp2p::core::muxing::StreamMuxerBox::new(connection)))
         })?
         // `/dnsaddr` (the public DHT's bootstrap peers) and `/dns` addresses.
@@ -122,7 +134,7 @@ pub fn build_swarm(
                 ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(15))),
                 mdns: Toggle::from(mdns),
                 kad: Toggle::from(dht_on.then_some(kad)),
-                stream: libp2p_stream::Behaviour::new(),
+                stream,
                 relay: relay::Behaviour::new(peer_id, relay_config()),
                 relay_client,
                 dcutr: dcutr::Behaviour::new(peer_id),
@@ -132,5 +144,5 @@ pub fn build_swarm(
         })?
         .with_swarm_config(|config| config.with_idle_connection_timeout(Duration::from_secs(120)))
         .build();
-    Ok(swarm)
+    Ok((swarm, misbehaviour))
 }

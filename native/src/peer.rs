@@ -64,6 +64,10 @@ pub struct PeerConfig {
     pub webrtc_port_file: Option<PathBuf>,
     /// Where this peer's WebRTC-direct addresses are published (for the web app's server).
     pub webrtc_addrs: crate::web::WebrtcAddrs,
+    /// STUN servers (`stun:host:port`) for `/webrtc` ICE: server-reflexive candidates.
+    pub stun_servers: Vec<String>,
+    /// The UDP port this peer answers STUN on, if any.
+    pub stun_port: Option<u16>,
     /// What the UIs show, published whenever it changes (the window and the terminal UI).
     pub view: Option<watch::Sender<Snapshot>>,
     /// Scripts to run in a native window's page, with where their result goes.
@@ -133,6 +137,8 @@ const STRANGER_GRACE: Duration = Duration::from_secs(2);
 const AUTOMATION: bool = cfg!(feature = "automation");
 
 /// How long a peer our relay serves may take to open a session on one of our lists.
+/// How often a relayed peer is tried over `/webrtc` at most.
+const WEBRTC_RETRY: Duration = Duration::from_secs(60);
 const RELAY_GRACE: Duration = Duration::from_millis(limits::RELAY_GRACE_MS);
 /// How long the peer waits for its last write when stopping.
 const STOP_PATIENCE: Duration = Duration::from_secs(10);
@@ -214,6 +220,7 @@ pub async fn run(
             Some(event) = peer.readers.next(), if !peer.readers.is_empty() => peer.on_stream(event),
             event = peer.swarm.select_next_some() => peer.on_swarm(event),
             Some((remote, stream)) = incoming.next() => peer.on_incoming(remote, stream),
+            Some(report) = peer.webrtc_misbehaviour.next() => peer.on_webrtc_misbehaviour(report),
             _ = tick.tick() => peer.on_tick(),
             _ = look_up.tick() => peer.discovery.look_up(&mut peer.swarm),
             () = sleep_until(peer.reads.due()), if peer.reads.due().is_some() => {}
@@ -286,6 +293,10 @@ struct Peer {
     /// Peers reached only through a relay that is on none of our lists, and that relay:
     /// it may coordinate a hole punch, never carry our data.
     punch_only: HashMap<PeerId, (PeerId, Instant)>,
+    /// Peers we tried to reach over `/webrtc`, and when.
+    webrtc_tried: HashMap<PeerId, Instant>,
+    /// Peers that broke the `/webrtc` signaling protocol, as the transport reports them.
+    webrtc_misbehaviour: futures::channel::mpsc::UnboundedReceiver<webrtc_p2p::tokio::Misbehaviour>,
     next_epoch: u64,
     streams_tx: mpsc::Sender<streams::Event>,
     streams_rx: mpsc::Receiver<streams::Event>,
@@ -317,8 +328,17 @@ impl Peer {
         reads: reads::Publisher,
     ) -> anyhow::Result<Self> {
         let discovering = config.discovery;
-        let mut swarm =
-            net::build_swarm(node_key, discovering.mdns, discovering.dht, config.webrtc_certificate.clone())?;
+        let p2p_config = webrtc_p2p::tokio::Config {
+            stun_servers: config.stun_servers.clone(),
+            ..webrtc_p2p::tokio::Config::default()
+        };
+        let (mut swarm, webrtc_misbehaviour) = net::build_swarm(
+            node_key,
+            discovering.mdns,
+            discovering.dht,
+            config.webrtc_certificate.clone(),
+            p2p_config,
+        )?;
         let me = *swarm.local_peer_id();
         let listeners = listen(&mut swarm, &config)?;
         for addr in &config.external {
@@ -357,6 +377,8 @@ impl Peer {
             sessions: HashSet::new(),
             foreign: HashSet::new(),
             punch_only: HashMap::new(),
+            webrtc_tried: HashMap::new(),
+            webrtc_misbehaviour,
             next_epoch: 0,
             streams_tx,
             streams_rx,
@@ -375,6 +397,18 @@ impl Peer {
         };
         for slot in &mut peer.slots {
             slot.progress.quiet = peer.config.quiet;
+        }
+        if let Some(port) = peer.config.stun_port {
+            let socket = std::net::UdpSocket::bind(("0.0.0.0", port))
+                .map_err(|error| anyhow::anyhow!("cannot answer STUN on UDP port {port}: {error}"))?;
+            socket.set_nonblocking(true)?;
+            let socket = tokio::net::UdpSocket::from_std(socket)?;
+            peer.say(format!("answering STUN on UDP port {port}"));
+            tokio::spawn(async move {
+                if let Err(error) = webrtc_p2p::tokio::serve_stun(socket).await {
+                    tracing::warn!(%error, "the STUN responder stopped");
+                }
+            });
         }
         peer.introduce();
         Ok(peer)
@@ -461,15 +495,7 @@ impl Peer {
                     tracing::debug!(peer = %remote, %reason, list = %self.slots[list].record.name, "not syncing this list");
                 }
             }
-            Output::Ban(remote, reason) => {
-                tracing::warn!(peer = %remote, %reason, ban_ms = limits::BAN_MS, "banning peer");
-                for slot in &mut self.slots {
-                    slot.writers.remove(&remote);
-                }
-                self.swarm.behaviour_mut().blocked.block_peer(remote);
-                self.banned.insert(remote, Instant::now() + Duration::from_millis(limits::BAN_MS));
-                let _ = self.swarm.disconnect_peer_id(remote);
-            }
+            Output::Ban(remote, reason) => self.ban(remote, &reason),
             Output::Dial(record) if self.config.discovery.pex => {
                 // A relayed path is taken only through a relay on one of our lists.
                 let relay = std::str::from_utf8(&record)
@@ -559,7 +585,12 @@ impl Peer {
 
     /// Whether `remote` is a browser tab (it dialed us over WebRTC).
     fn is_browser(&self, remote: &PeerId) -> bool {
-        self.links.get(remote).is_some_and(|links| links.links.iter().any(|link| !link.dialed && is_webrtc(&link.addr)))
+        self.links.get(remote).is_some_and(|links| {
+            links
+                .links
+                .iter()
+                .any(|link| !link.dialed && (is_webrtc(&link.addr) || webrtc_p2p::is_webrtc_addr(&link.addr)))
+        })
     }
 
     /// The list whose outbound stream to `remote` is of this epoch.
@@ -625,6 +656,47 @@ impl Peer {
                 _ => false,
             }
         }))
+    }
+
+    /// Refuses a peer for [`limits::BAN_MS`] and drops its connections.
+    fn ban(&mut self, remote: PeerId, reason: &str) {
+        tracing::warn!(peer = %remote, %reason, ban_ms = limits::BAN_MS, "banning peer");
+        for slot in &mut self.slots {
+            slot.writers.remove(&remote);
+        }
+        self.swarm.behaviour_mut().blocked.block_peer(remote);
+        self.banned.insert(remote, Instant::now() + Duration::from_millis(limits::BAN_MS));
+        let _ = self.swarm.disconnect_peer_id(remote);
+    }
+
+    /// A peer sent garbage on the `/webrtc` signaling protocol, or flooded it.
+    fn on_webrtc_misbehaviour(&mut self, report: webrtc_p2p::tokio::Misbehaviour) {
+        self.ban(report.peer, &format!("WebRTC signaling: {}", report.reason));
+    }
+
+    /// Upgrades a relayed connection that we dialed to a direct `/webrtc` one, when the
+    /// remote speaks the signaling protocol and cannot hole-punch with DCUtR (a browser tab,
+    /// or another libp2p implementation's WebRTC peer). Tried once a minute at most.
+    fn upgrade_to_webrtc(&mut self, remote: PeerId, info: &identify::Info) {
+        let speaks = info.protocols.contains(&webrtc_p2p::SIGNALING_PROTOCOL)
+            && !info.protocols.contains(&libp2p::dcutr::PROTOCOL_NAME);
+        let Some(links) = self.links.get(&remote) else { return };
+        let relayed_only = !links.links.is_empty() && links.links.iter().all(|link| link.relayed);
+        let we_dialed = links.links.iter().any(|link| link.dialed);
+        let now = Instant::now();
+        let recently = self.webrtc_tried.get(&remote).is_some_and(|at| now.duration_since(*at) < WEBRTC_RETRY);
+        if !(speaks && relayed_only && we_dialed) || recently {
+            return;
+        }
+        self.webrtc_tried.insert(remote, now);
+        tracing::info!(peer = %remote, "upgrading a relayed connection to WebRTC (ICE)");
+        let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(remote)
+            .condition(libp2p::swarm::dial_opts::PeerCondition::Always)
+            .addresses(vec![webrtc_p2p::upgrade_addr(remote)])
+            .build();
+        if let Err(error) = self.swarm.dial(opts) {
+            tracing::debug!(peer = %remote, %error, "cannot dial /webrtc");
+        }
     }
 
     fn on_incoming(&mut self, remote: PeerId, stream: libp2p::Stream) {
@@ -1146,6 +1218,10 @@ impl Peer {
         match event {
             SwarmEvent::NewListenAddr { address, listener_id } => {
                 self.say(format!("listening on {address}/p2p/{}", self.me));
+                // A relay reservation: peers reach us over `/webrtc` through it too.
+                if let Some(webrtc) = webrtc_p2p::webrtc_addr_of_circuit(&address) {
+                    self.swarm.add_external_address(webrtc);
+                }
                 if is_webrtc(&address) {
                     self.remember_webrtc(&address);
                 }
@@ -1186,11 +1262,19 @@ impl Peer {
                 }
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
+                if let Some(webrtc) = webrtc_p2p::webrtc_addr_of_circuit(&address) {
+                    self.swarm.remove_external_address(&webrtc);
+                }
                 if let Ok(mut addrs) = self.config.webrtc_addrs.write() {
                     addrs.retain(|a| !a.iter().zip(address.iter()).all(|(x, y)| x == y));
                 }
             }
-            SwarmEvent::ListenerClosed { addresses, .. } => self.discovery.listener_closed(&addresses),
+            SwarmEvent::ListenerClosed { addresses, .. } => {
+                for webrtc in addresses.iter().filter_map(webrtc_p2p::webrtc_addr_of_circuit) {
+                    self.swarm.remove_external_address(&webrtc);
+                }
+                self.discovery.listener_closed(&addresses);
+            }
             SwarmEvent::Behaviour(event) => self.on_behaviour(event),
             _ => {}
         }
@@ -1239,7 +1323,7 @@ impl Peer {
         self.sessions.insert(remote);
         // A browser that dialed us over WebRTC drops data channels we open before its side
         // of the connection is set up: open ours once its stream arrives, or after a while.
-        let from_browser = !endpoint.is_dialer() && is_webrtc(&addr);
+        let from_browser = !endpoint.is_dialer() && (is_webrtc(&addr) || webrtc_p2p::is_webrtc_addr(&addr));
         let open = if from_browser { BROWSER_OPEN } else { Open::Now };
         self.feed_all(|| Input::Connected { remote, open, identity: remote.to_bytes() });
         self.say(format!("connected to {remote} ({} peers)", self.remote_count().max(1)));
@@ -1335,6 +1419,7 @@ impl Peer {
                 let _ = self.swarm.dial(opts);
             }
         }
+        self.upgrade_to_webrtc(remote, info);
         let dialed = self.links.dialed_direct(&remote);
         self.discovery.identified(&mut self.swarm, remote, info, dialed);
         if self.config.discovery.pex {
@@ -1407,6 +1492,8 @@ fn listen(
         };
         listeners.insert(listener);
     }
+    // `/webrtc`: signaling streams on any connection (relayed ones, normally).
+    swarm.listen_on(Multiaddr::empty().with(Protocol::WebRTC))?;
     Ok(listeners)
 }
 

@@ -32,6 +32,10 @@ pub const INIT_CHANNEL_LABEL: &str = "init";
 /// Splits a `/webrtc` dial address, `<relay address>/p2p-circuit/webrtc/p2p/<peer>`, into
 /// the relayed address to reach the peer through (`<relay address>/p2p-circuit/p2p/<peer>`)
 /// and the peer. `None` for any other address.
+///
+/// The transport also dials `/webrtc/p2p/<peer>`: "upgrade the connection we have to this
+/// peer", whichever it is. A swarm then sees an address without `/p2p-circuit`, so the
+/// WebRTC connection is not taken for a relayed one.
 pub fn parse_dial_addr(addr: &Multiaddr) -> Option<(Multiaddr, PeerId)> {
     let protocols: Vec<Protocol<'_>> = addr.iter().collect();
     let [.., Protocol::P2pCircuit, Protocol::WebRTC, Protocol::P2p(peer)] = protocols.as_slice() else {
@@ -39,6 +43,20 @@ pub fn parse_dial_addr(addr: &Multiaddr) -> Option<(Multiaddr, PeerId)> {
     };
     let circuit: Multiaddr = addr.iter().filter(|p| !matches!(p, Protocol::WebRTC)).collect();
     Some((circuit, *peer))
+}
+
+/// The peer of an upgrade address, `/webrtc/p2p/<peer>`.
+pub fn parse_upgrade_addr(addr: &Multiaddr) -> Option<PeerId> {
+    let protocols: Vec<Protocol<'_>> = addr.iter().collect();
+    match protocols.as_slice() {
+        [Protocol::WebRTC, Protocol::P2p(peer)] => Some(*peer),
+        _ => None,
+    }
+}
+
+/// The address that upgrades our connection to `peer` to `/webrtc`.
+pub fn upgrade_addr(peer: PeerId) -> Multiaddr {
+    Multiaddr::empty().with(Protocol::WebRTC).with(Protocol::P2p(peer))
 }
 
 /// Whether `addr` is one we listen on for `/webrtc`: `/webrtc` alone, or a relayed address
@@ -115,6 +133,10 @@ mod tests {
         assert_eq!(webrtc_addr_of_circuit(&own), Some(ma(&format!("{circuit}/webrtc/p2p/{PEER}"))));
         assert_eq!(webrtc_addr_of_circuit(&ma("/ip4/1.2.3.4/tcp/1")), None);
         assert!(is_webrtc_addr(&ma(&format!("{circuit}/webrtc"))));
+        let peer: PeerId = PEER.parse().expect("peer id");
+        assert_eq!(parse_upgrade_addr(&upgrade_addr(peer)), Some(peer));
+        assert_eq!(upgrade_addr(peer), ma(&format!("/webrtc/p2p/{PEER}")));
+        assert_eq!(parse_upgrade_addr(&ma(&format!("{circuit}/webrtc/p2p/{PEER}"))), None);
         assert!(!is_webrtc_addr(&ma("/ip4/1.2.3.4/udp/1/webrtc-direct")));
     }
 }

@@ -28,7 +28,7 @@ pub use connection::{Connection, Stream};
 pub use stun_server::serve_stun;
 
 use crate::signaling::{HANDSHAKE_TIMEOUT, Role, SignalingError};
-use crate::{SIGNALING_PROTOCOL, is_listen_addr, parse_dial_addr};
+use crate::{SIGNALING_PROTOCOL, is_listen_addr, parse_dial_addr, parse_upgrade_addr};
 
 /// Settings of the transport.
 #[derive(Clone, Debug)]
@@ -225,7 +225,7 @@ impl libp2p::core::Transport for Transport {
     }
 
     fn dial(&mut self, addr: Multiaddr, opts: DialOpts) -> Result<Self::Dial, TransportError<Error>> {
-        let Some((_circuit, peer)) = parse_dial_addr(&addr) else {
+        let Some(peer) = parse_upgrade_addr(&addr).or_else(|| parse_dial_addr(&addr).map(|(_, peer)| peer)) else {
             return Err(TransportError::MultiaddrNotSupported(addr));
         };
         if opts.role != Endpoint::Dialer {
