@@ -149,3 +149,100 @@ pub fn query(
     );
     events
 }
+
+/// Runs `webrtc-node.mjs` with `args` in this namespace until it exits; its JSON events.
+pub fn webrtc_node(args: &[&str]) -> Vec<serde_json::Value> {
+    let out = Command::new("node")
+        .arg(js_dir().join("webrtc-node.mjs"))
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run webrtc-node.mjs");
+    String::from_utf8_lossy(&out.stdout).lines().filter_map(|line| serde_json::from_str(line).ok()).collect()
+}
+
+/// A js-libp2p node listening for `/webrtc` through a relay, killed on drop.
+#[derive(Debug)]
+pub struct WebrtcListener {
+    child: Child,
+    /// Its peer id.
+    pub peer_id: String,
+    /// Its `/p2p-circuit/webrtc` addresses.
+    pub addrs: Vec<String>,
+    events: mpsc::Receiver<serde_json::Value>,
+}
+
+impl WebrtcListener {
+    /// Reserves on the relay at `relay` (with `/p2p/<id>`) and listens for `/webrtc`.
+    pub fn start(relay: &str) -> WebrtcListener {
+        let mut child = Command::new("node")
+            .arg(js_dir().join("webrtc-node.mjs"))
+            .args(["--listen-via", relay])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start webrtc-node.mjs");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, events) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) {
+                    let _ = tx.send(event);
+                }
+            }
+        });
+        let event = events.recv_timeout(Duration::from_secs(40)).expect("the js listener started");
+        assert_eq!(event["event"], "listening", "{event}");
+        let peer_id = event["peer"].as_str().expect("peer id").to_owned();
+        let addrs =
+            event["addrs"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(str::to_owned)).collect();
+        WebrtcListener { child, peer_id, addrs, events }
+    }
+
+    /// Waits for an event for which `pick` says yes.
+    pub fn wait_for(&self, timeout: Duration, pick: impl Fn(&serde_json::Value) -> bool) -> Option<serde_json::Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            match self.events.recv_timeout(left) {
+                Ok(event) if pick(&event) => return Some(event),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
+impl Drop for WebrtcListener {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A js relay (and DHT server) in this namespace on `listen`, killed on drop.
+pub fn relay_here(listen: &str) -> JsNode {
+    let mut child = Command::new("node")
+        .arg(js_dir().join("dht-node.mjs"))
+        .args(["--listen", listen])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start dht-node.mjs");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) {
+                let _ = tx.send(event);
+            }
+        }
+    });
+    let event = rx.recv_timeout(Duration::from_secs(30)).expect("the js relay started");
+    assert_eq!(event["event"], "listening", "{event}");
+    let peer_id = event["peer"].as_str().expect("peer id").to_owned();
+    let addr = format!("{listen}/p2p/{peer_id}");
+    JsNode { child, peer_id, addr, provided: Arc::default() }
+}

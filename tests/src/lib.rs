@@ -110,6 +110,15 @@ impl Peer {
         Self::spawn(Command::new(hellopears_bin()), data, "up", args)
     }
 
+    /// The same, with extra environment variables.
+    pub fn start_with_env(data: &Path, env: &[(&str, &str)], args: &[&str]) -> Peer {
+        let mut command = Command::new(hellopears_bin());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        Self::spawn(command, data, "up", args)
+    }
+
     /// Starts `hellopears --data DATA window ARGS` on X display `display`.
     pub fn start_window(data: &Path, display: &str, args: &[&str]) -> Peer {
         Self::start_window_with_env(data, display, &[], args)
