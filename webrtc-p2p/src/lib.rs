@@ -18,6 +18,9 @@ pub mod proto;
 pub mod signaling;
 #[cfg(feature = "tokio")]
 pub mod tokio;
+pub mod transport;
+#[cfg(feature = "websys")]
+pub mod websys;
 
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
