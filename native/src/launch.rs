@@ -42,7 +42,8 @@ pub async fn serve(prepared: Prepared, handle: peer::PeerHandle, inbox: peer::Pe
         // list's secrets until it opens an invite link.
         let public = slots.iter().map(|slot| slot.node.replica().topic()).find(|topic| !topic.is_private()).cloned();
         let name = public.as_ref().map_or(crate::lists::DEFAULT_TOPIC, |topic| topic.name()).to_owned();
-        let bound = web::serve(addr, name, config.webrtc_addrs.clone(), root).await?;
+        let stun = web::Stun { servers: config.stun_servers.clone(), port: config.stun_port };
+        let bound = web::serve(addr, name, config.webrtc_addrs.clone(), root, stun).await?;
         if !config.quiet {
             match &public {
                 Some(topic) => println!("web app on http://{bound}/{}", hellopears_core::ui::share_fragment(topic)),

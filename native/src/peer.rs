@@ -329,7 +329,7 @@ impl Peer {
     ) -> anyhow::Result<Self> {
         let discovering = config.discovery;
         let p2p_config = webrtc_p2p::tokio::Config {
-            stun_servers: config.stun_servers.clone(),
+            stun_servers: webrtc_p2p::tokio::StunServers::new(config.stun_servers.clone()),
             ..webrtc_p2p::tokio::Config::default()
         };
         let (mut swarm, webrtc_misbehaviour) = net::build_swarm(

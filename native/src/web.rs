@@ -15,12 +15,22 @@ use libp2p::Multiaddr;
 /// This peer's WebRTC-direct addresses (with certhash and peer id), kept current by the peer.
 pub type WebrtcAddrs = Arc<RwLock<Vec<Multiaddr>>>;
 
+/// STUN for the page: servers the peer was given, and the UDP port it answers STUN on.
+#[derive(Clone, Debug, Default)]
+pub struct Stun {
+    /// `stun:host:port` URLs.
+    pub servers: Vec<String>,
+    /// Our own STUN port: offered at the address the page was loaded from.
+    pub port: Option<u16>,
+}
+
 /// What the page is told.
 #[derive(Clone, Debug)]
 struct Site {
     topic: String,
     addrs: WebrtcAddrs,
     root: Option<PathBuf>,
+    stun: Stun,
 }
 
 /// Where the built web app is: `--web-root`, `HELLOPEARS_WEB_ROOT`, `web/` beside the
@@ -40,11 +50,12 @@ pub async fn serve(
     topic: String,
     addrs: WebrtcAddrs,
     root: Option<PathBuf>,
+    stun: Stun,
 ) -> anyhow::Result<SocketAddr> {
     if root.is_none() {
         tracing::warn!("the web app is not built (run `cargo xtask web`); serving a notice instead");
     }
-    let site = Site { topic, addrs, root };
+    let site = Site { topic, addrs, root, stun };
     let app = Router::new()
         .route("/config.json", get(config))
         .fallback(get(file))
@@ -125,7 +136,17 @@ async fn config(State(site): State<Site>, headers: HeaderMap) -> Response {
         let same_host = addr.contains(&format!("/{host}/")) || (loopback && addr.starts_with("/ip4/127.0.0.1/"));
         !same_host
     });
-    let body = hellopears_core::ui::PageConfig { topic: site.topic, peers: addrs };
+    // Our own STUN server, at the address this page reached us at: it sees the tab's
+    // public address as well as any.
+    let mut stun = Vec::new();
+    if let Some(port) = site.stun.port {
+        let ip = if host.eq_ignore_ascii_case("localhost") { "127.0.0.1" } else { host };
+        if let Ok(ip) = ip.parse::<std::net::IpAddr>() {
+            stun.push(format!("stun:{}", SocketAddr::new(ip, port)));
+        }
+    }
+    stun.extend(site.stun.servers.iter().cloned());
+    let body = hellopears_core::ui::PageConfig { topic: site.topic, peers: addrs, stun };
     let body = serde_json::to_string(&body).unwrap_or_default();
     ([(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")], body).into_response()
 }

@@ -292,6 +292,10 @@ pub struct PageConfig {
     pub topic: String,
     /// Multiaddrs a tab can dial.
     pub peers: Vec<String>,
+    /// STUN servers (`stun:host:port`) for WebRTC through NATs: the serving peer's own, if
+    /// it answers STUN, and those it was configured with.
+    #[serde(default)]
+    pub stun: Vec<String>,
 }
 
 /// The topic a share link's fragment names (`#topic=NAME`), or the default topic.

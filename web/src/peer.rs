@@ -15,9 +15,10 @@ use hellopears_core::storage::{LoadedState, Storage, WriteBatch};
 use hellopears_core::sync::{IDENTIFY_PROTOCOL, PROTOCOL_ID, frame};
 use hellopears_core::topic::Topic;
 use hellopears_core::ui::{Command, PageConfig, SyncStatus};
+use libp2p::core::ConnectedPoint;
 use libp2p::multiaddr::Protocol;
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, StreamProtocol, identify, identity, ping};
+use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, StreamProtocol, identify, identity, noise, ping, relay, yamux};
 use wasm_bindgen_futures::spawn_local;
 
 use crate::addresses::AddressBook;
@@ -39,11 +40,27 @@ const DIAL_TIMEOUT: Duration = Duration::from_secs(8);
 /// How often the node ticks, and how often the UI is refreshed while catching up.
 const TICK_MS: u64 = 250;
 
+/// Relays (desktop peers reached directly) a tab holds a reservation on at once: other
+/// tabs and desktops reach it through them, and upgrade to `/webrtc`.
+const MAX_RESERVATIONS: usize = 2;
+/// How often a relayed peer is tried over `/webrtc` at most.
+const WEBRTC_RETRY_MS: u64 = 60_000;
+
 #[derive(NetworkBehaviour)]
 struct Behaviour {
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     stream: libp2p_stream::Behaviour,
+    relay_client: relay::client::Behaviour,
+}
+
+/// One open connection of a peer.
+#[derive(Clone, Debug)]
+struct Link {
+    id: ConnectionId,
+    addr: Multiaddr,
+    relayed: bool,
+    dialed: bool,
 }
 
 /// What the stream tasks and storage writes report to the tab's task.
@@ -117,6 +134,18 @@ struct Tab {
     events: mpsc::Sender<Event>,
     writers: HashMap<PeerId, Writer>,
     addrs: HashMap<PeerId, Multiaddr>,
+    /// Every open connection, per peer.
+    links: HashMap<PeerId, Vec<Link>>,
+    /// When each relayed peer was last tried over `/webrtc`, and why it failed.
+    webrtc_tried: HashMap<PeerId, (u64, Option<String>)>,
+    /// Relays we hold (or asked for) a reservation on.
+    reserved: HashMap<PeerId, libp2p::core::transport::ListenerId>,
+    /// Our `/webrtc` dials in progress.
+    webrtc_dials: std::collections::HashSet<ConnectionId>,
+    /// Peers that broke the `/webrtc` signaling protocol.
+    webrtc_misbehaviour: mpsc::UnboundedReceiver<webrtc_p2p::websys::Misbehaviour>,
+    /// The STUN servers `/webrtc` uses (from the page's server).
+    stun: webrtc_p2p::websys::StunServers,
     next_epoch: u64,
     known: AddressBook<Multiaddr>,
     redial: HashMap<PeerId, Redial>,
@@ -234,6 +263,12 @@ async fn run(
                 tab.command(command);
             }
             _ = siblings_woke.next() => tab.on_siblings(),
+            report = tab.webrtc_misbehaviour.next() => {
+                if let Some(report) = report {
+                    log(&format!("hellopears: dropping {}: WebRTC signaling: {}", report.peer, report.reason));
+                    let _ = tab.swarm.disconnect_peer_id(report.peer);
+                }
+            }
             _ = tick.next() => {
                 tab.feed(Input::Tick);
                 tab.ask_siblings();
@@ -284,7 +319,13 @@ impl Tab {
             log(&format!("hellopears: skipped a stored item: {error}"));
         }
         storage.write(&first_save).await.map_err(|e| e.to_string())?;
-        let swarm = build_swarm(node_key).map_err(|e| format!("cannot start libp2p: {e}"))?;
+        let stun = webrtc_p2p::websys::StunServers::default();
+        let (mut swarm, webrtc_misbehaviour) =
+            build_swarm(node_key, stun.clone()).map_err(|e| format!("cannot start libp2p: {e}"))?;
+        // `/webrtc`: answers signaling streams (reached through a relay reservation).
+        if let Err(error) = swarm.listen_on(Multiaddr::empty().with(Protocol::WebRTC)) {
+            log(&format!("hellopears: not listening for /webrtc: {error}"));
+        }
         let me = *swarm.local_peer_id();
         log(&format!("hellopears: peer id {me}, writer {} (slot {slot})", node.replica().writer_id().short()));
         let control = swarm.behaviour().stream.new_control();
@@ -298,6 +339,12 @@ impl Tab {
             events,
             writers: HashMap::new(),
             addrs: HashMap::new(),
+            links: HashMap::new(),
+            webrtc_tried: HashMap::new(),
+            reserved: HashMap::new(),
+            webrtc_dials: std::collections::HashSet::new(),
+            webrtc_misbehaviour,
+            stun,
             next_epoch: 0,
             known,
             redial: HashMap::new(),
@@ -503,9 +550,10 @@ impl Tab {
         }
     }
 
-    fn on_config(&mut self, served: Result<Vec<Multiaddr>, String>) {
+    fn on_config(&mut self, served: Result<(Vec<Multiaddr>, Vec<String>), String>) {
         match served {
-            Ok(addrs) => {
+            Ok((addrs, stun)) => {
+                self.stun.set(stun);
                 // The share link names the serving peer's addresses.
                 self.ui.set_share_peers(addrs.iter().map(ToString::to_string).collect());
                 for addr in addrs {
@@ -522,26 +570,132 @@ impl Tab {
 
     fn on_swarm(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
-            SwarmEvent::ConnectionEstablished { peer_id, endpoint, num_established, .. } => {
-                log(&format!("hellopears: connected to {peer_id} at {}", endpoint.get_remote_address()));
+            SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, num_established, .. } => {
+                let addr = endpoint.get_remote_address().clone();
+                log(&format!("hellopears: connected to {peer_id} at {addr}"));
                 self.redial.remove(&peer_id);
+                self.on_link(peer_id, connection_id, &endpoint);
                 if num_established.get() == 1 {
-                    self.addrs.insert(peer_id, endpoint.get_remote_address().clone());
                     self.feed(Input::Connected { remote: peer_id, open: Open::Now, identity: peer_id.to_bytes() });
                 }
             }
-            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, cause, .. } => {
-                log(&format!("hellopears: disconnected from {peer_id} ({cause:?})"));
-                self.writers.remove(&peer_id);
-                self.addrs.remove(&peer_id);
-                self.feed(Input::Disconnected(peer_id));
-                self.schedule_redial(peer_id);
+            SwarmEvent::ConnectionClosed { peer_id, connection_id, num_established, cause, .. } => {
+                if let Some(links) = self.links.get_mut(&peer_id) {
+                    links.retain(|link| link.id != connection_id);
+                    if let Some(best) = best_link(links) {
+                        self.addrs.insert(peer_id, best.addr.clone());
+                    }
+                }
+                if num_established == 0 {
+                    log(&format!("hellopears: disconnected from {peer_id} ({cause:?})"));
+                    self.links.remove(&peer_id);
+                    self.writers.remove(&peer_id);
+                    self.addrs.remove(&peer_id);
+                    if self.reserved.remove(&peer_id).is_some() {
+                        log(&format!("hellopears: the reservation on relay {peer_id} ended"));
+                    }
+                    self.feed(Input::Disconnected(peer_id));
+                    self.schedule_redial(peer_id);
+                }
+                self.dirty = true;
             }
-            SwarmEvent::OutgoingConnectionError { peer_id: Some(peer_id), error, .. } => {
+            SwarmEvent::OutgoingConnectionError { peer_id: Some(peer_id), connection_id, error, .. } => {
                 log(&format!("hellopears: cannot reach {peer_id}: {error}"));
-                self.schedule_redial(peer_id);
+                if self.webrtc_dials.remove(&connection_id) {
+                    // A failed ICE check: stay relayed, and say why.
+                    let why = webrtc_failure(&error);
+                    self.webrtc_tried.insert(peer_id, (now_ms(), Some(why)));
+                    self.dirty = true;
+                } else {
+                    self.schedule_redial(peer_id);
+                }
+            }
+            SwarmEvent::NewListenAddr { address, .. } => {
+                // A reservation: others reach us through it, over `/webrtc` too.
+                if let Some(webrtc) = webrtc_p2p::webrtc_addr_of_circuit(&address) {
+                    log(&format!("hellopears: reachable at {webrtc}"));
+                    self.swarm.add_external_address(webrtc);
+                }
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                if let Some(webrtc) = webrtc_p2p::webrtc_addr_of_circuit(&address) {
+                    self.swarm.remove_external_address(&webrtc);
+                }
+            }
+            SwarmEvent::ListenerClosed { listener_id, .. } => {
+                self.reserved.retain(|_, listener| *listener != listener_id);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
+                self.on_identified(peer_id, &info);
             }
             _ => {}
+        }
+    }
+
+    /// Keeps a new connection's kind; a `/webrtc` one replaces the relayed ones, and of two
+    /// `/webrtc` connections the one the smaller peer id started stays.
+    fn on_link(&mut self, peer: PeerId, id: ConnectionId, endpoint: &ConnectedPoint) {
+        let addr = endpoint.get_remote_address().clone();
+        let webrtc = webrtc_p2p::is_webrtc_addr(&addr);
+        let link = Link { id, addr, relayed: endpoint.is_relayed() && !webrtc, dialed: endpoint.is_dialer() };
+        let links = self.links.entry(peer).or_default();
+        links.push(link);
+        let mut close = Vec::new();
+        if webrtc {
+            close.extend(links.iter().filter(|link| link.relayed).map(|link| link.id));
+            let started_by_us = |link: &Link| link.dialed;
+            let ours_win = self.me < peer;
+            let duplicates: Vec<&Link> = links.iter().filter(|link| webrtc_p2p::is_webrtc_addr(&link.addr)).collect();
+            if duplicates.len() > 1 {
+                close.extend(duplicates.iter().filter(|link| started_by_us(link) != ours_win).map(|link| link.id));
+            }
+        }
+        if let Some(best) = best_link(links) {
+            self.addrs.insert(peer, best.addr.clone());
+        }
+        for id in close {
+            self.swarm.close_connection(id);
+        }
+        self.dirty = true;
+    }
+
+    /// Identify told what a peer is: a relay we reached directly gets a reservation; a
+    /// peer we reach only through a relay gets a `/webrtc` upgrade.
+    fn on_identified(&mut self, peer: PeerId, info: &identify::Info) {
+        let Some(links) = self.links.get(&peer) else { return };
+        let direct = links.iter().find(|link| !link.relayed && link.dialed).map(|link| link.addr.clone());
+        if let Some(addr) = direct
+            && info.protocols.contains(&relay::HOP_PROTOCOL_NAME)
+            && !self.reserved.contains_key(&peer)
+            && self.reserved.len() < MAX_RESERVATIONS
+        {
+            let circuit = addr.with_p2p(peer).unwrap_or_else(|addr| addr).with(Protocol::P2pCircuit);
+            match self.swarm.listen_on(circuit.clone()) {
+                Ok(listener) => {
+                    self.reserved.insert(peer, listener);
+                }
+                Err(error) => log(&format!("hellopears: cannot reserve on {circuit}: {error}")),
+            }
+        }
+        let relayed_only = !links.is_empty() && links.iter().all(|link| link.relayed);
+        let we_dialed = links.iter().any(|link| link.dialed);
+        let speaks = info.protocols.contains(&webrtc_p2p::SIGNALING_PROTOCOL);
+        let now = now_ms();
+        let recently = self.webrtc_tried.get(&peer).is_some_and(|(at, _)| now.saturating_sub(*at) < WEBRTC_RETRY_MS);
+        if relayed_only && we_dialed && speaks && !recently {
+            self.webrtc_tried.insert(peer, (now, None));
+            let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+                .condition(libp2p::swarm::dial_opts::PeerCondition::Always)
+                .addresses(vec![webrtc_p2p::upgrade_addr(peer)])
+                .build();
+            let id = opts.connection_id();
+            match self.swarm.dial(opts) {
+                Ok(()) => {
+                    log(&format!("hellopears: upgrading the relayed connection to {peer} to WebRTC (ICE)"));
+                    self.webrtc_dials.insert(id);
+                }
+                Err(error) => log(&format!("hellopears: cannot dial {peer} over /webrtc: {error}")),
+            }
         }
     }
 
@@ -619,9 +773,11 @@ impl Tab {
         }
         self.dirty = false;
         self.last_render = now;
-        let addrs = &self.addrs;
-        let snapshot =
-            self.node.snapshot(|peer| (peer.to_string(), addrs.get(peer).map_or_else(String::new, describe)));
+        let (addrs, tried) = (&self.addrs, &self.webrtc_tried);
+        let snapshot = self.node.snapshot(|peer| {
+            let why = tried.get(peer).and_then(|(_, why)| why.as_deref());
+            (peer.to_string(), addrs.get(peer).map_or_else(String::new, |addr| describe(addr, why)))
+        });
         self.ui.set_todos(snapshot.todos);
         self.ui.set_peers(snapshot.peers);
         self.ui.set_status(snapshot.status);
@@ -668,8 +824,17 @@ fn mark_first_paint() {
     let _ = window.request_animation_frame(callback.unchecked_ref());
 }
 
-fn build_swarm(key: identity::Keypair) -> Result<libp2p::Swarm<Behaviour>, Box<dyn std::error::Error>> {
+type Built = (libp2p::Swarm<Behaviour>, mpsc::UnboundedReceiver<webrtc_p2p::websys::Misbehaviour>);
+
+fn build_swarm(
+    key: identity::Keypair,
+    stun: webrtc_p2p::websys::StunServers,
+) -> Result<Built, Box<dyn std::error::Error>> {
     use libp2p::Transport as _;
+    // `/webrtc` signals on the swarm's own streams.
+    let stream = libp2p_stream::Behaviour::new();
+    let config = webrtc_p2p::websys::Config { stun_servers: stun, ..webrtc_p2p::websys::Config::default() };
+    let (p2p, misbehaviour) = webrtc_p2p::websys::Transport::new(stream.new_control(), config);
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_wasm_bindgen()
         .with_other_transport(|key| {
@@ -679,18 +844,23 @@ fn build_swarm(key: identity::Keypair) -> Result<libp2p::Swarm<Behaviour>, Box<d
             libp2p::core::transport::timeout::TransportTimeout::with_outgoing_timeout(transport, DIAL_TIMEOUT)
                 .map(|(peer_id, connection), _| (peer_id, libp2p::core::muxing::StreamMuxerBox::new(connection)))
         })?
-        .with_behaviour(|key| Behaviour {
+        .with_other_transport(|_| {
+            p2p.map(|(peer_id, connection), _| (peer_id, libp2p::core::muxing::StreamMuxerBox::new(connection)))
+        })?
+        .with_relay_client(noise::Config::new, yamux::Config::default)?
+        .with_behaviour(|key, relay_client| Behaviour {
             identify: identify::Behaviour::new(identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())),
             ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(15))),
-            stream: libp2p_stream::Behaviour::new(),
+            stream,
+            relay_client,
         })?
         .with_swarm_config(|config| config.with_idle_connection_timeout(Duration::from_secs(120)))
         .build();
-    Ok(swarm)
+    Ok((swarm, misbehaviour))
 }
 
 /// Asks the server of this page for the topic's desktop addresses.
-async fn fetch_config() -> Result<Vec<Multiaddr>, String> {
+async fn fetch_config() -> Result<(Vec<Multiaddr>, Vec<String>), String> {
     use wasm_bindgen::JsCast;
     let window = web_sys::window().ok_or("no window")?;
     let response = wasm_bindgen_futures::JsFuture::from(window.fetch_with_str("config.json"))
@@ -706,13 +876,19 @@ async fn fetch_config() -> Result<Vec<Multiaddr>, String> {
         .as_string()
         .unwrap_or_default();
     let config: PageConfig = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-    Ok(config.peers.iter().filter_map(|addr| addr.parse().ok()).collect())
+    let stun = config.stun.into_iter().filter(|url| url.starts_with("stun:")).take(4).collect();
+    Ok((config.peers.iter().filter_map(|addr| addr.parse().ok()).collect(), stun))
 }
 
 /// A peer record from peer exchange that a tab can dial: WebRTC-direct with a certhash and
 /// a peer id that is not ours.
 fn dialable(me: PeerId, record: &[u8]) -> Option<Multiaddr> {
     let addr: Multiaddr = std::str::from_utf8(record).ok()?.parse().ok()?;
+    // A peer behind a relay, `/webrtc` through it: reached through the relay first (a tab
+    // holds a connection to the relays it knows), then upgraded once identify says so.
+    if let Some((circuit, peer)) = webrtc_p2p::parse_dial_addr(&addr) {
+        return (peer != me).then_some(circuit);
+    }
     let webrtc = addr.iter().any(|p| matches!(p, Protocol::WebRTCDirect));
     let certhash = addr.iter().any(|p| matches!(p, Protocol::Certhash(_)));
     match addr.iter().last() {
@@ -728,8 +904,19 @@ fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
     }
 }
 
-/// How a connection looks in the peers panel.
-fn describe(addr: &Multiaddr) -> String {
+/// How a connection looks in the peers panel; `why`: why a `/webrtc` upgrade failed.
+fn describe(addr: &Multiaddr, why: Option<&str>) -> String {
+    if webrtc_p2p::is_webrtc_addr(addr) {
+        return "WebRTC (ICE, direct)".into();
+    }
+    let relay = addr.iter().collect::<Vec<_>>().windows(2).find_map(|pair| match pair {
+        [Protocol::P2p(relay), Protocol::P2pCircuit] => Some(*relay),
+        _ => None,
+    });
+    if let Some(relay) = relay {
+        let why = why.map_or_else(|| "WebRTC not tried yet".to_owned(), |why| format!("WebRTC failed: {why}"));
+        return format!("relayed via {relay} ({why})");
+    }
     let mut host = String::new();
     let mut port = 0;
     for part in addr.iter() {
@@ -741,6 +928,27 @@ fn describe(addr: &Multiaddr) -> String {
         }
     }
     format!("WebRTC direct to {host}:{port}")
+}
+
+/// The best connection to show: WebRTC, then any direct one, then relayed.
+fn best_link(links: &[Link]) -> Option<&Link> {
+    links
+        .iter()
+        .find(|link| webrtc_p2p::is_webrtc_addr(&link.addr))
+        .or_else(|| links.iter().find(|link| !link.relayed))
+        .or_else(|| links.first())
+}
+
+/// Why a `/webrtc` dial failed, in a few words.
+fn webrtc_failure(error: &libp2p::swarm::DialError) -> String {
+    let text = error.to_string();
+    if text.contains("ICE failed") {
+        "ICE found no direct path (symmetric NATs?)".into()
+    } else if text.contains("timed out") {
+        "the WebRTC handshake timed out".into()
+    } else {
+        text.chars().take(120).collect()
+    }
 }
 
 fn open_writer(mut control: libp2p_stream::Control, remote: PeerId, epoch: u64, mut events: mpsc::Sender<Event>) {

@@ -28,15 +28,44 @@ pub trait Engine: Send + Sync + 'static {
     type Connection: StreamMuxer + Send + Unpin + 'static;
 
     /// Runs the exchange as `role` (the caller bounds its duration).
-    fn handshake(&self, stream: libp2p::Stream, role: Role, config: Arc<Config>) -> BoxFuture<'static, Result<Self::Connection, Error>>;
+    fn handshake(
+        &self,
+        stream: libp2p::Stream,
+        role: Role,
+        config: Arc<Config>,
+    ) -> BoxFuture<'static, Result<Self::Connection, Error>>;
+}
+
+/// STUN servers (`stun:host:port`) for server-reflexive candidates, shared with the
+/// transport so they can change while it runs (a tab learns them from its page's server).
+#[derive(Clone, Debug, Default)]
+pub struct StunServers(Arc<Mutex<Vec<String>>>);
+
+impl StunServers {
+    /// These servers.
+    pub fn new(urls: Vec<String>) -> Self {
+        Self(Arc::new(Mutex::new(urls)))
+    }
+
+    /// Replaces the servers (for the exchanges that start from now on).
+    pub fn set(&self, urls: Vec<String>) {
+        if let Ok(mut servers) = self.0.lock() {
+            *servers = urls;
+        }
+    }
+
+    /// The servers now.
+    pub fn get(&self) -> Vec<String> {
+        self.0.lock().map(|servers| servers.clone()).unwrap_or_default()
+    }
 }
 
 /// Settings of the transport.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// STUN servers (`stun:host:port`) for server-reflexive candidates. Empty: host
-    /// candidates only.
-    pub stun_servers: Vec<String>,
+    /// STUN servers for server-reflexive candidates. None: host candidates only (and
+    /// peer-reflexive ones found in the checks).
+    pub stun_servers: StunServers,
     /// From the signaling stream's opening to a connected WebRTC connection.
     pub handshake_timeout: Duration,
     /// Exchanges in flight at once (both directions).
@@ -50,7 +79,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            stun_servers: Vec::new(),
+            stun_servers: StunServers::default(),
             handshake_timeout: HANDSHAKE_TIMEOUT,
             max_in_flight: 8,
             max_per_peer_per_minute: 6,
@@ -250,8 +279,10 @@ impl<E: Engine> libp2p::core::Transport for Transport<E> {
         let engine = self.engine.clone();
         Ok(self.guarded(peer, async move {
             let _permit = permit;
-            let stream =
-                control.open_stream(peer, SIGNALING_PROTOCOL).await.map_err(|error| Error::Stream(error.to_string()))?;
+            let stream = control
+                .open_stream(peer, SIGNALING_PROTOCOL)
+                .await
+                .map_err(|error| Error::Stream(error.to_string()))?;
             engine.handshake(stream, Role::Initiator, config).await
         }))
     }

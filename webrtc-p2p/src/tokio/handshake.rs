@@ -58,12 +58,9 @@ async fn new_peer_connection(config: &Config) -> Result<Pending, Error> {
         Some(Duration::from_secs(2)),
     );
     let api = APIBuilder::new().with_setting_engine(settings).build();
+    let stun = config.stun_servers.get();
     let rtc_config = RTCConfiguration {
-        ice_servers: if config.stun_servers.is_empty() {
-            Vec::new()
-        } else {
-            vec![RTCIceServer { urls: config.stun_servers.clone(), ..Default::default() }]
-        },
+        ice_servers: if stun.is_empty() { Vec::new() } else { vec![RTCIceServer { urls: stun, ..Default::default() }] },
         ..Default::default()
     };
     let peer_connection = Arc::new(api.new_peer_connection(rtc_config).await.map_err(webrtc_error)?);

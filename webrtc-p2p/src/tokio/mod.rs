@@ -19,7 +19,7 @@ pub use connection::{Connection, Stream};
 pub use stun_server::serve_stun;
 
 use crate::signaling::Role;
-pub use crate::transport::{Config, Error, Misbehaviour};
+pub use crate::transport::{Config, Error, Misbehaviour, StunServers};
 
 /// webrtc-rs.
 #[derive(Debug, Default, Clone, Copy)]
@@ -28,7 +28,12 @@ pub struct WebRtcRs;
 impl crate::transport::Engine for WebRtcRs {
     type Connection = Connection;
 
-    fn handshake(&self, stream: libp2p::Stream, role: Role, config: Arc<Config>) -> BoxFuture<'static, Result<Connection, Error>> {
+    fn handshake(
+        &self,
+        stream: libp2p::Stream,
+        role: Role,
+        config: Arc<Config>,
+    ) -> BoxFuture<'static, Result<Connection, Error>> {
         async move { handshake::run(stream, role, &config).await.map(Connection::new) }.boxed()
     }
 }

@@ -1,0 +1,123 @@
+//! Browser tabs over libp2p `/webrtc`: a tab reaches a desktop peer (or another tab) that
+//! it first meets through a relay, signals over the relayed connection, and talks over a
+//! direct WebRTC connection (ICE) that outlives the relay.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use hellopears_tests::browser::{self, Driver, Tab};
+use hellopears_tests::{Peer, list, ok};
+
+/// Browsers are heavy on two cores: one test at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port()
+}
+
+/// A reachable desktop peer on loopback that relays and serves the web app.
+fn relay_desktop(dir: &Path, topic: &str) -> Peer {
+    let root = browser::web_root().to_string_lossy().into_owned();
+    let tcp = format!("/ip4/127.0.0.1/tcp/{}", free_port());
+    Peer::start_with_env(
+        dir,
+        &[("HELLOPEARS_LOG", "hellopears=info")],
+        &[
+            "--topic",
+            topic,
+            "--listen",
+            &tcp,
+            "--listen",
+            "/ip4/127.0.0.1/udp/0/webrtc-direct",
+            "--external-address",
+            &tcp,
+            "--no-mdns",
+            "--no-dht",
+            "--web",
+            "127.0.0.1:0",
+            "--web-root",
+            &root,
+        ],
+    )
+}
+
+fn texts(data: &Path) -> Vec<String> {
+    list(data).iter().filter_map(|t| t["text"].as_str().map(str::to_owned)).collect()
+}
+
+async fn tab_has(tab: &Tab, text: &str) -> anyhow::Result<bool> {
+    Ok(tab.todos().await?.iter().any(|t| t.text == text))
+}
+
+/// The peers panel's line for `peer`.
+async fn peer_line(tab: &Tab, peer: &str) -> anyhow::Result<Option<String>> {
+    Ok(tab.peers().await?.into_iter().find(|(id, _)| id == peer).map(|(_, text)| text))
+}
+
+/// How the peer on `data` is connected to each of its peers (`status --json`).
+fn webrtc_peers(data: &Path, topic: &str) -> Vec<String> {
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(data, &["--topic", topic, "status", "--json"])).unwrap_or_default();
+    status["peers"].as_array().into_iter().flatten().filter_map(|p| p["kind"].as_str().map(str::to_owned)).collect()
+}
+
+/// A tab and a desktop peer that can reach each other only through a relay (the desktop
+/// has no WebRTC-direct address, the tab none at all) upgrade to `/webrtc`, say so on both
+/// sides, and keep syncing after the relay stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tab_and_a_desktop_met_through_a_relay_talk_over_webrtc_and_outlive_it() -> anyhow::Result<()> {
+    if !browser::available() {
+        return Ok(());
+    }
+    let _serial = SERIAL.lock().await;
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("tempdir")).collect();
+    let topic = format!("tab-webrtc-{}", std::process::id());
+    let relay = relay_desktop(dirs[0].path(), &topic);
+    let relay_tcp = relay.tcp_addr();
+    // b: TCP only (no WebRTC-direct): a tab cannot dial it, only reach it through the relay.
+    let b = Peer::start_with_env(
+        dirs[1].path(),
+        &[("HELLOPEARS_LOG", "hellopears=info")],
+        &["--topic", &topic, "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns", "--no-dht", "--bootstrap", &relay_tcp],
+    );
+    assert!(b.wait_for_line("reachable through relay", Duration::from_secs(20)).is_some(), "b has no reservation");
+    let driver = Driver::start()?;
+    let tab = driver.tab(dirs[2].path()).await?;
+    let url = relay.web.clone().expect("the relay serves the web app");
+    let started = Instant::now();
+    tab.open(&url).await?;
+    let b_id = b.peer_id.clone();
+    tab.wait_for("a WebRTC connection to b", Duration::from_secs(30), |tab| {
+        let b_id = b_id.clone();
+        async move { Ok(peer_line(&tab, &b_id).await?.is_some_and(|line| line.contains("WebRTC (ICE, direct)"))) }
+    })
+    .await?;
+    eprintln!("tab start to a direct WebRTC connection with b: {:?}", started.elapsed());
+    // b says so too.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !webrtc_peers(&b.data, &topic).iter().any(|kind| kind == "WebRTC (ICE, direct)") {
+        anyhow::ensure!(Instant::now() < deadline, "b's status: {:?}", webrtc_peers(&b.data, &topic));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    ok(b.data.as_path(), &["--topic", &topic, "add", "from b, direct"]);
+    tab.wait_for("b's todo", Duration::from_secs(10), |tab| async move { tab_has(&tab, "from b, direct").await })
+        .await?;
+
+    // The relay goes: the direct connection stays, and both keep syncing.
+    relay.stop();
+    ok(b.data.as_path(), &["--topic", &topic, "add", "after the relay"]);
+    tab.wait_for("b's todo after the relay stopped", Duration::from_secs(15), |tab| async move {
+        tab_has(&tab, "after the relay").await
+    })
+    .await?;
+    tab.add("from the tab").await?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !texts(&b.data).contains(&"from the tab".to_owned()) {
+        anyhow::ensure!(Instant::now() < deadline, "b never got the tab's todo: {:?}", texts(&b.data));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let line = peer_line(&tab, &b.peer_id).await?.unwrap_or_default();
+    anyhow::ensure!(line.contains("WebRTC (ICE, direct)"), "the tab says {line:?}");
+    tab.close().await?;
+    Ok(())
+}
