@@ -127,10 +127,11 @@ pub fn build_swarm(
             Ok(Behaviour {
                 blocked: allow_block_list::Behaviour::default(),
                 limits: connection_limits::Behaviour::new(connection_limits()),
-                identify: identify::Behaviour::new(identify::Config::new(
-                    hellopears_core::sync::IDENTIFY_PROTOCOL.into(),
-                    key.public(),
-                )),
+                // Relayed addresses (reservations) come after the first identify: pushed.
+                identify: identify::Behaviour::new(
+                    identify::Config::new(hellopears_core::sync::IDENTIFY_PROTOCOL.into(), key.public())
+                        .with_push_listen_addr_updates(true),
+                ),
                 ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(15))),
                 mdns: Toggle::from(mdns),
                 kad: Toggle::from(dht_on.then_some(kad)),

@@ -1306,6 +1306,25 @@ impl Peer {
         for relayed in up.close {
             self.swarm.close_connection(relayed);
         }
+        // Two WebRTC connections (each side upgraded at once): the one the smaller peer id
+        // started stays, on both sides.
+        if webrtc_p2p::is_webrtc_addr(&addr)
+            && let Some(links) = self.links.get(&remote)
+        {
+            let ours_win = self.me < remote;
+            let loser: Vec<ConnectionId> = links
+                .links
+                .iter()
+                .filter(|link| webrtc_p2p::is_webrtc_addr(&link.addr) && link.dialed != ours_win)
+                .map(|link| link.id)
+                .collect();
+            let webrtc = links.links.iter().filter(|link| webrtc_p2p::is_webrtc_addr(&link.addr)).count();
+            if webrtc > 1 {
+                for id in loser {
+                    self.swarm.close_connection(id);
+                }
+            }
+        }
         self.discovery.connected(id);
         if self.sessions.contains(&remote) || self.foreign.contains(&remote) {
             return;
@@ -1395,6 +1414,7 @@ impl Peer {
     }
 
     fn on_identified(&mut self, remote: PeerId, info: &identify::Info) {
+        tracing::debug!(peer = %remote, addrs = ?info.listen_addrs, "identified");
         // A peer behind a stranger's relay that has direct addresses (a reachable one) is
         // dialed there at once: no need to wait for a hole punch.
         if self.punch_only.contains_key(&remote) {

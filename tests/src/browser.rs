@@ -82,10 +82,13 @@ impl Driver {
     /// Starts chromedriver on a free port and waits until it answers.
     pub fn start() -> anyhow::Result<Driver> {
         let port = free_port();
+        // HELLOPEARS_TEST_BROWSER_LOG=1: the tabs' console on stderr (for debugging a test).
+        let verbose = std::env::var_os("HELLOPEARS_TEST_BROWSER_LOG").is_some();
         let child = Command::new("/usr/bin/chromedriver")
             .arg(format!("--port={port}"))
+            .args(verbose.then_some("--enable-chrome-logs"))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(if verbose { Stdio::inherit() } else { Stdio::null() })
             .spawn()
             .context("starting chromedriver")?;
         let driver = Driver { child, url: format!("http://127.0.0.1:{port}") };
@@ -93,6 +96,30 @@ impl Driver {
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             if Instant::now() > deadline {
                 bail!("chromedriver did not start listening");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(driver)
+    }
+
+    /// Starts chromedriver inside network namespace `ns`, reached over `control` (its
+    /// Chromium then has only that namespace's network).
+    pub fn start_in(ns: &str, control: &crate::netns::ControlLink) -> anyhow::Result<Driver> {
+        let port = free_port();
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, "/usr/bin/chromedriver"])
+            .arg(format!("--port={port}"))
+            .arg("--allowed-ips=")
+            .arg("--allowed-origins=*")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting chromedriver in a namespace")?;
+        let driver = Driver { child, url: format!("http://{}:{port}", control.ns_ip) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect((control.ns_ip.as_str(), port)).is_err() {
+            if Instant::now() > deadline {
+                bail!("chromedriver did not start listening in {ns}");
             }
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -235,3 +235,32 @@ impl Drop for NatLab {
         }
     }
 }
+
+/// A veth link from this (root) namespace into `ns`, for controlling a program there (a
+/// chromedriver) without routing anything else: `10.252.<n>.1/30` here, `.2` there.
+#[derive(Debug)]
+pub struct ControlLink {
+    dev: String,
+    /// The address on the namespace's side.
+    pub ns_ip: String,
+}
+
+impl ControlLink {
+    /// Creates the link; `n` keeps concurrent tests apart.
+    pub fn new(ns: &str, n: u8) -> Self {
+        let dev = format!("ctl{}{n}", std::process::id() % 10_000);
+        let (here, there) = (format!("10.252.{n}.1"), format!("10.252.{n}.2"));
+        ip(&["link", "add", &dev, "type", "veth", "peer", "name", "ctl0", "netns", ns]);
+        ip(&["addr", "add", &format!("{here}/30"), "dev", &dev]);
+        ip(&["link", "set", &dev, "up"]);
+        ip(&["-n", ns, "addr", "add", &format!("{there}/30"), "dev", "ctl0"]);
+        ip(&["-n", ns, "link", "set", "ctl0", "up"]);
+        Self { dev, ns_ip: there }
+    }
+}
+
+impl Drop for ControlLink {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.dev]).output();
+    }
+}

@@ -19,9 +19,10 @@ fn free_port() -> u16 {
 fn relay_desktop(dir: &Path, topic: &str) -> Peer {
     let root = browser::web_root().to_string_lossy().into_owned();
     let tcp = format!("/ip4/127.0.0.1/tcp/{}", free_port());
+    let log = std::env::var("HELLOPEARS_TEST_LOG").unwrap_or_else(|_| "hellopears=info".into());
     Peer::start_with_env(
         dir,
-        &[("HELLOPEARS_LOG", "hellopears=info")],
+        &[("HELLOPEARS_LOG", log.as_str())],
         &[
             "--topic",
             topic,
@@ -89,7 +90,7 @@ async fn a_tab_and_a_desktop_met_through_a_relay_talk_over_webrtc_and_outlive_it
     let b_id = b.peer_id.clone();
     tab.wait_for("a WebRTC connection to b", Duration::from_secs(30), |tab| {
         let b_id = b_id.clone();
-        async move { Ok(peer_line(&tab, &b_id).await?.is_some_and(|line| line.contains("WebRTC (ICE, direct)"))) }
+        async move { Ok(peer_line(tab, &b_id).await?.is_some_and(|line| line.contains("WebRTC (ICE, direct)"))) }
     })
     .await?;
     eprintln!("tab start to a direct WebRTC connection with b: {:?}", started.elapsed());
@@ -100,14 +101,14 @@ async fn a_tab_and_a_desktop_met_through_a_relay_talk_over_webrtc_and_outlive_it
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     ok(b.data.as_path(), &["--topic", &topic, "add", "from b, direct"]);
-    tab.wait_for("b's todo", Duration::from_secs(10), |tab| async move { tab_has(&tab, "from b, direct").await })
+    tab.wait_for("b's todo", Duration::from_secs(10), |tab| async move { tab_has(tab, "from b, direct").await })
         .await?;
 
     // The relay goes: the direct connection stays, and both keep syncing.
     relay.stop();
     ok(b.data.as_path(), &["--topic", &topic, "add", "after the relay"]);
     tab.wait_for("b's todo after the relay stopped", Duration::from_secs(15), |tab| async move {
-        tab_has(&tab, "after the relay").await
+        tab_has(tab, "after the relay").await
     })
     .await?;
     tab.add("from the tab").await?;
@@ -119,5 +120,64 @@ async fn a_tab_and_a_desktop_met_through_a_relay_talk_over_webrtc_and_outlive_it
     let line = peer_line(&tab, &b.peer_id).await?.unwrap_or_default();
     anyhow::ensure!(line.contains("WebRTC (ICE, direct)"), "the tab says {line:?}");
     tab.close().await?;
+    Ok(())
+}
+
+/// Two tabs that know only the relay desktop: they meet through it, talk over a direct
+/// WebRTC connection, and keep syncing after it stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "not reliable yet: a desktop's identify request to a tab, opened right after the WebRTC-direct connection, can be lost in the browser, and the tabs then never learn each other's relayed address (run with --ignored)"]
+async fn two_tabs_sync_directly_over_webrtc_and_outlive_the_desktop() -> anyhow::Result<()> {
+    if !browser::available() {
+        return Ok(());
+    }
+    let _serial = SERIAL.lock().await;
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("tempdir")).collect();
+    let topic = format!("tabs-webrtc-{}", std::process::id());
+    let relay = relay_desktop(dirs[0].path(), &topic);
+    let url = relay.web.clone().expect("the relay serves the web app");
+    let driver = Driver::start()?;
+    let one = driver.tab(dirs[1].path()).await?;
+    let two = driver.tab(dirs[2].path()).await?;
+    let started = Instant::now();
+    one.open(&url).await?;
+    two.open(&url).await?;
+    // Each sees two peers: the desktop, and the other tab over WebRTC.
+    for tab in [&one, &two] {
+        let waited = tab
+            .wait_for("the other tab over WebRTC", Duration::from_secs(40), |tab| async move {
+                let peers = tab.peers().await?;
+                Ok(peers.iter().any(|(_, line)| line.contains("WebRTC (ICE, direct)")))
+            })
+            .await;
+        if let Err(error) = waited {
+            anyhow::bail!("{error}: the tab's peers: {:?}", tab.peers().await?);
+        }
+    }
+    eprintln!("two tabs' start to a direct WebRTC connection: {:?}", started.elapsed());
+    relay.stop();
+    one.add("from tab one").await?;
+    two.wait_for("tab one's todo", Duration::from_secs(15), |tab| async move { tab_has(tab, "from tab one").await })
+        .await?;
+    // Tab-to-tab latency once direct.
+    let mut latencies = Vec::new();
+    for round in 0..5 {
+        let text = format!("ping {round}");
+        let sent = Instant::now();
+        two.add(&text).await?;
+        one.wait_for("a ping", Duration::from_secs(10), |tab| {
+            let text = text.clone();
+            async move { tab_has(tab, &text).await }
+        })
+        .await?;
+        latencies.push(sent.elapsed());
+    }
+    latencies.sort();
+    eprintln!(
+        "tab-to-tab, direct: median {:?} (add in one tab to shown in the other, through WebDriver)",
+        latencies[2]
+    );
+    one.close().await?;
+    two.close().await?;
     Ok(())
 }

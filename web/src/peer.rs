@@ -615,6 +615,10 @@ impl Tab {
                 if let Some(webrtc) = webrtc_p2p::webrtc_addr_of_circuit(&address) {
                     log(&format!("hellopears: reachable at {webrtc}"));
                     self.swarm.add_external_address(webrtc);
+                    // Told to every peer now, on a stream of ours: a desktop's own identify
+                    // request, opened right after the connection, can be lost in the browser.
+                    let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+                    self.swarm.behaviour_mut().identify.push(peers);
                 }
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
@@ -651,7 +655,13 @@ impl Tab {
             }
         }
         if let Some(best) = best_link(links) {
-            self.addrs.insert(peer, best.addr.clone());
+            // The accepting side of a relayed connection sees only `/p2p/<id>`.
+            let addr = if best.relayed && !best.addr.iter().any(|p| p == Protocol::P2pCircuit) {
+                best.addr.clone().with(Protocol::P2pCircuit)
+            } else {
+                best.addr.clone()
+            };
+            self.addrs.insert(peer, addr);
         }
         for id in close {
             self.swarm.close_connection(id);
@@ -849,7 +859,10 @@ fn build_swarm(
         })?
         .with_relay_client(noise::Config::new, yamux::Config::default)?
         .with_behaviour(|key, relay_client| Behaviour {
-            identify: identify::Behaviour::new(identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())),
+            // Our relayed addresses come after the first identify: pushed to peers as they do.
+            identify: identify::Behaviour::new(
+                identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public()).with_push_listen_addr_updates(true),
+            ),
             ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(15))),
             stream,
             relay_client,
@@ -880,14 +893,22 @@ async fn fetch_config() -> Result<(Vec<Multiaddr>, Vec<String>), String> {
     Ok((config.peers.iter().filter_map(|addr| addr.parse().ok()).collect(), stun))
 }
 
-/// A peer record from peer exchange that a tab can dial: WebRTC-direct with a certhash and
-/// a peer id that is not ours.
+/// A peer record from peer exchange that a tab can dial: WebRTC-direct with a certhash, or
+/// a relayed address (through a relay the tab is connected to), with a peer id not ours.
 fn dialable(me: PeerId, record: &[u8]) -> Option<Multiaddr> {
     let addr: Multiaddr = std::str::from_utf8(record).ok()?.parse().ok()?;
     // A peer behind a relay, `/webrtc` through it: reached through the relay first (a tab
     // holds a connection to the relays it knows), then upgraded once identify says so.
     if let Some((circuit, peer)) = webrtc_p2p::parse_dial_addr(&addr) {
         return (peer != me).then_some(circuit);
+    }
+    // The same without `/webrtc` (a relayed listen address): the upgrade follows identify.
+    let relayed = addr.iter().any(|p| matches!(p, Protocol::P2pCircuit));
+    if relayed {
+        return match addr.iter().last() {
+            Some(Protocol::P2p(peer)) if peer != me => Some(addr),
+            _ => None,
+        };
     }
     let webrtc = addr.iter().any(|p| matches!(p, Protocol::WebRTCDirect));
     let certhash = addr.iter().any(|p| matches!(p, Protocol::Certhash(_)));
@@ -913,9 +934,12 @@ fn describe(addr: &Multiaddr, why: Option<&str>) -> String {
         [Protocol::P2p(relay), Protocol::P2pCircuit] => Some(*relay),
         _ => None,
     });
+    let why = why.map_or_else(|| "WebRTC not tried yet".to_owned(), |why| format!("WebRTC failed: {why}"));
     if let Some(relay) = relay {
-        let why = why.map_or_else(|| "WebRTC not tried yet".to_owned(), |why| format!("WebRTC failed: {why}"));
         return format!("relayed via {relay} ({why})");
+    }
+    if addr.iter().any(|p| p == Protocol::P2pCircuit) {
+        return format!("relayed ({why})");
     }
     let mut host = String::new();
     let mut port = 0;
@@ -942,10 +966,8 @@ fn best_link(links: &[Link]) -> Option<&Link> {
 /// Why a `/webrtc` dial failed, in a few words.
 fn webrtc_failure(error: &libp2p::swarm::DialError) -> String {
     let text = error.to_string();
-    if text.contains("ICE failed") {
-        "ICE found no direct path (symmetric NATs?)".into()
-    } else if text.contains("timed out") {
-        "the WebRTC handshake timed out".into()
+    if text.contains("ICE failed") || text.contains("Timeout") || text.contains("timed out") {
+        "ICE found no direct path (symmetric NATs on both sides?)".into()
     } else {
         text.chars().take(120).collect()
     }

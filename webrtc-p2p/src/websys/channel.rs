@@ -40,10 +40,21 @@ impl Shared {
 }
 
 struct Callbacks {
+    channel: RtcDataChannel,
     _open: Closure<dyn FnMut(Event)>,
     _message: Closure<dyn FnMut(MessageEvent)>,
     _close: Closure<dyn FnMut(Event)>,
     _low: Closure<dyn FnMut(Event)>,
+}
+
+impl Drop for Callbacks {
+    /// The channel outlives us in the browser: unhook our callbacks before they go.
+    fn drop(&mut self) {
+        self.channel.set_onopen(None);
+        self.channel.set_onmessage(None);
+        self.channel.set_onclose(None);
+        self.channel.set_onbufferedamountlow(None);
+    }
 }
 
 /// One data channel. Clones share the channel (the framing keeps one for its drop listener).
@@ -113,7 +124,8 @@ impl DataChannelIo {
         channel.set_onmessage(Some(message.as_ref().unchecked_ref()));
         channel.set_onclose(Some(close.as_ref().unchecked_ref()));
         channel.set_onbufferedamountlow(Some(low.as_ref().unchecked_ref()));
-        let callbacks = Callbacks { _open: open, _message: message, _close: close, _low: low };
+        let callbacks =
+            Callbacks { channel: channel.clone(), _open: open, _message: message, _close: close, _low: low };
         Self { channel, shared, _callbacks: Rc::new(callbacks) }
     }
 

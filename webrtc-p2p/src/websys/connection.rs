@@ -235,6 +235,9 @@ impl StreamMuxer for Connection {
 impl Drop for Connection {
     fn drop(&mut self) {
         if self.inner.valid() {
+            // Unhooked first: closing fires a state change, and our callbacks go with us.
+            self.inner.peer_connection.set_ondatachannel(None);
+            self.inner.peer_connection.set_onconnectionstatechange(None);
             self.inner.peer_connection.close();
         }
     }

@@ -4,8 +4,6 @@
 mod channel;
 mod connection;
 
-use std::cell::RefCell;
-use std::rc::Rc;
 use std::sync::Arc;
 
 use futures::channel::mpsc;
@@ -145,8 +143,7 @@ async fn exchange(stream: libp2p::Stream, role: Role, peer_connection: &RtcPeerC
     peer_connection
         .add_event_listener_with_callback("connectionstatechange", on_state.as_ref().unchecked_ref())
         .map_err(js_error)?;
-    let _cleanup =
-        Cleanup { peer_connection: peer_connection.clone(), on_state: Rc::new(RefCell::new(Some(on_state))) };
+    let _cleanup = Cleanup { peer_connection: peer_connection.clone(), on_state: Some(on_state) };
 
     let mut signaler = Signaler::new(stream, role);
     let init_channel = match role {
@@ -227,13 +224,13 @@ async fn receive_if(signaler: &mut Signaler<libp2p::Stream>, open: bool) -> Resu
 /// Unhooks the exchange's callbacks from the peer connection.
 struct Cleanup {
     peer_connection: RtcPeerConnection,
-    on_state: Rc<RefCell<Option<Closure<dyn FnMut(Event)>>>>,
+    on_state: Option<Closure<dyn FnMut(Event)>>,
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
         self.peer_connection.set_onicecandidate(None);
-        if let Some(on_state) = self.on_state.borrow_mut().take() {
+        if let Some(on_state) = self.on_state.take() {
             let _ = self
                 .peer_connection
                 .remove_event_listener_with_callback("connectionstatechange", on_state.as_ref().unchecked_ref());
