@@ -592,7 +592,28 @@ impl<P: Ord + Clone + Debug> Node<P> {
         self.remotes.insert(remote.clone(), state);
         // A hello announces nothing new, but `Have` does: route through the durability gate.
         self.route(&remote, hello);
+        self.share_known_peers(&remote);
         self.out.push(Output::Changed);
+    }
+
+    /// Tells `remote` where the other peers listen, as far as we know: at once, not only
+    /// when its own addresses arrive (a browser's can come late, or not at all).
+    fn share_known_peers(&mut self, remote: &P) {
+        if !self.config.pex {
+            return;
+        }
+        let others: Vec<Vec<u8>> = self
+            .remotes
+            .iter()
+            .filter(|(id, _)| *id != remote)
+            .flat_map(|(_, state)| state.listen.iter().cloned())
+            .collect();
+        if others.is_empty() {
+            return;
+        }
+        let Some(state) = self.remotes.get(remote) else { return };
+        let share = state.session.share_peers(others);
+        self.route(remote, share);
     }
 
     fn on_stream_opened(&mut self, remote: &P) {
@@ -633,6 +654,10 @@ impl<P: Ord + Clone + Debug> Node<P> {
                 self.route(&remote, reply);
                 if introduced && let Some(join) = self.join_request() {
                     self.route(&remote, vec![join]);
+                }
+                if introduced {
+                    // A private list's peers are told only once they proved they hold it.
+                    self.share_known_peers(&remote);
                 }
                 if self.config.pex {
                     self.out.extend(learned.into_iter().map(Output::Dial));
