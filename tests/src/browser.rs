@@ -346,3 +346,22 @@ impl Tab {
         Ok(())
     }
 }
+
+/// Tab-to-tab latency: `rounds` todos added in `from`, each timed until `to` shows it
+/// (through WebDriver, so an upper bound); the median.
+pub async fn tab_to_tab_latency(from: &Tab, to: &Tab, rounds: usize) -> anyhow::Result<Duration> {
+    let mut latencies = Vec::new();
+    for round in 0..rounds.max(1) {
+        let text = format!("ping {round}");
+        let sent = Instant::now();
+        from.add(&text).await?;
+        to.wait_for("a ping", Duration::from_secs(10), |tab| {
+            let text = text.clone();
+            async move { Ok(tab.todos().await?.iter().any(|t| t.text == text)) }
+        })
+        .await?;
+        latencies.push(sent.elapsed());
+    }
+    latencies.sort();
+    Ok(latencies[latencies.len() / 2])
+}

@@ -150,6 +150,21 @@ pub fn query(
     events
 }
 
+/// The JSON lines a child prints, as they come.
+fn json_lines(child: &mut Child) -> mpsc::Receiver<serde_json::Value> {
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, events) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) {
+                let _ = tx.send(event);
+            }
+        }
+    });
+    events
+}
+
 /// Runs `webrtc-node.mjs` with `args` in this namespace until it exits; its JSON events.
 pub fn webrtc_node(args: &[&str]) -> Vec<serde_json::Value> {
     let out = Command::new("node")
@@ -182,16 +197,7 @@ impl WebrtcListener {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start webrtc-node.mjs");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, events) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) {
-                    let _ = tx.send(event);
-                }
-            }
-        });
+        let events = json_lines(&mut child);
         let event = events.recv_timeout(Duration::from_secs(40)).expect("the js listener started");
         assert_eq!(event["event"], "listening", "{event}");
         let peer_id = event["peer"].as_str().expect("peer id").to_owned();
@@ -230,16 +236,7 @@ pub fn relay_here(listen: &str) -> JsNode {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start dht-node.mjs");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) {
-                let _ = tx.send(event);
-            }
-        }
-    });
+    let rx = json_lines(&mut child);
     let event = rx.recv_timeout(Duration::from_secs(30)).expect("the js relay started");
     assert_eq!(event["event"], "listening", "{event}");
     let peer_id = event["peer"].as_str().expect("peer id").to_owned();

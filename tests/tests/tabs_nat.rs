@@ -219,20 +219,8 @@ async fn two_tabs_behind_two_nats_sync_directly() -> anyhow::Result<()> {
     one.add("from tab one").await?;
     two.wait_for("tab one's todo", Duration::from_secs(15), |tab| async move { tab_has(tab, "from tab one").await })
         .await?;
-    let mut latencies = Vec::new();
-    for round in 0..5 {
-        let text = format!("ping {round}");
-        let sent = Instant::now();
-        two.add(&text).await?;
-        one.wait_for("a ping", Duration::from_secs(10), |tab| {
-            let text = text.clone();
-            async move { tab_has(tab, &text).await }
-        })
-        .await?;
-        latencies.push(sent.elapsed());
-    }
-    latencies.sort();
-    eprintln!("tab-to-tab across two NATs, direct: median {:?} (add in one tab to shown in the other)", latencies[2]);
+    let latency = browser::tab_to_tab_latency(&two, &one, 5).await?;
+    eprintln!("tab-to-tab across two NATs, direct: median {latency:?} (add in one tab to shown in the other)");
     one.close().await?;
     two.close().await?;
     Ok(())

@@ -186,9 +186,16 @@ impl<E: Engine> std::fmt::Debug for Transport<E> {
     }
 }
 
-impl<E: Engine> Transport<E> {
+impl<E: Engine + Default> Transport<E> {
     /// A transport that signals over the swarm's streams (`control` of the swarm's
     /// `libp2p_stream::Behaviour`). The receiver yields peers that misbehaved in signaling.
+    pub fn new(control: libp2p_stream::Control, config: Config) -> (Self, mpsc::UnboundedReceiver<Misbehaviour>) {
+        Self::with_engine(E::default(), control, config)
+    }
+}
+
+impl<E: Engine> Transport<E> {
+    /// The same, on a given engine.
     pub fn with_engine(
         engine: E,
         control: libp2p_stream::Control,

@@ -40,14 +40,3 @@ impl crate::transport::Engine for WebRtcRs {
 
 /// The native `/webrtc` transport.
 pub type Transport = crate::transport::Transport<WebRtcRs>;
-
-impl Transport {
-    /// A transport that signals over the swarm's streams (`control` of the swarm's
-    /// `libp2p_stream::Behaviour`). The receiver yields peers that misbehaved in signaling.
-    pub fn new(
-        control: libp2p_stream::Control,
-        config: Config,
-    ) -> (Self, futures::channel::mpsc::UnboundedReceiver<Misbehaviour>) {
-        Self::with_engine(WebRtcRs, control, config)
-    }
-}

@@ -44,14 +44,6 @@ impl crate::transport::Engine for Browser {
 /// The browser's `/webrtc` transport.
 pub type Transport = crate::transport::Transport<Browser>;
 
-impl Transport {
-    /// A transport that signals over the swarm's streams (`control` of the swarm's
-    /// `libp2p_stream::Behaviour`). The receiver yields peers that misbehaved in signaling.
-    pub fn new(control: libp2p_stream::Control, config: Config) -> (Self, mpsc::UnboundedReceiver<Misbehaviour>) {
-        Self::with_engine(Browser, control, config)
-    }
-}
-
 fn js_error(error: JsValue) -> Error {
     Error::Signaling(SignalingError::WebRtc(format!("{error:?}")))
 }
