@@ -13,6 +13,10 @@ use libp2p::{StreamProtocol, autonat, dcutr, identify, identity, kad, mdns, nois
 /// thousands of DHT nodes (and relays) that are not ours.
 pub const KAD_PROTOCOL: StreamProtocol = kad::PROTOCOL_NAME;
 
+/// What a desktop peer calls itself in identify: desktops reach each other by hole
+/// punching (DCUtR), not `/webrtc`.
+pub const DESKTOP_AGENT: &str = concat!("hellopears-desktop/", env!("CARGO_PKG_VERSION"));
+
 /// Everything the swarm runs.
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
@@ -130,6 +134,7 @@ pub fn build_swarm(
                 // Relayed addresses (reservations) come after the first identify: pushed.
                 identify: identify::Behaviour::new(
                     identify::Config::new(hellopears_core::sync::IDENTIFY_PROTOCOL.into(), key.public())
+                        .with_agent_version(DESKTOP_AGENT.into())
                         .with_push_listen_addr_updates(true),
                 ),
                 ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(15))),

@@ -676,9 +676,12 @@ impl Peer {
 
     /// Upgrades a relayed connection that we dialed to a direct `/webrtc` one, when the
     /// remote speaks the signaling protocol and cannot hole-punch with DCUtR (a browser tab,
-    /// or another libp2p implementation's WebRTC peer). Tried once a minute at most.
+    /// or another libp2p implementation's WebRTC peer; never another desktop peer, which
+    /// DCUtR serves). Tried once a minute at most.
     fn upgrade_to_webrtc(&mut self, remote: PeerId, info: &identify::Info) {
+        let desktop = info.agent_version.starts_with("hellopears-desktop/");
         let speaks = info.protocols.contains(&webrtc_p2p::SIGNALING_PROTOCOL)
+            && !desktop
             && !info.protocols.contains(&libp2p::dcutr::PROTOCOL_NAME);
         let Some(links) = self.links.get(&remote) else { return };
         let relayed_only = !links.links.is_empty() && links.links.iter().all(|link| link.relayed);
