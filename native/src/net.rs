@@ -102,7 +102,8 @@ pub fn build_swarm(
     use libp2p::Transport as _;
     // The `/webrtc` transport signals on the swarm's own streams.
     let stream = libp2p_stream::Behaviour::new();
-    let (p2p_transport, misbehaviour) = webrtc_p2p::tokio::Transport::new(stream.new_control(), webrtc_p2p);
+    let (p2p_transport, misbehaviour) =
+        webrtc_p2p::tokio::Transport::new(key.public().to_peer_id(), stream.new_control(), webrtc_p2p);
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
         .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)?

@@ -281,6 +281,11 @@ struct Peer {
     /// Peers our relay serves (a reservation, or a circuit they opened), and when they must
     /// share a list with us to keep it.
     relayed_for: HashMap<PeerId, Instant>,
+    /// Where each connected peer listens, as its identify said.
+    identified: HashMap<PeerId, Vec<Multiaddr>>,
+    /// Peers holding a reservation on our relay: reachable through us, whether or not their
+    /// own identify (which a browser can lose) names the circuit.
+    reserved_here: HashSet<PeerId>,
     /// Peers refused until then, for breaking the protocol.
     banned: HashMap<PeerId, Instant>,
     /// Peers that dialed us directly: AutoNAT servers once their sync session is open.
@@ -372,6 +377,8 @@ impl Peer {
             next_inbound: 0,
             strangers: HashMap::new(),
             relayed_for: HashMap::new(),
+            identified: HashMap::new(),
+            reserved_here: HashSet::new(),
             banned: HashMap::new(),
             autonat_candidates: HashMap::new(),
             sessions: HashSet::new(),
@@ -1249,6 +1256,8 @@ impl Peer {
                         slot.writers.remove(&peer_id);
                     }
                     self.autonat_candidates.remove(&peer_id);
+                    self.identified.remove(&peer_id);
+                    self.reserved_here.remove(&peer_id);
                     self.strangers.remove(&peer_id);
                     self.sessions.remove(&peer_id);
                     self.foreign.remove(&peer_id);
@@ -1370,12 +1379,24 @@ impl Peer {
                 self.links.punch_result(remote_peer_id, outcome, Instant::now());
             }
             BehaviourEvent::Relay(
-                libp2p::relay::Event::ReservationReqAccepted { src_peer_id: client, .. }
-                | libp2p::relay::Event::CircuitReqAccepted { src_peer_id: client, .. },
+                event @ (libp2p::relay::Event::ReservationReqAccepted { src_peer_id: client, .. }
+                | libp2p::relay::Event::CircuitReqAccepted { src_peer_id: client, .. }),
             ) => {
+                let reservation = matches!(event, libp2p::relay::Event::ReservationReqAccepted { .. });
                 // Our relay is for the peers of our lists: anyone else loses the slot (and
                 // the connection) unless it opens a session on one of our lists in time.
                 self.relayed_for.entry(client).or_insert_with(|| Instant::now() + RELAY_GRACE);
+                if reservation && self.reserved_here.insert(client) {
+                    self.share_listening(client);
+                }
+            }
+            BehaviourEvent::Relay(
+                libp2p::relay::Event::ReservationClosed { src_peer_id: client }
+                | libp2p::relay::Event::ReservationTimedOut { src_peer_id: client },
+            ) => {
+                if self.reserved_here.remove(&client) {
+                    self.share_listening(client);
+                }
             }
             BehaviourEvent::RelayClient(libp2p::relay::client::Event::ReservationReqAccepted {
                 relay_peer_id, ..
@@ -1445,10 +1466,50 @@ impl Peer {
         self.upgrade_to_webrtc(remote, info);
         let dialed = self.links.dialed_direct(&remote);
         self.discovery.identified(&mut self.swarm, remote, info, dialed);
-        if self.config.discovery.pex {
-            let records: Vec<Vec<u8>> = info.listen_addrs.iter().map(|addr| discovery::record(addr, remote)).collect();
-            self.feed_all(|| Input::Listening(remote, records.clone()));
+        self.identified.insert(remote, info.listen_addrs.clone());
+        self.share_listening(remote);
+    }
+
+    /// Tells the lists' sessions where `remote` listens: what its identify said, and the
+    /// circuits through us while it holds a reservation here.
+    fn share_listening(&mut self, remote: PeerId) {
+        if !self.config.discovery.pex {
+            return;
         }
+        let mut addrs = self.identified.get(&remote).cloned().unwrap_or_default();
+        if self.reserved_here.contains(&remote) {
+            for circuit in self.circuits_for(remote) {
+                if !addrs.contains(&circuit) {
+                    addrs.push(circuit);
+                }
+            }
+        }
+        let records: Vec<Vec<u8>> = addrs.iter().map(|addr| discovery::record(addr, remote)).collect();
+        self.feed_all(|| Input::Listening(remote, records.clone()));
+    }
+
+    /// `remote`'s `/webrtc` addresses through our relay: one per address of ours that
+    /// others reach (WebRTC-direct for tabs, then TCP and QUIC), at most three.
+    fn circuits_for(&self, remote: PeerId) -> Vec<Multiaddr> {
+        let webrtc_direct: Vec<Multiaddr> =
+            self.config.webrtc_addrs.read().map(|addrs| addrs.clone()).unwrap_or_default();
+        let ours = webrtc_direct.into_iter().chain(self.swarm.external_addresses().cloned());
+        let mut circuits = Vec::new();
+        for addr in ours {
+            if addr.iter().any(|p| p == Protocol::P2pCircuit) {
+                continue;
+            }
+            let relay = addr.with_p2p(self.me).unwrap_or_else(|addr| addr).with(Protocol::P2pCircuit);
+            let Some(webrtc) = webrtc_p2p::webrtc_addr_of_circuit(&relay) else { continue };
+            let Ok(circuit) = webrtc.with_p2p(remote) else { continue };
+            if !circuits.contains(&circuit) {
+                circuits.push(circuit);
+            }
+            if circuits.len() == 3 {
+                break;
+            }
+        }
+        circuits
     }
 
     /// Keeps a new WebRTC-direct listen address for the web app's configuration, and its

@@ -340,6 +340,27 @@ impl Tab {
         }
     }
 
+    /// Keeps what the page logs to the console from now on, for [`Tab::console`].
+    pub async fn capture_console(&self) -> anyhow::Result<()> {
+        self.client
+            .execute(
+                "if (!window.__hellopearsLog) {
+                   window.__hellopearsLog = [];
+                   const log = console.log.bind(console);
+                   console.log = (...parts) => { window.__hellopearsLog.push(parts.join(' ')); log(...parts); };
+                 }",
+                vec![],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The console lines kept since [`Tab::capture_console`].
+    pub async fn console(&self) -> anyhow::Result<Vec<String>> {
+        let out = self.client.execute("return window.__hellopearsLog ?? [];", vec![]).await?;
+        Ok(out.as_array().into_iter().flatten().filter_map(|line| line.as_str().map(str::to_owned)).collect())
+    }
+
     /// Closes the browser.
     pub async fn close(self) -> anyhow::Result<()> {
         self.client.close().await?;

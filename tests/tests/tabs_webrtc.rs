@@ -166,3 +166,127 @@ async fn two_tabs_sync_directly_over_webrtc_and_outlive_the_desktop() -> anyhow:
     two.close().await?;
     Ok(())
 }
+
+/// Whether the js lab is here (never skipped on CI: the test command installs it).
+fn js_here() -> bool {
+    let available = hellopears_tests::js::available();
+    if !available {
+        eprintln!("skipped on this machine: needs node and `npm ci` in tests/js (never skipped on CI)");
+    }
+    available
+}
+
+/// The peer id of the one tab connected to `relay`, once its sync session is open.
+async fn tab_peer_id(relay: &Peer, topic: &str) -> anyhow::Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status: serde_json::Value =
+            serde_json::from_str(&ok(&relay.data, &["--topic", topic, "status", "--json"])).unwrap_or_default();
+        if let Some(peer) = status["peers"].as_array().into_iter().flatten().find_map(|p| p["peer"].as_str()) {
+            return Ok(peer.to_owned());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "no tab connected to the relay: {status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Runs `webrtc-node.mjs` with `args` until it reports `event`, for at most `timeout` (a
+/// tab's reservation on the relay may not be made yet at the first try); its last events.
+async fn js_until(args: &[&str], event: &str, timeout: Duration) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + timeout;
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    loop {
+        let run = args.clone();
+        let events = tokio::task::spawn_blocking(move || {
+            let run: Vec<&str> = run.iter().map(String::as_str).collect();
+            hellopears_tests::js::webrtc_node(&run)
+        })
+        .await
+        .unwrap_or_default();
+        if events.iter().any(|e| e["event"] == event) || Instant::now() > deadline {
+            return events;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Acceptance 3, our tab: a js-libp2p node with `@libp2p/webrtc` dials a tab at its
+/// relayed `/webrtc` address (the tab holds a reservation on our desktop's relay), gets a
+/// direct WebRTC connection with it and negotiates the sync protocol.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_js_libp2p_node_dials_our_tab_over_webrtc_through_our_relay() -> anyhow::Result<()> {
+    if !browser::available() || !js_here() {
+        return Ok(());
+    }
+    let _serial = SERIAL.lock().await;
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().expect("tempdir")).collect();
+    let topic = format!("js-to-tab-{}", std::process::id());
+    let relay = relay_desktop(dirs[0].path(), &topic);
+    let driver = Driver::start()?;
+    let tab = driver.tab(dirs[1].path()).await?;
+    tab.open(relay.web.as_deref().expect("the relay serves the web app")).await?;
+    let tab_id = tab_peer_id(&relay, &topic).await?;
+    let target = format!("{}/p2p-circuit/webrtc/p2p/{tab_id}", relay.tcp_addr());
+    let events = js_until(&["--dial", &target], "dialed", Duration::from_secs(40)).await;
+    let dialed = events.iter().find(|e| e["event"] == "dialed");
+    let Some(dialed) = dialed else { anyhow::bail!("the js node did not reach the tab over /webrtc: {events:?}") };
+    anyhow::ensure!(dialed["peer"] == tab_id.as_str(), "{dialed}");
+    anyhow::ensure!(dialed["remote_addr"].as_str().is_some_and(|a| a.contains("/webrtc/")), "{dialed}");
+    anyhow::ensure!(dialed["limited"] == false, "the connection is the relayed one: {dialed}");
+    anyhow::ensure!(dialed["protocol"] == "/hellopears/sync/1", "{dialed}");
+    eprintln!("js dialed our tab over /webrtc in {} ms", dialed["ms"]);
+    tab.close().await?;
+    Ok(())
+}
+
+/// Acceptance 5, the tab's side: js peers that send a tab garbage SDP, flood it with
+/// candidates or offer without end are banned by the tab and cut off, and the tab keeps
+/// syncing with the honest desktop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tab_drops_hostile_signaling_peers_and_keeps_syncing() -> anyhow::Result<()> {
+    if !browser::available() || !js_here() {
+        return Ok(());
+    }
+    let _serial = SERIAL.lock().await;
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().expect("tempdir")).collect();
+    let topic = format!("tab-hostile-{}", std::process::id());
+    let relay = relay_desktop(dirs[0].path(), &topic);
+    let driver = Driver::start()?;
+    let tab = driver.tab(dirs[1].path()).await?;
+    tab.open(relay.web.as_deref().expect("the relay serves the web app")).await?;
+    tab.capture_console().await?;
+    let tab_id = tab_peer_id(&relay, &topic).await?;
+    let target = format!("{}/p2p-circuit/webrtc/p2p/{tab_id}", relay.tcp_addr());
+    for (mode, reason) in [
+        ("garbage-sdp", "malformed SDP"),
+        ("flood", "too many signaling messages"),
+        ("endless", "endless WebRTC offers"),
+    ] {
+        let events = js_until(&["--hostile", mode, "--dial", &target], "held", Duration::from_secs(40)).await;
+        let Some(held) = events.iter().find(|e| e["event"] == "held") else {
+            anyhow::bail!("{mode}: the hostile peer never reached the tab: {events:?}")
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let banned = loop {
+            let lines = tab.console().await?;
+            if let Some(line) = lines.iter().find(|l| l.contains("banning") && l.contains(reason)) {
+                break line.clone();
+            }
+            anyhow::ensure!(Instant::now() < deadline, "{mode}: the tab banned nobody for {reason:?}: {lines:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        anyhow::ensure!(held["open"] == false, "{mode}: the hostile peer was not dropped: {held}");
+        eprintln!("{mode}: {banned}");
+        tab.capture_console().await?;
+        tab.eval("window.__hellopearsLog.length = 0; return null;").await?;
+    }
+    ok(&relay.data, &["--topic", &topic, "add", "still in sync"]);
+    tab.wait_for(
+        "the desktop's todo",
+        Duration::from_secs(20),
+        |tab| async move { tab_has(tab, "still in sync").await },
+    )
+    .await?;
+    tab.close().await?;
+    Ok(())
+}

@@ -144,6 +144,8 @@ struct Tab {
     webrtc_dials: std::collections::HashSet<ConnectionId>,
     /// Peers that broke the `/webrtc` signaling protocol.
     webrtc_misbehaviour: mpsc::UnboundedReceiver<webrtc_p2p::websys::Misbehaviour>,
+    /// Peers refused until then (ms), for breaking a protocol.
+    banned: HashMap<PeerId, u64>,
     /// The STUN servers `/webrtc` uses (from the page's server).
     stun: webrtc_p2p::websys::StunServers,
     next_epoch: u64,
@@ -265,8 +267,7 @@ async fn run(
             _ = siblings_woke.next() => tab.on_siblings(),
             report = tab.webrtc_misbehaviour.next() => {
                 if let Some(report) = report {
-                    log(&format!("hellopears: dropping {}: WebRTC signaling: {}", report.peer, report.reason));
-                    let _ = tab.swarm.disconnect_peer_id(report.peer);
+                    tab.ban(report.peer, &format!("WebRTC signaling: {}", report.reason));
                 }
             }
             _ = tick.next() => {
@@ -344,6 +345,7 @@ impl Tab {
             reserved: HashMap::new(),
             webrtc_dials: std::collections::HashSet::new(),
             webrtc_misbehaviour,
+            banned: HashMap::new(),
             stun,
             next_epoch: 0,
             known,
@@ -391,7 +393,8 @@ impl Tab {
                 open_writer(self.control.clone(), remote, self.next_epoch, self.events.clone());
             }
             Output::Send(remote, frame) => self.send(remote, frame),
-            Output::Disconnect(remote, reason) | Output::Ban(remote, reason) => {
+            Output::Ban(remote, reason) => self.ban(remote, &reason),
+            Output::Disconnect(remote, reason) => {
                 log(&format!("hellopears: dropping {remote}: {reason}"));
                 self.writers.remove(&remote);
                 let _ = self.swarm.disconnect_peer_id(remote);
@@ -409,6 +412,20 @@ impl Tab {
             Output::Notice(notice) => log(&format!("hellopears: {notice:?}")),
             Output::Changed => self.dirty = true,
         }
+    }
+
+    /// Refuses a peer for [`hellopears_core::limits::BAN_MS`] and drops its connections.
+    fn ban(&mut self, peer: PeerId, reason: &str) {
+        log(&format!("hellopears: banning {peer}: {reason}"));
+        self.banned.insert(peer, now_ms() + hellopears_core::limits::BAN_MS);
+        self.writers.remove(&peer);
+        let _ = self.swarm.disconnect_peer_id(peer);
+    }
+
+    fn is_banned(&mut self, peer: &PeerId) -> bool {
+        let now = now_ms();
+        self.banned.retain(|_, until| *until > now);
+        self.banned.contains_key(peer)
     }
 
     fn is_sibling(&self, peer: &PeerId) -> bool {
@@ -572,6 +589,11 @@ impl Tab {
         match event {
             SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, num_established, .. } => {
                 let addr = endpoint.get_remote_address().clone();
+                if self.is_banned(&peer_id) {
+                    log(&format!("hellopears: refusing {peer_id} (banned) at {addr}"));
+                    self.swarm.close_connection(connection_id);
+                    return;
+                }
                 log(&format!("hellopears: connected to {peer_id} at {addr}"));
                 self.redial.remove(&peer_id);
                 self.on_link(peer_id, connection_id, &endpoint);
@@ -844,7 +866,8 @@ fn build_swarm(
     // `/webrtc` signals on the swarm's own streams.
     let stream = libp2p_stream::Behaviour::new();
     let config = webrtc_p2p::websys::Config { stun_servers: stun, ..webrtc_p2p::websys::Config::default() };
-    let (p2p, misbehaviour) = webrtc_p2p::websys::Transport::new(stream.new_control(), config);
+    let (p2p, misbehaviour) =
+        webrtc_p2p::websys::Transport::new(key.public().to_peer_id(), stream.new_control(), config);
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_wasm_bindgen()
         .with_other_transport(|key| {

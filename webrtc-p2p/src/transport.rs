@@ -123,7 +123,8 @@ pub struct Misbehaviour {
 #[derive(Debug, Default)]
 struct Limiter {
     in_flight: usize,
-    busy: HashMap<PeerId, ()>,
+    /// Exchanges in progress per peer: (ours, theirs).
+    busy: HashMap<PeerId, (bool, bool)>,
     recent: HashMap<PeerId, VecDeque<Instant>>,
 }
 
@@ -132,18 +133,36 @@ struct Limiter {
 struct Permit {
     limiter: Arc<Mutex<Limiter>>,
     peer: PeerId,
+    role: Role,
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
         if let Ok(mut limiter) = self.limiter.lock() {
             limiter.in_flight = limiter.in_flight.saturating_sub(1);
-            limiter.busy.remove(&self.peer);
+            if let Some(busy) = limiter.busy.get_mut(&self.peer) {
+                match self.role {
+                    Role::Initiator => busy.0 = false,
+                    Role::Recipient => busy.1 = false,
+                }
+                if *busy == (false, false) {
+                    limiter.busy.remove(&self.peer);
+                }
+            }
         }
     }
 }
 
-fn admit(limiter: &Arc<Mutex<Limiter>>, config: &Config, peer: PeerId) -> Result<Permit, Error> {
+/// Admits one exchange with `peer` in `role`. One exchange per peer at a time, except when
+/// both sides dial each other at once: then the offer of the peer with the larger id is
+/// answered (on both sides, so exactly one of the two exchanges goes on).
+fn admit(
+    limiter: &Arc<Mutex<Limiter>>,
+    config: &Config,
+    local: PeerId,
+    peer: PeerId,
+    role: Role,
+) -> Result<Permit, Error> {
     let mut state = limiter.lock().map_err(|_| Error::Limit("poisoned"))?;
     let now = Instant::now();
     let recent = state.recent.entry(peer).or_default();
@@ -154,7 +173,13 @@ fn admit(limiter: &Arc<Mutex<Limiter>>, config: &Config, peer: PeerId) -> Result
         return Err(Error::Limit("from one peer in a minute"));
     }
     recent.push_back(now);
-    if state.busy.contains_key(&peer) {
+    let (ours, theirs) = state.busy.get(&peer).copied().unwrap_or_default();
+    let free = match role {
+        Role::Initiator => !ours && !theirs,
+        // Simultaneous dials: the larger peer id's offer goes on.
+        Role::Recipient => !theirs && (!ours || peer > local),
+    };
+    if !free {
         return Err(Error::Limit("one peer at a time"));
     }
     if state.in_flight >= config.max_in_flight {
@@ -162,8 +187,12 @@ fn admit(limiter: &Arc<Mutex<Limiter>>, config: &Config, peer: PeerId) -> Result
     }
     state.recent.retain(|_, times| !times.is_empty());
     state.in_flight += 1;
-    state.busy.insert(peer, ());
-    Ok(Permit { limiter: limiter.clone(), peer })
+    let busy = state.busy.entry(peer).or_default();
+    match role {
+        Role::Initiator => busy.0 = true,
+        Role::Recipient => busy.1 = true,
+    }
+    Ok(Permit { limiter: limiter.clone(), peer, role })
 }
 
 /// A handshake in progress.
@@ -173,6 +202,7 @@ type Upgrade<C> = BoxFuture<'static, Result<(PeerId, C), Error>>;
 pub struct Transport<E: Engine> {
     engine: Arc<E>,
     config: Arc<Config>,
+    local: PeerId,
     control: libp2p_stream::Control,
     listener: Option<(ListenerId, libp2p_stream::IncomingStreams)>,
     events: VecDeque<TransportEvent<Upgrade<E::Connection>, Error>>,
@@ -187,10 +217,15 @@ impl<E: Engine> std::fmt::Debug for Transport<E> {
 }
 
 impl<E: Engine + Default> Transport<E> {
-    /// A transport that signals over the swarm's streams (`control` of the swarm's
-    /// `libp2p_stream::Behaviour`). The receiver yields peers that misbehaved in signaling.
-    pub fn new(control: libp2p_stream::Control, config: Config) -> (Self, mpsc::UnboundedReceiver<Misbehaviour>) {
-        Self::with_engine(E::default(), control, config)
+    /// A transport for the local peer `local` that signals over the swarm's streams
+    /// (`control` of the swarm's `libp2p_stream::Behaviour`). The receiver yields peers that
+    /// misbehaved in signaling.
+    pub fn new(
+        local: PeerId,
+        control: libp2p_stream::Control,
+        config: Config,
+    ) -> (Self, mpsc::UnboundedReceiver<Misbehaviour>) {
+        Self::with_engine(E::default(), local, control, config)
     }
 }
 
@@ -198,6 +233,7 @@ impl<E: Engine> Transport<E> {
     /// The same, on a given engine.
     pub fn with_engine(
         engine: E,
+        local: PeerId,
         control: libp2p_stream::Control,
         config: Config,
     ) -> (Self, mpsc::UnboundedReceiver<Misbehaviour>) {
@@ -205,6 +241,7 @@ impl<E: Engine> Transport<E> {
         let transport = Self {
             engine: Arc::new(engine),
             config: Arc::new(config),
+            local,
             control,
             listener: None,
             events: VecDeque::new(),
@@ -280,7 +317,8 @@ impl<E: Engine> libp2p::core::Transport for Transport<E> {
         if opts.role != Endpoint::Dialer {
             return Err(TransportError::MultiaddrNotSupported(addr));
         }
-        let permit = admit(&self.limiter, &self.config, peer).map_err(TransportError::Other)?;
+        let permit =
+            admit(&self.limiter, &self.config, self.local, peer, Role::Initiator).map_err(TransportError::Other)?;
         let mut control = self.control.clone();
         let config = self.config.clone();
         let engine = self.engine.clone();
@@ -310,7 +348,7 @@ impl<E: Engine> libp2p::core::Transport for Transport<E> {
                     return Poll::Ready(TransportEvent::ListenerClosed { listener_id, reason: Ok(()) });
                 }
                 Poll::Ready(Some((peer, stream))) => {
-                    let permit = match admit(&self.limiter, &self.config, peer) {
+                    let permit = match admit(&self.limiter, &self.config, self.local, peer, Role::Recipient) {
                         Ok(permit) => permit,
                         Err(error) => {
                             tracing::debug!(%peer, %error, "refusing a WebRTC signaling stream");
@@ -335,5 +373,58 @@ impl<E: Engine> libp2p::core::Transport for Transport<E> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn two_peers() -> (PeerId, PeerId) {
+        let (a, b) = (PeerId::random(), PeerId::random());
+        if a < b { (a, b) } else { (b, a) }
+    }
+
+    #[test]
+    fn one_exchange_per_peer_at_a_time() {
+        let limiter = Arc::default();
+        let config = Config::default();
+        let (local, remote) = two_peers();
+        let first = admit(&limiter, &config, local, remote, Role::Initiator).expect("first");
+        assert!(admit(&limiter, &config, local, remote, Role::Initiator).is_err());
+        drop(first);
+        let answering = admit(&limiter, &config, local, remote, Role::Recipient).expect("after the first");
+        assert!(admit(&limiter, &config, local, remote, Role::Recipient).is_err());
+        assert!(admit(&limiter, &config, local, remote, Role::Initiator).is_err(), "we answer: no dial of ours");
+        drop(answering);
+        assert!(limiter.lock().expect("lock").busy.is_empty());
+    }
+
+    /// Both peers dial each other at once: each side answers only the larger id's offer, so
+    /// exactly one exchange goes on (before, both refused the other's and both failed).
+    #[test]
+    fn simultaneous_dials_resolve_to_the_larger_ids_offer() {
+        let config = Config::default();
+        let (small, large) = two_peers();
+        let (at_small, at_large) = (Arc::default(), Arc::default());
+        let _small_dials = admit(&at_small, &config, small, large, Role::Initiator).expect("small dials");
+        let _large_dials = admit(&at_large, &config, large, small, Role::Initiator).expect("large dials");
+        // The small peer answers the large one's offer; the large peer refuses the small's.
+        let answered = admit(&at_small, &config, small, large, Role::Recipient);
+        let refused = admit(&at_large, &config, large, small, Role::Recipient);
+        assert!(answered.is_ok());
+        assert!(refused.is_err());
+    }
+
+    #[test]
+    fn a_peer_gets_a_bounded_number_of_exchanges_a_minute() {
+        let limiter = Arc::default();
+        let config = Config::default();
+        let (local, remote) = two_peers();
+        for _ in 0..config.max_per_peer_per_minute {
+            drop(admit(&limiter, &config, local, remote, Role::Recipient).expect("within the limit"));
+        }
+        let over = admit(&limiter, &config, local, remote, Role::Recipient);
+        assert!(matches!(over, Err(Error::Limit("from one peer in a minute"))));
     }
 }

@@ -26,9 +26,10 @@ fn swarm() -> (Swarm<Behaviour>, mpsc::UnboundedReceiver<Misbehaviour>) {
     let stream = libp2p_stream::Behaviour::new();
     let control = stream.new_control();
     let config = Config { loopback_candidates: true, ..Config::default() };
-    let (transport, reports) = Transport::new(control, config);
+    let key = libp2p::identity::Keypair::generate_ed25519();
+    let (transport, reports) = Transport::new(key.public().to_peer_id(), control, config);
     let mut transport = Some(transport);
-    let swarm = libp2p::SwarmBuilder::with_new_identity()
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
         .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)
         .expect("tcp")
