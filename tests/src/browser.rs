@@ -106,13 +106,15 @@ impl Driver {
     /// Chromium then has only that namespace's network).
     pub fn start_in(ns: &str, control: &crate::netns::ControlLink) -> anyhow::Result<Driver> {
         let port = free_port();
+        let verbose = std::env::var_os("HELLOPEARS_TEST_BROWSER_LOG").is_some();
         let child = Command::new("ip")
             .args(["netns", "exec", ns, "/usr/bin/chromedriver"])
             .arg(format!("--port={port}"))
             .arg("--allowed-ips=")
             .arg("--allowed-origins=*")
+            .args(verbose.then_some("--enable-chrome-logs"))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(if verbose { Stdio::inherit() } else { Stdio::null() })
             .spawn()
             .context("starting chromedriver in a namespace")?;
         let driver = Driver { child, url: format!("http://{}:{port}", control.ns_ip) };

@@ -187,43 +187,92 @@ async fn a_tab_behind_one_nat_syncs_directly_with_a_desktop_behind_another() -> 
 }
 
 /// Acceptance 2: two tabs in two NATed homes, each knowing only the public desktop peer,
-/// sync directly; the public peer stops; they keep syncing.
+/// sync directly; the public peer stops; they keep syncing. `HELLOPEARS_LAB_RUNS=N` repeats
+/// it and prints the medians.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "not reliable yet: a desktop's identify request to a tab, opened right after the WebRTC-direct connection, can be lost in the browser, and the tabs then never learn each other's relayed address (run with --ignored)"]
 async fn two_tabs_behind_two_nats_sync_directly() -> anyhow::Result<()> {
     if !lab_here() {
         return Ok(());
     }
     let _serial = SERIAL.lock().await;
-    let tag = 70;
+    let runs: u8 = std::env::var("HELLOPEARS_LAB_RUNS").ok().and_then(|n| n.parse().ok()).unwrap_or(1).clamp(1, 10);
+    let (mut times, mut latencies) = (Vec::new(), Vec::new());
+    for run in 0..runs {
+        let (time, latency) = two_tabs_across_two_nats(70 + 2 * run).await?;
+        times.push(time);
+        latencies.push(latency);
+    }
+    times.sort();
+    latencies.sort();
+    eprintln!(
+        "two tabs' start to their first direct sync across two NATs: median {:?} of {runs} (all: {times:?}); \
+         tab-to-tab latency once direct: median {:?} (all: {latencies:?})",
+        times[times.len() / 2],
+        latencies[latencies.len() / 2]
+    );
+    Ok(())
+}
+
+/// One run of acceptance 2; returns the time from the tabs' start to the first todo synced
+/// between them directly, and the tab-to-tab latency once direct.
+async fn two_tabs_across_two_nats(tag: u8) -> anyhow::Result<(Duration, Duration)> {
     let lab = NatLab::new(tag, false);
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("tempdir")).collect();
-    let topic = format!("nat-tabs-{}", std::process::id());
+    let topic = format!("nat-tabs-{}-{tag}", std::process::id());
     let public = public_peer(&lab, dirs[0].path(), &topic);
     let (control_a, control_b) = (ControlLink::new(&lab.ns("a"), tag), ControlLink::new(&lab.ns("b"), tag + 1));
     let driver_a = Driver::start_in(&lab.ns("a"), &control_a)?;
     let driver_b = Driver::start_in(&lab.ns("b"), &control_b)?;
     let one = driver_a.tab(dirs[1].path()).await?;
     let two = driver_b.tab(dirs[2].path()).await?;
-    let started = Instant::now();
     one.open(&public.web).await?;
+    // From the second tab's start: the first may wait for it (Chromium can take seconds to
+    // start in a namespace on a loaded machine).
+    let started = Instant::now();
     two.open(&public.web).await?;
+    let public_id = public.peer.peer_id.clone();
     for tab in [&one, &two] {
-        tab.wait_for("the other tab over WebRTC", Duration::from_secs(60), |tab| async move {
-            Ok(tab.peers().await?.iter().any(|(_, line)| line.contains(DIRECT)))
-        })
-        .await?;
+        let public_id = public_id.clone();
+        let waited = tab
+            .wait_for("the other tab over WebRTC", Duration::from_secs(60), |tab| {
+                let public_id = public_id.clone();
+                async move { Ok(tab.peers().await?.iter().any(|(id, line)| *id != public_id && line.contains(DIRECT))) }
+            })
+            .await;
+        if let Err(error) = waited {
+            anyhow::bail!("{error}: the tab's peers: {:?}", tab.peers().await?);
+        }
     }
-    eprintln!("two tabs behind two NATs: direct after {:?}", started.elapsed());
+    let elapsed = started.elapsed();
+    one.add("first, direct").await?;
+    two.wait_for(
+        "tab one's first todo",
+        Duration::from_secs(15),
+        |tab| async move { tab_has(tab, "first, direct").await },
+    )
+    .await?;
+    let synced = started.elapsed();
+    eprintln!("two tabs behind two NATs: direct after {elapsed:?}, first todo synced after {synced:?}");
+    // The public peer goes: the tabs keep syncing, both ways, over their own connection.
     public.peer.kill();
     one.add("from tab one").await?;
     two.wait_for("tab one's todo", Duration::from_secs(15), |tab| async move { tab_has(tab, "from tab one").await })
         .await?;
+    two.add("from tab two").await?;
+    one.wait_for("tab two's todo", Duration::from_secs(15), |tab| async move { tab_has(tab, "from tab two").await })
+        .await?;
+    for tab in [&one, &two] {
+        let peers = tab.peers().await?;
+        anyhow::ensure!(
+            peers.iter().any(|(id, line)| *id != public_id && line.contains(DIRECT)),
+            "after the public peer stopped: {peers:?}"
+        );
+    }
     let latency = browser::tab_to_tab_latency(&two, &one, 5).await?;
     eprintln!("tab-to-tab across two NATs, direct: median {latency:?} (add in one tab to shown in the other)");
     one.close().await?;
     two.close().await?;
-    Ok(())
+    Ok((synced, latency))
 }
 
 /// Acceptance 4: symmetric NATs on both sides: ICE fails, the tab stays relayed through

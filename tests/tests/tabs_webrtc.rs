@@ -126,7 +126,6 @@ async fn a_tab_and_a_desktop_met_through_a_relay_talk_over_webrtc_and_outlive_it
 /// Two tabs that know only the relay desktop: they meet through it, talk over a direct
 /// WebRTC connection, and keep syncing after it stops.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "not reliable yet: a desktop's identify request to a tab, opened right after the WebRTC-direct connection, can be lost in the browser, and the tabs then never learn each other's relayed address (run with --ignored)"]
 async fn two_tabs_sync_directly_over_webrtc_and_outlive_the_desktop() -> anyhow::Result<()> {
     if !browser::available() {
         return Ok(());
