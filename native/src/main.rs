@@ -11,6 +11,7 @@ mod local;
 mod net;
 mod peer;
 mod reads;
+mod relay_server;
 mod store;
 mod streams;
 mod tui;

@@ -35,7 +35,7 @@ pub struct Behaviour {
     /// Raw streams for the sync protocol.
     pub stream: libp2p_stream::Behaviour,
     /// A limited relay for peers behind NATs (used once we have an external address).
-    pub relay: relay::Behaviour,
+    pub relay: crate::relay_server::Relay,
     /// Reservations on other peers' relays, and relayed connections.
     pub relay_client: relay::client::Behaviour,
     /// Upgrades relayed connections to direct ones by hole punching.
@@ -142,7 +142,7 @@ pub fn build_swarm(
                 mdns: Toggle::from(mdns),
                 kad: Toggle::from(dht_on.then_some(kad)),
                 stream,
-                relay: relay::Behaviour::new(peer_id, relay_config()),
+                relay: crate::relay_server::Relay::new(relay::Behaviour::new(peer_id, relay_config())),
                 relay_client,
                 dcutr: dcutr::Behaviour::new(peer_id),
                 autonat: autonat::Behaviour::new(peer_id, autonat_config()),

@@ -1393,11 +1393,7 @@ impl Peer {
             BehaviourEvent::Relay(
                 libp2p::relay::Event::ReservationClosed { src_peer_id: client }
                 | libp2p::relay::Event::ReservationTimedOut { src_peer_id: client },
-            ) => {
-                if self.reserved_here.remove(&client) {
-                    self.share_listening(client);
-                }
-            }
+            ) if self.reserved_here.remove(&client) => self.share_listening(client),
             BehaviourEvent::RelayClient(libp2p::relay::client::Event::ReservationReqAccepted {
                 relay_peer_id, ..
             }) => self.say(format!("reachable through relay {relay_peer_id}")),
