@@ -42,7 +42,9 @@ pub async fn serve(prepared: Prepared, handle: peer::PeerHandle, inbox: peer::Pe
         // list's secrets until it opens an invite link.
         let public = slots.iter().map(|slot| slot.node.replica().topic()).find(|topic| !topic.is_private()).cloned();
         let name = public.as_ref().map_or(crate::lists::DEFAULT_TOPIC, |topic| topic.name()).to_owned();
-        let stun = web::Stun { servers: config.stun_servers.clone(), port: config.stun_port };
+        // A peer given its external address answers STUN from the start (see `Peer::answer_stun`).
+        let port = config.stun_port.or((!config.external.is_empty()).then_some(crate::peer::DEFAULT_STUN_PORT));
+        let stun = web::Stun { servers: config.stun_servers.clone(), port };
         let bound = web::serve(addr, name, config.webrtc_addrs.clone(), root, stun).await?;
         if !config.quiet {
             match &public {

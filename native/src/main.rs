@@ -285,7 +285,8 @@ struct PeerArgs {
     #[arg(long = "stun", value_name = "URL", env = "HELLOPEARS_STUN", value_delimiter = ',', value_parser = parse_stun)]
     stun: Vec<String>,
     /// Answer STUN binding requests on this UDP port (a reachable peer serving as the STUN
-    /// server of its lists' tabs and desktops).
+    /// server of its lists' tabs and desktops). Without it, a peer answers on 3478 once it
+    /// is reachable (`--external-address`, or AutoNAT confirms a public address).
     #[arg(long, value_name = "PORT")]
     stun_port: Option<u16>,
     /// Serve the web app for browser tabs on ADDR (default 127.0.0.1:4270).

@@ -136,6 +136,8 @@ const STRANGER_GRACE: Duration = Duration::from_secs(2);
 /// Whether `eval` runs scripts in the window's page (test builds only).
 const AUTOMATION: bool = cfg!(feature = "automation");
 
+/// The UDP port a reachable peer answers STUN on, unless `--stun-port` says another.
+pub const DEFAULT_STUN_PORT: u16 = 3478;
 /// How long a peer our relay serves may take to open a session on one of our lists.
 /// How often a relayed peer is tried over `/webrtc` at most.
 const WEBRTC_RETRY: Duration = Duration::from_secs(60);
@@ -300,6 +302,10 @@ struct Peer {
     punch_only: HashMap<PeerId, (PeerId, Instant)>,
     /// Peers we tried to reach over `/webrtc`, and when.
     webrtc_tried: HashMap<PeerId, Instant>,
+    /// The STUN servers our `/webrtc` exchanges ask: configured, and those of reachable peers.
+    stun_servers: webrtc_p2p::tokio::StunServers,
+    /// The UDP port we answer STUN on, once we do.
+    stun_answering: Option<u16>,
     /// Peers that broke the `/webrtc` signaling protocol, as the transport reports them.
     webrtc_misbehaviour: futures::channel::mpsc::UnboundedReceiver<webrtc_p2p::tokio::Misbehaviour>,
     next_epoch: u64,
@@ -333,10 +339,9 @@ impl Peer {
         reads: reads::Publisher,
     ) -> anyhow::Result<Self> {
         let discovering = config.discovery;
-        let p2p_config = webrtc_p2p::tokio::Config {
-            stun_servers: webrtc_p2p::tokio::StunServers::new(config.stun_servers.clone()),
-            ..webrtc_p2p::tokio::Config::default()
-        };
+        let stun_servers = webrtc_p2p::tokio::StunServers::new(config.stun_servers.clone());
+        let p2p_config =
+            webrtc_p2p::tokio::Config { stun_servers: stun_servers.clone(), ..webrtc_p2p::tokio::Config::default() };
         let (mut swarm, webrtc_misbehaviour) = net::build_swarm(
             node_key,
             discovering.mdns,
@@ -377,6 +382,8 @@ impl Peer {
             next_inbound: 0,
             strangers: HashMap::new(),
             relayed_for: HashMap::new(),
+            stun_servers,
+            stun_answering: None,
             identified: HashMap::new(),
             reserved_here: HashSet::new(),
             banned: HashMap::new(),
@@ -406,19 +413,41 @@ impl Peer {
             slot.progress.quiet = peer.config.quiet;
         }
         if let Some(port) = peer.config.stun_port {
-            let socket = std::net::UdpSocket::bind(("0.0.0.0", port))
+            peer.answer_stun(port)
                 .map_err(|error| anyhow::anyhow!("cannot answer STUN on UDP port {port}: {error}"))?;
-            socket.set_nonblocking(true)?;
-            let socket = tokio::net::UdpSocket::from_std(socket)?;
-            peer.say(format!("answering STUN on UDP port {port}"));
-            tokio::spawn(async move {
-                if let Err(error) = webrtc_p2p::tokio::serve_stun(socket).await {
-                    tracing::warn!(%error, "the STUN responder stopped");
-                }
-            });
+        } else if !peer.config.external.is_empty()
+            && let Err(error) = peer.answer_stun(DEFAULT_STUN_PORT)
+        {
+            tracing::warn!(%error, port = DEFAULT_STUN_PORT, "not answering STUN");
         }
         peer.introduce();
         Ok(peer)
+    }
+
+    /// Answers STUN binding requests on UDP `port` (for the ICE of our lists' tabs and
+    /// desktops) and says so in identify ([`webrtc_p2p::stun_advert`]). Once.
+    fn answer_stun(&mut self, port: u16) -> anyhow::Result<()> {
+        if self.stun_answering.is_some() {
+            return Ok(());
+        }
+        let socket = std::net::UdpSocket::bind(("0.0.0.0", port))?;
+        socket.set_nonblocking(true)?;
+        let socket = tokio::net::UdpSocket::from_std(socket)?;
+        tokio::spawn(async move {
+            if let Err(error) = webrtc_p2p::tokio::serve_stun(socket).await {
+                tracing::warn!(%error, "the STUN responder stopped");
+            }
+        });
+        // Supporting the advert protocol puts it in identify (pushed to connected peers);
+        // nobody opens a stream on it, and one that does is dropped at once.
+        let mut adverts = self
+            .control
+            .accept(webrtc_p2p::stun_advert(port))
+            .map_err(|error| anyhow::anyhow!("advertising STUN: {error}"))?;
+        tokio::spawn(async move { while adverts.next().await.is_some() {} });
+        self.stun_answering = Some(port);
+        self.say(format!("answering STUN on UDP port {port}"));
+        Ok(())
     }
 
     fn say(&self, line: String) {
@@ -1405,6 +1434,11 @@ impl Peer {
                 self.discovery.set_server(&mut self.swarm, reachable);
                 if let libp2p::autonat::NatStatus::Public(addr) = &new {
                     self.say(format!("publicly reachable at {addr}"));
+                    // A reachable peer is the STUN server of its lists' peers.
+                    let port = self.config.stun_port.unwrap_or(DEFAULT_STUN_PORT);
+                    if let Err(error) = self.answer_stun(port) {
+                        tracing::warn!(%error, port, "not answering STUN");
+                    }
                 }
             }
             BehaviourEvent::Upnp(libp2p::upnp::Event::NewExternalAddr { external_addr, .. }) => {
@@ -1460,10 +1494,23 @@ impl Peer {
             }
         }
         self.upgrade_to_webrtc(remote, info);
+        self.learn_stun(remote, info);
         let dialed = self.links.dialed_direct(&remote);
         self.discovery.identified(&mut self.swarm, remote, info, dialed);
         self.identified.insert(remote, info.listen_addrs.clone());
         self.share_listening(remote);
+    }
+
+    /// Takes the STUN server a peer we reach directly advertises (a reachable peer of our
+    /// lists, normally) for our `/webrtc` exchanges.
+    fn learn_stun(&mut self, remote: PeerId, info: &identify::Info) {
+        let Some(port) = webrtc_p2p::stun_port_of(&info.protocols) else { return };
+        let Some(addr) = self.links.dialed_direct(&remote) else { return };
+        if let Some(url) = webrtc_p2p::stun_url(&addr, port)
+            && self.stun_servers.add(url.clone())
+        {
+            tracing::info!(peer = %remote, %url, "using the STUN server of a peer");
+        }
     }
 
     /// Tells the lists' sessions where `remote` listens: what its identify said, and the

@@ -24,7 +24,8 @@ fn lab_here() -> bool {
     here
 }
 
-/// The public desktop peer: relay, web app and STUN on `10.99.0.30`.
+/// The public desktop peer: relay, web app and STUN on `10.99.0.30` (a peer given its
+/// external address answers STUN on 3478 without being told).
 struct Public {
     peer: Peer,
     web: String,
@@ -48,8 +49,6 @@ fn public_peer(lab: &NatLab, dir: &Path, topic: &str) -> Public {
             "/ip4/10.99.0.30/udp/4002/webrtc-direct",
             "--external-address",
             &tcp,
-            "--stun-port",
-            "3478",
             "--no-mdns",
             "--no-dht",
             "--web",
@@ -69,20 +68,24 @@ fn home_desktop(lab: &NatLab, dir: &Path, topic: &str, public: &Public) -> Peer 
         &lab.ns("b"),
         dir,
         &[("HELLOPEARS_LOG", "hellopears=info")],
-        &[
-            "--topic",
-            topic,
-            "--listen",
-            "/ip4/0.0.0.0/tcp/0",
-            "--no-mdns",
-            "--no-dht",
-            "--bootstrap",
-            &public.tcp,
-            "--stun",
-            "stun:10.99.0.30:3478",
-        ],
+        &["--topic", topic, "--listen", "/ip4/0.0.0.0/tcp/0", "--no-mdns", "--no-dht", "--bootstrap", &public.tcp],
     );
-    assert!(peer.wait_for_line("reachable through relay", Duration::from_secs(20)).is_some(), "no reservation");
+    // A reservation on the public peer, and (no `--stun`) its STUN server, learned from
+    // identify: the reachable peer of the list is the STUN server of the others.
+    let (mut reserved, mut stun) = (false, String::new());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !reserved || stun.is_empty() {
+        let Some(line) = deadline.checked_duration_since(Instant::now()).and_then(|left| peer.wait_for_line("", left))
+        else {
+            break;
+        };
+        reserved |= line.contains("reachable through relay");
+        if line.contains("using the STUN server of a peer") {
+            stun = line;
+        }
+    }
+    assert!(reserved, "no reservation");
+    assert!(stun.contains("stun:10.99.0.30:3478"), "b uses no STUN server of the public peer: {stun:?}");
     peer
 }
 

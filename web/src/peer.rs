@@ -570,7 +570,9 @@ impl Tab {
     fn on_config(&mut self, served: Result<(Vec<Multiaddr>, Vec<String>), String>) {
         match served {
             Ok((addrs, stun)) => {
-                self.stun.set(stun);
+                for url in stun {
+                    self.stun.add(url);
+                }
                 // The share link names the serving peer's addresses.
                 self.ui.set_share_peers(addrs.iter().map(ToString::to_string).collect());
                 for addr in addrs {
@@ -696,6 +698,13 @@ impl Tab {
     fn on_identified(&mut self, peer: PeerId, info: &identify::Info) {
         let Some(links) = self.links.get(&peer) else { return };
         let direct = links.iter().find(|link| !link.relayed && link.dialed).map(|link| link.addr.clone());
+        // A desktop we reach directly that answers STUN: our ICE asks it too.
+        if let Some(port) = webrtc_p2p::stun_port_of(&info.protocols)
+            && let Some(url) = direct.as_ref().and_then(|addr| webrtc_p2p::stun_url(addr, port))
+            && self.stun.add(url.clone())
+        {
+            log(&format!("hellopears: using the STUN server of {peer} at {url}"));
+        }
         if let Some(addr) = direct
             && info.protocols.contains(&relay::HOP_PROTOCOL_NAME)
             && !self.reserved.contains_key(&peer)

@@ -97,9 +97,50 @@ pub fn is_webrtc_addr(addr: &Multiaddr) -> bool {
     addr.iter().any(|p| matches!(p, Protocol::WebRTC))
 }
 
+/// How a peer says that it answers STUN binding requests (RFC 8489) on UDP `port` of the
+/// addresses it is reached at: it supports the protocol `/webrtc-p2p/stun/<port>`, which
+/// identify carries to every connected peer. No stream is ever opened on it.
+pub const STUN_ADVERT_PREFIX: &str = "/webrtc-p2p/stun/";
+
+/// The protocol that advertises a STUN server on UDP `port`.
+pub fn stun_advert(port: u16) -> StreamProtocol {
+    StreamProtocol::try_from_owned(format!("{STUN_ADVERT_PREFIX}{port}"))
+        .unwrap_or_else(|_| StreamProtocol::new("/webrtc-p2p/stun/3478"))
+}
+
+/// The STUN port a peer advertises among its `protocols` (identify), if any.
+pub fn stun_port_of<'a>(protocols: impl IntoIterator<Item = &'a StreamProtocol>) -> Option<u16> {
+    protocols.into_iter().find_map(|protocol| protocol.as_ref().strip_prefix(STUN_ADVERT_PREFIX)?.parse().ok())
+}
+
+/// `stun:IP:PORT` for a STUN server on `port` at the IP address of `addr` (a direct
+/// connection's remote address).
+pub fn stun_url(addr: &Multiaddr, port: u16) -> Option<String> {
+    addr.iter().find_map(|p| match p {
+        Protocol::Ip4(ip) => Some(format!("stun:{ip}:{port}")),
+        Protocol::Ip6(ip) => Some(format!("stun:[{ip}]:{port}")),
+        _ => None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stun_server_is_advertised_and_found_among_protocols() {
+        let protocols = [SIGNALING_PROTOCOL, stun_advert(3479), StreamProtocol::new("/ipfs/id/1.0.0")];
+        assert_eq!(stun_port_of(&protocols), Some(3479));
+        assert_eq!(stun_port_of(&[SIGNALING_PROTOCOL]), None);
+        let bogus = StreamProtocol::new("/webrtc-p2p/stun/not-a-port");
+        assert_eq!(stun_port_of(&[bogus]), None);
+        assert_eq!(
+            stun_url(&ma("/ip4/192.0.2.7/udp/4002/webrtc-direct"), 3479).as_deref(),
+            Some("stun:192.0.2.7:3479")
+        );
+        assert_eq!(stun_url(&ma("/ip6/2001:db8::1/tcp/4001"), 3478).as_deref(), Some("stun:[2001:db8::1]:3478"));
+        assert_eq!(stun_url(&ma(&format!("/p2p/{PEER}")), 3478), None);
+    }
 
     fn ma(text: &str) -> Multiaddr {
         text.parse().expect("test address")

@@ -41,6 +41,9 @@ pub trait Engine: Send + Sync + 'static {
 #[derive(Clone, Debug, Default)]
 pub struct StunServers(Arc<Mutex<Vec<String>>>);
 
+/// STUN servers an exchange asks, at most (each one is asked for every exchange).
+pub const MAX_STUN_SERVERS: usize = 6;
+
 impl StunServers {
     /// These servers.
     pub fn new(urls: Vec<String>) -> Self {
@@ -52,6 +55,16 @@ impl StunServers {
         if let Ok(mut servers) = self.0.lock() {
             *servers = urls;
         }
+    }
+
+    /// Adds a server (at most [`MAX_STUN_SERVERS`]); whether it is new.
+    pub fn add(&self, url: String) -> bool {
+        let Ok(mut servers) = self.0.lock() else { return false };
+        if servers.contains(&url) || servers.len() >= MAX_STUN_SERVERS {
+            return false;
+        }
+        servers.push(url);
+        true
     }
 
     /// The servers now.
