@@ -209,6 +209,31 @@ async fn js_until(args: &[&str], event: &str, timeout: Duration) -> Vec<serde_js
     }
 }
 
+/// A tab holding a reservation on a relay desktop, and its `/webrtc` address through it.
+struct TabBehindRelay {
+    relay: Peer,
+    topic: String,
+    tab: Tab,
+    tab_id: String,
+    target: String,
+    _driver: Driver,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+impl TabBehindRelay {
+    async fn start(name: &str) -> anyhow::Result<Self> {
+        let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().expect("tempdir")).collect();
+        let topic = format!("{name}-{}", std::process::id());
+        let relay = relay_desktop(dirs[0].path(), &topic);
+        let driver = Driver::start()?;
+        let tab = driver.tab(dirs[1].path()).await?;
+        tab.open(relay.web.as_deref().expect("the relay serves the web app")).await?;
+        let tab_id = tab_peer_id(&relay, &topic).await?;
+        let target = format!("{}/p2p-circuit/webrtc/p2p/{tab_id}", relay.tcp_addr());
+        Ok(Self { relay, topic, tab, tab_id, target, _driver: driver, _dirs: dirs })
+    }
+}
+
 /// Acceptance 3, our tab: a js-libp2p node with `@libp2p/webrtc` dials a tab at its
 /// relayed `/webrtc` address (the tab holds a reservation on our desktop's relay), gets a
 /// direct WebRTC connection with it and negotiates the sync protocol.
@@ -218,14 +243,9 @@ async fn a_js_libp2p_node_dials_our_tab_over_webrtc_through_our_relay() -> anyho
         return Ok(());
     }
     let _serial = SERIAL.lock().await;
-    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().expect("tempdir")).collect();
-    let topic = format!("js-to-tab-{}", std::process::id());
-    let relay = relay_desktop(dirs[0].path(), &topic);
-    let driver = Driver::start()?;
-    let tab = driver.tab(dirs[1].path()).await?;
-    tab.open(relay.web.as_deref().expect("the relay serves the web app")).await?;
-    let tab_id = tab_peer_id(&relay, &topic).await?;
-    let target = format!("{}/p2p-circuit/webrtc/p2p/{tab_id}", relay.tcp_addr());
+    // Bound by name, not `..`: the relay and the browser must outlive the test.
+    let TabBehindRelay { tab_id, target, tab, relay: _relay, topic: _, _driver, _dirs } =
+        TabBehindRelay::start("js-to-tab").await?;
     let events = js_until(&["--dial", &target], "dialed", Duration::from_secs(40)).await;
     let dialed = events.iter().find(|e| e["event"] == "dialed");
     let Some(dialed) = dialed else { anyhow::bail!("the js node did not reach the tab over /webrtc: {events:?}") };
@@ -247,15 +267,10 @@ async fn a_tab_drops_hostile_signaling_peers_and_keeps_syncing() -> anyhow::Resu
         return Ok(());
     }
     let _serial = SERIAL.lock().await;
-    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().expect("tempdir")).collect();
-    let topic = format!("tab-hostile-{}", std::process::id());
-    let relay = relay_desktop(dirs[0].path(), &topic);
-    let driver = Driver::start()?;
-    let tab = driver.tab(dirs[1].path()).await?;
-    tab.open(relay.web.as_deref().expect("the relay serves the web app")).await?;
+    // Bound by name, not `..`: the browser must outlive the test.
+    let TabBehindRelay { relay, topic, target, tab, tab_id: _, _driver, _dirs } =
+        TabBehindRelay::start("tab-hostile").await?;
     tab.capture_console().await?;
-    let tab_id = tab_peer_id(&relay, &topic).await?;
-    let target = format!("{}/p2p-circuit/webrtc/p2p/{tab_id}", relay.tcp_addr());
     for (mode, reason) in [
         ("garbage-sdp", "malformed SDP"),
         ("flood", "too many signaling messages"),
