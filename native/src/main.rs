@@ -1,6 +1,7 @@
 //! `hellopears`: the HelloPears desktop peer: a libp2p peer with sled storage, the todo
 //! commands, a terminal UI, and the web app for browser tabs.
 
+mod apps;
 mod commands;
 mod control;
 mod discovery;
@@ -174,6 +175,16 @@ enum Command {
         /// The name, for example "Alice's laptop".
         name: String,
     },
+    /// Record a new version of an app in the signed log of its channel, like `pear stage`:
+    /// prints the version, the app key and what changed (nothing is recorded when nothing
+    /// did).
+    Stage {
+        /// The channel (default: main); each has its own app key, kept in the data dir.
+        #[arg(value_parser = parse_channel)]
+        channel: Option<String>,
+        /// The app's directory (default: the built web app).
+        dir: Option<PathBuf>,
+    },
     /// Run an in-memory swarm of peers on the topic and show them converge.
     Simulate {
         /// Number of peers.
@@ -345,6 +356,28 @@ fn parse_duration(text: &str) -> Result<u64, String> {
     number.checked_mul(scale).filter(|ms| *ms > 0).ok_or_else(|| format!("{text:?} is out of range"))
 }
 
+/// A channel name (see `apps::check_channel`).
+fn parse_channel(text: &str) -> Result<String, String> {
+    apps::check_channel(text).map_err(|error| error.to_string())?;
+    Ok(text.to_owned())
+}
+
+/// `stage`: the next version of a channel's app.
+fn stage_app(data: Option<PathBuf>, channel: Option<&str>, dir: Option<PathBuf>) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let data = data.context("stage keeps the app in a data dir: not with --memory")?;
+    store::prepare_dir(&data)?;
+    let dir = match dir {
+        Some(dir) => dir,
+        None => {
+            web::find_root(None).context("no built web app to stage (run `cargo xtask web`, or name a directory)")?
+        }
+    };
+    let staged = apps::stage(&data, channel.unwrap_or(apps::DEFAULT_CHANNEL), &dir)?;
+    print!("{}", apps::staged_text(&staged));
+    Ok(())
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     let selection = lists::Selection { list: cli.list.clone(), topic: cli.topic.clone() };
     let topic = Topic::from_name(cli.topic.as_deref().unwrap_or(lists::DEFAULT_TOPIC));
@@ -365,6 +398,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match command {
         Some(Command::Topic { json }) if cli.list.is_none() => return print_topic(&topic, *json),
         Some(Command::Simulate { peers, ops, drop, seed }) => return simulate(*peers as usize, *ops, *drop, *seed),
+        Some(Command::Stage { channel, dir }) => return stage_app(data, channel.as_deref(), dir.clone()),
         _ => {}
     }
     let fmt = |json: bool| if json { Format::Json } else { Format::Text };
@@ -396,7 +430,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Remove { member }) => Action::Command(UiCommand::RemoveMember(member)),
         Some(Command::Name { name }) => Action::SetDeviceName(name),
         Some(Command::Topic { json }) => Action::Topic(fmt(json)),
-        Some(Command::Simulate { .. }) => return Ok(()),
+        Some(Command::Simulate { .. } | Command::Stage { .. }) => return Ok(()),
     };
     let request = Request { topic: cli.topic.clone().unwrap_or_default(), list: cli.list.clone(), action };
     match reach(data.as_deref(), &selection, &request) {

@@ -18,6 +18,7 @@
 #![deny(missing_docs)]
 
 pub mod access;
+pub mod app;
 pub mod base;
 pub mod control;
 pub mod db;
