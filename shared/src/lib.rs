@@ -19,6 +19,7 @@
 
 pub mod access;
 pub mod app;
+pub mod app_fetch;
 pub mod base;
 pub mod control;
 pub mod db;
