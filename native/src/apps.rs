@@ -107,8 +107,45 @@ impl AppStore {
         self.root.join("blobs").join(hash.to_hex())
     }
 
+    /// A file's content, as stored (not checked: a fetcher checks what it gets).
+    pub fn blob(&self, hash: &Hash) -> Option<Vec<u8>> {
+        std::fs::read(self.blob_path(hash)).ok()
+    }
+
+    /// Whether a file's content is here.
+    pub fn has_blob(&self, hash: &Hash) -> bool {
+        self.blob_path(hash).is_file()
+    }
+
+    /// The app key of `channel`, if it was ever staged here.
+    pub fn channel_app(&self, channel: &str) -> anyhow::Result<Option<WriterId>> {
+        Ok(self.channel_key(channel, false)?.map(|key| key.id()))
+    }
+
+    /// Writes version `manifest` of `app` out as a directory of files (each checked against
+    /// the manifest again), for serving; its path. Done once per version.
+    pub fn materialize(&self, app: &WriterId, manifest: &Manifest) -> anyhow::Result<PathBuf> {
+        let dir = self.log_dir(app).join(format!("v{}", manifest.version));
+        if dir.join(".complete").is_file() {
+            return Ok(dir);
+        }
+        for file in &manifest.files {
+            let bytes = self.blob(&file.hash).with_context(|| format!("{} is missing", file.path))?;
+            if Hash::digest(&bytes) != file.hash {
+                bail!("{}: the stored copy does not match the manifest", file.path);
+            }
+            let path = dir.join(&file.path);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            write_atomically(&path, &bytes)?;
+        }
+        write_atomically(&dir.join(".complete"), b"")?;
+        Ok(dir)
+    }
+
     /// Stores a file's content under its hash (once).
-    fn put_blob(&self, hash: &Hash, bytes: &[u8]) -> anyhow::Result<()> {
+    pub fn put_blob(&self, hash: &Hash, bytes: &[u8]) -> anyhow::Result<()> {
         let path = self.blob_path(hash);
         if !path.exists() {
             write_atomically(&path, bytes)?;
@@ -117,7 +154,7 @@ impl AppStore {
     }
 
     /// Appends a version to `app`'s log.
-    fn append(&self, app: &WriterId, entry: &Entry) -> anyhow::Result<()> {
+    pub fn append(&self, app: &WriterId, entry: &Entry) -> anyhow::Result<()> {
         let dir = self.log_dir(app);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         write_atomically(&dir.join(format!("{}.entry", entry.seq())), entry.bytes())

@@ -45,7 +45,8 @@ pub async fn serve(prepared: Prepared, handle: peer::PeerHandle, inbox: peer::Pe
         // A peer given its external address answers STUN from the start (see `Peer::answer_stun`).
         let port = config.stun_port.or((!config.external.is_empty()).then_some(crate::peer::DEFAULT_STUN_PORT));
         let stun = web::Stun { servers: config.stun_servers.clone(), port };
-        let bound = web::serve(addr, name, config.webrtc_addrs.clone(), root, stun).await?;
+        let app = config.app.as_ref().map(|(_, ready)| ready.subscribe());
+        let bound = web::serve(addr, name, config.webrtc_addrs.clone(), root, app, stun).await?;
         if !config.quiet {
             match &public {
                 Some(topic) => println!("web app on http://{bound}/{}", hellopears_core::ui::share_fragment(topic)),
@@ -126,6 +127,9 @@ pub fn prepare_peer(
         stun_port: None,
         view: None,
         eval: None,
+        data_dir: data.clone(),
+        seed: Vec::new(),
+        app: None,
     };
     let socket = data.as_ref().map(|dir| dir.join(control::SOCKET));
     Ok(Prepared { slots, home, node_key, config, socket, site: None })

@@ -1,6 +1,7 @@
 //! `hellopears`: the HelloPears desktop peer: a libp2p peer with sled storage, the todo
 //! commands, a terminal UI, and the web app for browser tabs.
 
+mod app_net;
 mod apps;
 mod commands;
 mod control;
@@ -31,6 +32,11 @@ use hellopears_core::ui::Command as UiCommand;
 
 use crate::commands::{Action, Format, Request};
 use hellopears_core::access::Role;
+use hellopears_core::keys::WriterId;
+
+/// Where `--web` serves when no address is given.
+const DEFAULT_WEB: std::net::SocketAddr =
+    std::net::SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 4270));
 
 /// HelloPears: a peer-to-peer, local-first todo list.
 #[derive(Debug, Parser)]
@@ -65,11 +71,24 @@ enum Command {
     Up(PeerArgs),
     /// Run a peer in a native window showing the todo list (the web app's UI).
     Window(PeerArgs),
-    /// Add COUNT numbered todos at once (for demos and load tests).
-    #[command(hide = true)]
+    /// Seed an app in the foreground, like `up`: serve its versions to the peers that run
+    /// it. WHAT: a channel staged here (default: main) or an app key. (A number instead adds
+    /// that many numbered todos, for demos and load tests.)
     Seed {
-        /// How many.
-        count: u32,
+        /// A channel staged here, an app key, or a number of todos.
+        what: Option<String>,
+        #[command(flatten)]
+        peer: PeerArgs,
+    },
+    /// Run an app by its key: fetch its newest version from any seeder, check every file
+    /// against its signed manifest, cache it in the data dir, and serve it for browser tabs
+    /// (`--web`, default 127.0.0.1:4270). After the first fetch it runs offline from the cache.
+    Run {
+        /// The app key (64 hex digits, as `stage` prints it).
+        #[arg(value_parser = parse_app_key)]
+        key: WriterId,
+        #[command(flatten)]
+        peer: PeerArgs,
     },
     /// Add a todo.
     Add {
@@ -310,6 +329,18 @@ struct PeerArgs {
     /// then run on it.
     #[arg(long, value_name = "LINK")]
     join: Option<String>,
+    /// Seed an app too: a channel staged here or an app key (repeatable).
+    #[arg(long = "seed", value_name = "CHANNEL|KEY")]
+    seed: Vec<String>,
+    /// Serve the newest checked version of this app (fetched from its seeders) to tabs,
+    /// instead of the bundled web app.
+    #[arg(long, value_name = "KEY", value_parser = parse_app_key)]
+    app: Option<WriterId>,
+}
+
+/// An app key: 64 hex digits.
+fn parse_app_key(text: &str) -> Result<WriterId, String> {
+    WriterId::from_hex(text).map_err(|_| format!("{text:?} is not an app key (64 hex digits, as `stage` prints it)"))
 }
 
 /// A STUN server URL: `stun:HOST:PORT` (or `stun:HOST`, port 3478).
@@ -409,7 +440,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         None => Action::List(Format::Text),
         Some(Command::List { json }) => Action::List(fmt(json)),
         Some(Command::Add { text }) => Action::Command(UiCommand::Add(text)),
-        Some(Command::Seed { count }) => Action::Command(UiCommand::Seed(count)),
+        Some(Command::Seed { what, peer }) => match what.as_deref().map(str::parse::<u32>) {
+            Some(Ok(count)) => Action::Command(UiCommand::Seed(count)),
+            _ => {
+                let mut peer = peer;
+                peer.seed.insert(0, what.unwrap_or_else(|| apps::DEFAULT_CHANNEL.to_owned()));
+                return up(data, selection, peer, false);
+            }
+        },
+        Some(Command::Run { key, peer }) => {
+            let mut peer = peer;
+            peer.app = Some(key);
+            peer.web.get_or_insert(DEFAULT_WEB);
+            return up(data, selection, peer, false);
+        }
         Some(Command::Done { id }) => Action::Command(UiCommand::SetDone(id, true)),
         Some(Command::Undone { id }) => Action::Command(UiCommand::SetDone(id, false)),
         Some(Command::Edit { id, text }) => Action::Command(UiCommand::Edit(id, text)),
@@ -477,6 +521,8 @@ fn up(data: Option<PathBuf>, selection: lists::Selection, args: PeerArgs, window
         join: link,
         stun,
         stun_port,
+        seed,
+        app,
     } = args;
     let (selection, joined) = match link {
         Some(link) => {
@@ -498,6 +544,8 @@ fn up(data: Option<PathBuf>, selection: lists::Selection, args: PeerArgs, window
         prepared.config.external = external_address;
         prepared.config.stun_servers = stun;
         prepared.config.stun_port = stun_port;
+        prepared.config.seed = seed.clone();
+        prepared.config.app = app.map(|key| (key, tokio::sync::watch::channel(None).0));
         prepared.site = site;
         Ok(prepared)
     };

@@ -6,9 +6,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use hellopears_core::keys::WriterId;
 use hellopears_core::limits;
 use hellopears_core::node::{self, CommandId, Input, Node, Open, Output};
 use hellopears_core::replica::Notice;
@@ -70,6 +72,13 @@ pub struct PeerConfig {
     pub stun_port: Option<u16>,
     /// What the UIs show, published whenever it changes (the window and the terminal UI).
     pub view: Option<watch::Sender<Snapshot>>,
+    /// The data dir (its app store), none in memory.
+    pub data_dir: Option<PathBuf>,
+    /// Apps to seed: channels staged in this data dir, or app keys.
+    pub seed: Vec<String>,
+    /// The app this peer runs (fetched from its seeders), and where its newest complete
+    /// version's directory is published (the web server serves it).
+    pub app: Option<(WriterId, watch::Sender<crate::app_net::Version>)>,
     /// Scripts to run in a native window's page, with where their result goes.
     pub eval: Option<mpsc::Sender<(String, oneshot::Sender<Reply>)>>,
 }
@@ -302,6 +311,8 @@ struct Peer {
     punch_only: HashMap<PeerId, (PeerId, Instant)>,
     /// Peers we tried to reach over `/webrtc`, and when.
     webrtc_tried: HashMap<PeerId, Instant>,
+    /// The fetch of the app this peer runs, told of peers that speak the app protocol.
+    app_seeders: Option<tokio::sync::mpsc::UnboundedSender<crate::app_net::SeederEvent>>,
     /// The STUN servers our `/webrtc` exchanges ask: configured, and those of reachable peers.
     stun_servers: webrtc_p2p::tokio::StunServers,
     /// The UDP port we answer STUN on, once we do.
@@ -384,6 +395,7 @@ impl Peer {
             relayed_for: HashMap::new(),
             stun_servers,
             stun_answering: None,
+            app_seeders: None,
             identified: HashMap::new(),
             reserved_here: HashSet::new(),
             banned: HashMap::new(),
@@ -420,8 +432,50 @@ impl Peer {
         {
             tracing::warn!(%error, port = DEFAULT_STUN_PORT, "not answering STUN");
         }
+        peer.start_apps()?;
         peer.introduce();
         Ok(peer)
+    }
+
+    /// Serves the apps this peer seeds (`/hellopears/app/1`), and fetches the one it runs.
+    fn start_apps(&mut self) -> anyhow::Result<()> {
+        let Some(data) = self.config.data_dir.clone() else {
+            if !self.config.seed.is_empty() || self.config.app.is_some() {
+                anyhow::bail!("apps are kept in a data dir: not with --memory");
+            }
+            return Ok(());
+        };
+        let store = crate::apps::AppStore::open(&data)?;
+        let mut seeding = HashSet::new();
+        for name in &self.config.seed {
+            let app = match WriterId::from_hex(name) {
+                Ok(app) => app,
+                Err(_) => store.channel_app(name)?.ok_or_else(|| {
+                    anyhow::anyhow!("no app staged on channel {name:?} here (hellopears stage {name})")
+                })?,
+            };
+            let versions = store.versions(&app)?;
+            match versions.last() {
+                Some((_, manifest)) => self.say(format!("seeding app {} version {}", app.to_hex(), manifest.version)),
+                None => self.say(format!("seeding app {} (no version here yet)", app.to_hex())),
+            }
+            seeding.insert(app);
+        }
+        if let Some((app, _)) = &self.config.app {
+            // A peer that runs an app seeds what it has of it.
+            seeding.insert(*app);
+        }
+        let incoming = self
+            .control
+            .accept(crate::app_net::APP_PROTOCOL)
+            .map_err(|_| anyhow::anyhow!("app protocol registered twice"))?;
+        crate::app_net::serve(incoming, crate::apps::AppStore::open(&data)?, Arc::new(RwLock::new(seeding)));
+        if let Some((app, ready)) = self.config.app.clone() {
+            let (seeders, events) = tokio::sync::mpsc::unbounded_channel();
+            crate::app_net::fetch(self.control.clone(), store, app, events, ready, self.config.quiet)?;
+            self.app_seeders = Some(seeders);
+        }
+        Ok(())
     }
 
     /// Answers STUN binding requests on UDP `port` (for the ICE of our lists' tabs and
@@ -1286,6 +1340,9 @@ impl Peer {
                     }
                     self.autonat_candidates.remove(&peer_id);
                     self.identified.remove(&peer_id);
+                    if let Some(seeders) = &self.app_seeders {
+                        let _ = seeders.send(crate::app_net::SeederEvent::Down(peer_id));
+                    }
                     self.reserved_here.remove(&peer_id);
                     self.strangers.remove(&peer_id);
                     self.sessions.remove(&peer_id);
@@ -1495,6 +1552,11 @@ impl Peer {
         }
         self.upgrade_to_webrtc(remote, info);
         self.learn_stun(remote, info);
+        if let Some(seeders) = &self.app_seeders
+            && info.protocols.contains(&crate::app_net::APP_PROTOCOL)
+        {
+            let _ = seeders.send(crate::app_net::SeederEvent::Up(remote));
+        }
         let dialed = self.links.dialed_direct(&remote);
         self.discovery.identified(&mut self.swarm, remote, info, dialed);
         self.identified.insert(remote, info.listen_addrs.clone());

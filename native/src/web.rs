@@ -30,6 +30,8 @@ struct Site {
     topic: String,
     addrs: WebrtcAddrs,
     root: Option<PathBuf>,
+    /// The app run by key, when there is one: its newest complete version is served.
+    app: Option<crate::app_net::Ready>,
     stun: Stun,
 }
 
@@ -50,12 +52,13 @@ pub async fn serve(
     topic: String,
     addrs: WebrtcAddrs,
     root: Option<PathBuf>,
+    app: Option<crate::app_net::Ready>,
     stun: Stun,
 ) -> anyhow::Result<SocketAddr> {
-    if root.is_none() {
+    if root.is_none() && app.is_none() {
         tracing::warn!("the web app is not built (run `cargo xtask web`); serving a notice instead");
     }
-    let site = Site { topic, addrs, root, stun };
+    let site = Site { topic, addrs, root, app, stun };
     let app = Router::new()
         .route("/config.json", get(config))
         .fallback(get(file))
@@ -152,7 +155,21 @@ async fn config(State(site): State<Site>, headers: HeaderMap) -> Response {
 }
 
 async fn file(State(site): State<Site>, uri: Uri, headers: HeaderMap) -> Response {
-    let Some(root) = &site.root else {
+    let root = match &site.app {
+        Some(app) => match app.borrow().as_ref() {
+            Some((_, dir)) => Some(dir.clone()),
+            None => {
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::RETRY_AFTER, "2")],
+                    "Fetching the app from its seeders; reload in a moment.\n",
+                )
+                    .into_response();
+            }
+        },
+        None => site.root.clone(),
+    };
+    let Some(root) = &root else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],

@@ -134,6 +134,12 @@ impl Peer {
         Self::spawn(command, data, "window", args)
     }
 
+    /// Starts `hellopears --data DATA SUBCOMMAND ARGS` (a command that runs a peer, such as
+    /// `seed` or `run`) and waits until it listens.
+    pub fn start_command(data: &Path, subcommand: &str, args: &[&str]) -> Peer {
+        Self::spawn(Command::new(hellopears_bin()), data, subcommand, args)
+    }
+
     /// Its process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

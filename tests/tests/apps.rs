@@ -2,8 +2,9 @@
 //! against the previous version, like `pear stage`.
 
 use std::path::Path;
+use std::time::Duration;
 
-use hellopears_tests::{ok, run};
+use hellopears_tests::{Peer, ok, run};
 
 fn write(dir: &Path, path: &str, content: &str) {
     let path = dir.join(path);
@@ -72,4 +73,168 @@ fn stage_refuses_bad_channels_and_missing_directories() {
     assert_eq!(missing.status.code(), Some(1), "{missing:?}");
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no such directory"), "{missing:?}");
     assert!(!data.path().join("apps").join("channels").join("main.key").exists());
+}
+
+/// `GET url` over HTTP/1.1 (no compression): the status and the body.
+fn http_get(url: &str) -> (u16, Vec<u8>) {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").expect("an http URL");
+    let (host, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
+    let mut stream = std::net::TcpStream::connect(host).expect("connect");
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).expect("timeout");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").expect("request");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).expect("response");
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").expect("headers end");
+    let head = String::from_utf8_lossy(&response[..split]).to_string();
+    let status = head.split(' ').nth(1).and_then(|code| code.parse().ok()).expect("a status");
+    (status, response[split + 4..].to_vec())
+}
+
+/// The web server's base URL of a peer (`http://host:port`).
+fn base(peer: &Peer) -> String {
+    let url = peer.web.clone().expect("serves the web app");
+    let rest = url.strip_prefix("http://").expect("http");
+    format!("http://{}", rest.split('/').next().expect("host"))
+}
+
+/// Every file of `dir`, as (relative path, bytes).
+fn files_of(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(at) = pending.pop() {
+        for item in std::fs::read_dir(&at).expect("read dir") {
+            let path = item.expect("item").path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                let relative = path.strip_prefix(dir).expect("inside").to_string_lossy().to_string();
+                out.push((relative, std::fs::read(&path).expect("read")));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Serves exactly these files (byte-identical, fetched without compression).
+fn assert_serves(peer: &Peer, files: &[(String, Vec<u8>)]) {
+    let base = base(peer);
+    for (path, bytes) in files {
+        let (status, body) = http_get(&format!("{base}/{path}"));
+        assert_eq!(status, 200, "{path}");
+        assert!(body == *bytes, "{path}: {} bytes served, {} staged", body.len(), bytes.len());
+    }
+}
+
+/// An app directory with a file large enough to need several chunks.
+fn sample_app(dir: &Path) {
+    write(dir, "index.html", "<!doctype html><title>app</title>");
+    write(dir, "js/app.js", "console.log('hello')");
+    let wasm: Vec<u8> = (0..900_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(dir.join("app.wasm"), wasm).expect("write");
+}
+
+const PEER_ARGS: [&str; 5] = ["--no-mdns", "--no-dht", "--listen", "/ip4/127.0.0.1/tcp/0", "--topic"];
+
+fn peer_args<'a>(topic: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = PEER_ARGS.to_vec();
+    args.push(topic);
+    args.extend_from_slice(extra);
+    args
+}
+
+/// Acceptance 1 and 5: A stages and seeds; C runs the key and fetches it from A; A goes;
+/// B (an empty data dir) runs the key, fetches it from C (a seeder that is not the author)
+/// and serves exactly the files A staged; run again with no seeder, B serves them from its
+/// cache.
+#[test]
+fn an_app_runs_by_key_from_a_seeder_that_is_not_its_author_and_then_offline() {
+    let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().expect("tempdir")).collect();
+    let (a_dir, b_dir, c_dir, app) = (dirs[0].path(), dirs[1].path(), dirs[2].path(), dirs[3].path());
+    sample_app(app);
+    let staged = ok(a_dir, &["stage", "main", app.to_str().expect("utf-8")]);
+    let key = app_key(&staged);
+    let topic = format!("apps-{}", std::process::id());
+    let a = Peer::start_command(a_dir, "seed", &peer_args(&topic, &["main"]));
+    let c = Peer::start_command(
+        c_dir,
+        "run",
+        &peer_args(&topic, &[&key, "--bootstrap", &a.tcp_addr(), "--web", "127.0.0.1:0"]),
+    );
+    assert!(c.wait_for_line("version 1 ready in", Duration::from_secs(30)).is_some(), "c fetched nothing from a");
+    a.kill();
+    let b = Peer::start_command(
+        b_dir,
+        "run",
+        &peer_args(&topic, &[&key, "--bootstrap", &c.tcp_addr(), "--web", "127.0.0.1:0"]),
+    );
+    let started = std::time::Instant::now();
+    assert!(b.wait_for_line("version 1 ready in", Duration::from_secs(30)).is_some(), "b fetched nothing from c");
+    eprintln!("fetched and checked the app (~0.9 MB) from one seeder in {:?}", started.elapsed());
+    let staged_files = files_of(app);
+    assert_serves(&b, &staged_files);
+    b.stop();
+    c.kill();
+    // Offline: no seeder anywhere, the cache serves.
+    // (Its "ready (from the cache)" line comes before it listens: it serves at once.)
+    let b = Peer::start_command(b_dir, "run", &peer_args(&topic, &[&key, "--web", "127.0.0.1:0"]));
+    assert_serves(&b, &staged_files);
+}
+
+/// Acceptance 2: a seeder whose copy of a file is altered, and one whose copy is
+/// truncated, are dropped; the file comes from an honest seeder, and a tab is never served
+/// a tampered copy.
+#[test]
+fn a_seeder_that_alters_or_truncates_a_file_is_dropped_and_another_serves_it() {
+    let dirs: Vec<tempfile::TempDir> = (0..5).map(|_| tempfile::tempdir().expect("tempdir")).collect();
+    let (a_dir, b_dir, app) = (dirs[0].path(), dirs[1].path(), dirs[2].path());
+    let (altering, truncating) = (dirs[3].path(), dirs[4].path());
+    sample_app(app);
+    let key = app_key(&ok(a_dir, &["stage", "main", app.to_str().expect("utf-8")]));
+    let topic = format!("apps-bad-{}", std::process::id());
+    // Both get an honest copy first; then their stored copies of the wasm are spoiled.
+    {
+        let a = Peer::start_command(a_dir, "seed", &peer_args(&topic, &["main"]));
+        let a_addr = a.tcp_addr();
+        for dir in [altering, truncating] {
+            let args = peer_args(&topic, &[&key, "--bootstrap", &a_addr, "--web", "127.0.0.1:0"]);
+            let t = Peer::start_command(dir, "run", &args);
+            assert!(t.wait_for_line("version 1 ready in", Duration::from_secs(30)).is_some(), "no copy");
+            t.stop();
+        }
+        a.kill();
+    }
+    let wasm = std::fs::read(app.join("app.wasm")).expect("wasm");
+    let blob = |dir: &Path| dir.join("apps").join("blobs").join(hellopears_core::keys::Hash::digest(&wasm).to_hex());
+    let mut altered = wasm.clone();
+    altered[500_000] ^= 0xff;
+    std::fs::write(blob(altering), altered).expect("alter");
+    std::fs::write(blob(truncating), &wasm[..300_000]).expect("truncate");
+    let t1 = Peer::start_command(altering, "seed", &peer_args(&topic, &[&key]));
+    let t2 = Peer::start_command(truncating, "seed", &peer_args(&topic, &[&key]));
+    let (t1_addr, t2_addr) = (t1.tcp_addr(), t2.tcp_addr());
+    let args = peer_args(&topic, &[&key, "--bootstrap", &t1_addr, "--bootstrap", &t2_addr, "--web", "127.0.0.1:0"]);
+    let b = Peer::start_command(b_dir, "run", &args);
+    let mut dropped = Vec::new();
+    while dropped.len() < 2 {
+        let Some(line) = b.wait_for_line("dropping seeder", Duration::from_secs(30)) else { break };
+        dropped.push(line);
+    }
+    assert!(
+        dropped.iter().any(|l| l.contains(&t1.peer_id) && l.contains("does not match the manifest")),
+        "the altered copy was not caught: {dropped:?}"
+    );
+    assert!(
+        dropped.iter().any(|l| l.contains(&t2.peer_id) && l.contains("the manifest says")),
+        "the truncated copy was not caught: {dropped:?}"
+    );
+    // Nothing is served meanwhile: a tampered copy never reaches a tab.
+    let (status, _) = http_get(&format!("{}/app.wasm", base(&b)));
+    assert_eq!(status, 503, "b serves something before it has a checked copy");
+    // An honest seeder comes: b gets the file from it.
+    let a = Peer::start_command(a_dir, "seed", &peer_args(&topic, &["main", "--bootstrap", &b.tcp_addr()]));
+    assert!(b.wait_for_line("version 1 ready in", Duration::from_secs(30)).is_some(), "b never completed from a");
+    assert_serves(&b, &files_of(app));
+    drop(a);
 }
