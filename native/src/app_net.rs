@@ -29,6 +29,9 @@ const MAX_RESPONSE: usize = app_fetch::MAX_VERSIONS_PER_REPLY * hellopears_core:
 /// How long a seeder may take to answer, and a stream may stay idle.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// How often a running peer asks its seeders for newer versions.
+const RECHECK: Duration = Duration::from_secs(5);
+
 /// The apps this peer seeds (shared by the peer and its server task).
 pub type Seeding = Arc<RwLock<HashSet<WriterId>>>;
 
@@ -192,10 +195,20 @@ pub fn fetch(
     tokio::spawn(async move {
         let mut streams: HashMap<PeerId, libp2p::Stream> = HashMap::new();
         let mut last_progress = 0u64;
+        let mut recheck = tokio::time::interval(RECHECK);
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             while let Some((peer, request)) = fetch.next_request() {
                 let events = match ask(&mut control, &mut streams, peer, &request).await {
-                    Ok(response) => fetch.on_response(&peer, response),
+                    Ok(response) => {
+                        let ours = fetch.latest().map_or(0, |manifest| manifest.version);
+                        if let Response::Versions { len, .. } = &response
+                            && *len < ours
+                        {
+                            say(format!("app {short}: seeder {peer} has version {len} only; keeping version {ours}"));
+                        }
+                        fetch.on_response(&peer, response)
+                    }
                     Err(error) => {
                         tracing::debug!(%peer, %error, "app request failed");
                         fetch.on_failure(&peer)
@@ -238,13 +251,17 @@ pub fn fetch(
                     }
                 }
             }
-            match seeders.recv().await {
-                Some(SeederEvent::Up(peer)) => fetch.add_seeder(peer),
-                Some(SeederEvent::Down(peer)) => {
-                    streams.remove(&peer);
-                    fetch.remove_seeder(&peer);
-                }
-                None => return,
+            tokio::select! {
+                event = seeders.recv() => match event {
+                    Some(SeederEvent::Up(peer)) => fetch.add_seeder(peer),
+                    Some(SeederEvent::Down(peer)) => {
+                        streams.remove(&peer);
+                        fetch.remove_seeder(&peer);
+                    }
+                    None => return,
+                },
+                // Newer versions: the seeders are asked again now and then.
+                _ = recheck.tick() => fetch.recheck(),
             }
         }
     });

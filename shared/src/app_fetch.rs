@@ -212,6 +212,14 @@ impl<P: Clone + Eq + std::hash::Hash + std::fmt::Debug> Fetch<P> {
         }
     }
 
+    /// Asks every seeder again for versions newer than ours (a running peer learns of
+    /// updates this way).
+    pub fn recheck(&mut self) {
+        for len in self.seeders.values_mut() {
+            *len = None;
+        }
+    }
+
     /// The next request to send, if one is due (one at a time).
     pub fn next_request(&mut self) -> Option<(P, Request)> {
         if self.in_flight.is_some() {
@@ -553,6 +561,22 @@ mod tests {
         let events = drive(&mut fetch, &seeders);
         assert_eq!(files_of(&events)["app.wasm"], big(MAX_CHUNK * 3));
         assert!(events.contains(&Event::Progress { done: 3 * MAX_CHUNK as u64, total: 3 * MAX_CHUNK as u64 }));
+    }
+
+    #[test]
+    fn a_running_fetch_learns_a_newer_version_when_it_asks_again() {
+        let mut app = App::new();
+        app.stage(&[("index.html", b"v1".to_vec())]);
+        let mut fetch = Fetch::new(app.key.id(), Vec::new(), HashSet::new());
+        fetch.add_seeder(1u8);
+        assert!(drive(&mut fetch, &HashMap::from([(1u8, app.seeder())])).contains(&Event::Complete(1)));
+        app.stage(&[("index.html", b"v2".to_vec())]);
+        let seeders = HashMap::from([(1u8, app.seeder())]);
+        assert!(drive(&mut fetch, &seeders).is_empty(), "not asked again by itself");
+        fetch.recheck();
+        let events = drive(&mut fetch, &seeders);
+        assert!(events.contains(&Event::Complete(2)), "{events:?}");
+        assert_eq!(files_of(&events)["index.html"], b"v2");
     }
 
     #[test]

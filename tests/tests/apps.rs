@@ -238,3 +238,40 @@ fn a_seeder_that_alters_or_truncates_a_file_is_dropped_and_another_serves_it() {
     assert_serves(&b, &files_of(app));
     drop(a);
 }
+
+/// Acceptance 3, the peer's side: a running `run` peer learns of a new version from its
+/// seeder and serves it from then on (a tab gets it at its next load, without restarting
+/// the peer); a seeder that offers version 1 afterwards downgrades nobody.
+#[test]
+fn a_running_peer_gets_a_new_version_and_an_old_seeder_downgrades_nobody() {
+    let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().expect("tempdir")).collect();
+    let (a_dir, b_dir, c_dir, app) = (dirs[0].path(), dirs[1].path(), dirs[2].path(), dirs[3].path());
+    sample_app(app);
+    let key = app_key(&ok(a_dir, &["stage", "main", app.to_str().expect("utf-8")]));
+    let topic = format!("apps-update-{}", std::process::id());
+    let a = Peer::start_command(a_dir, "seed", &peer_args(&topic, &["main"]));
+    let a_addr = a.tcp_addr();
+    // c keeps version 1 for later.
+    let c =
+        Peer::start_command(c_dir, "run", &peer_args(&topic, &[&key, "--bootstrap", &a_addr, "--web", "127.0.0.1:0"]));
+    assert!(c.wait_for_line("version 1 ready in", Duration::from_secs(30)).is_some(), "c fetched nothing");
+    c.stop();
+    let b =
+        Peer::start_command(b_dir, "run", &peer_args(&topic, &[&key, "--bootstrap", &a_addr, "--web", "127.0.0.1:0"]));
+    assert!(b.wait_for_line("version 1 ready in", Duration::from_secs(30)).is_some(), "b fetched nothing");
+    // A new version, staged while a seeds and b runs.
+    write(app, "index.html", "<!doctype html><title>app, version 2</title>");
+    let staged = ok(a_dir, &["stage", "main", app.to_str().expect("utf-8")]);
+    assert!(staged.starts_with("staged main version 2"), "{staged}");
+    assert!(b.wait_for_line("version 2 ready in", Duration::from_secs(30)).is_some(), "b never got version 2");
+    let (status, body) = http_get(&format!("{}/index.html", base(&b)));
+    assert_eq!((status, body.as_slice()), (200, b"<!doctype html><title>app, version 2</title>".as_slice()));
+    // a goes; c comes back offering version 1 only: b keeps version 2.
+    a.kill();
+    let c = Peer::start_command(c_dir, "seed", &peer_args(&topic, &[&key, "--bootstrap", &b.tcp_addr()]));
+    let kept = b.wait_for_line("has version 1 only; keeping version 2", Duration::from_secs(30));
+    assert!(kept.is_some_and(|line| line.contains(&c.peer_id)), "b never heard c's version 1");
+    let (_, body) = http_get(&format!("{}/index.html", base(&b)));
+    assert_eq!(body.as_slice(), b"<!doctype html><title>app, version 2</title>".as_slice());
+    assert_serves(&b, &files_of(app));
+}
