@@ -161,6 +161,18 @@ impl AppStore {
     }
 }
 
+/// The newest version of `app` stored whole in the data dir `data`, written out for serving:
+/// its number and directory.
+pub fn cached_version(data: &Path, app: &WriterId) -> anyhow::Result<Option<(u64, PathBuf)>> {
+    let store = AppStore::open(data)?;
+    let versions = store.versions(app)?;
+    let Some((_, manifest)) = versions.last() else { return Ok(None) };
+    if !manifest.files.iter().all(|file| store.has_blob(&file.hash)) {
+        return Ok(None);
+    }
+    Ok(Some((manifest.version, store.materialize(app, manifest)?)))
+}
+
 /// What `stage` did.
 pub struct Staged {
     /// The channel.

@@ -24,6 +24,7 @@ mod window_protocol;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::{ArgAction, CommandFactory, Parser, Subcommand};
 use hellopears_core::sim::{Sim, SimConfig};
 use hellopears_core::todo;
@@ -33,10 +34,6 @@ use hellopears_core::ui::Command as UiCommand;
 use crate::commands::{Action, Format, Request};
 use hellopears_core::access::Role;
 use hellopears_core::keys::WriterId;
-
-/// Where `--web` serves when no address is given.
-const DEFAULT_WEB: std::net::SocketAddr =
-    std::net::SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 4270));
 
 /// HelloPears: a peer-to-peer, local-first todo list.
 #[derive(Debug, Parser)]
@@ -81,8 +78,9 @@ enum Command {
         peer: PeerArgs,
     },
     /// Run an app by its key: fetch its newest version from any seeder, check every file
-    /// against its signed manifest, cache it in the data dir, and serve it for browser tabs
-    /// (`--web`, default 127.0.0.1:4270). After the first fetch it runs offline from the cache.
+    /// against its signed manifest, cache it in the data dir, and open it in the native
+    /// window (or serve it for browser tabs with `--web`). After the first fetch it runs
+    /// offline from the cache.
     Run {
         /// The app key (64 hex digits, as `stage` prints it).
         #[arg(value_parser = parse_app_key)]
@@ -287,7 +285,7 @@ fn init_logging(verbose: u8, quiet: bool, file: Option<PathBuf>) {
 }
 
 /// How a peer runs (`up` and `window`).
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 struct PeerArgs {
     /// Address to listen on (repeatable).
     #[arg(long, value_name = "MULTIADDR")]
@@ -395,7 +393,6 @@ fn parse_channel(text: &str) -> Result<String, String> {
 
 /// `stage`: the next version of a channel's app.
 fn stage_app(data: Option<PathBuf>, channel: Option<&str>, dir: Option<PathBuf>) -> anyhow::Result<()> {
-    use anyhow::Context as _;
     let data = data.context("stage keeps the app in a data dir: not with --memory")?;
     store::prepare_dir(&data)?;
     let dir = match dir {
@@ -451,8 +448,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Run { key, peer }) => {
             let mut peer = peer;
             peer.app = Some(key);
-            peer.web.get_or_insert(DEFAULT_WEB);
-            return up(data, selection, peer, false);
+            if peer.web.is_some() {
+                return up(data, selection, peer, false);
+            }
+            // The native window, on the app's newest version here (fetched first if none is).
+            let data = data.context("apps are kept in a data dir: not with --memory")?;
+            store::prepare_dir(&data)?;
+            if apps::cached_version(&data, &key)?.is_none() {
+                fetch_first(&data, &selection, &peer, key)?;
+            }
+            return up(Some(data), selection, peer, true);
         }
         Some(Command::Done { id }) => Action::Command(UiCommand::SetDone(id, true)),
         Some(Command::Undone { id }) => Action::Command(UiCommand::SetDone(id, false)),
@@ -533,7 +538,12 @@ fn up(data: Option<PathBuf>, selection: lists::Selection, args: PeerArgs, window
         None => (selection, None),
     };
     let discovery = peer::Discovering { mdns: !no_mdns, dht: !no_dht, pex: !no_pex };
-    let root = web::find_root(web_root);
+    // A window running an app by key shows the app's newest version here.
+    let cached = match (&data, app, window) {
+        (Some(dir), Some(key), true) => apps::cached_version(dir, &key)?,
+        _ => None,
+    };
+    let root = cached.map(|(_, dir)| dir).or_else(|| web::find_root(web_root));
     let site = web.map(|addr| launch::Site { addr, root: root.clone() });
     let name = joined
         .or_else(|| selection.list.clone())
@@ -557,6 +567,45 @@ fn up(data: Option<PathBuf>, selection: lists::Selection, args: PeerArgs, window
     let (handle, inbox) = peer::channel();
     runtime.block_on(launch::serve(prepared, handle, inbox))
 }
+
+/// `run KEY` in a window with nothing of the app here yet: a peer without a window fetches
+/// it first (with progress lines), then stops.
+fn fetch_first(
+    data: &std::path::Path,
+    selection: &lists::Selection,
+    args: &PeerArgs,
+    key: WriterId,
+) -> anyhow::Result<()> {
+    let discovery = peer::Discovering { mdns: !args.no_mdns, dht: !args.no_dht, pex: !args.no_pex };
+    let mut prepared = launch::prepare_peer(
+        Some(data.to_path_buf()),
+        selection,
+        args.listen.clone(),
+        args.bootstrap.clone(),
+        discovery,
+        false,
+    )?;
+    prepared.config.external = args.external_address.clone();
+    prepared.config.stun_servers = args.stun.clone();
+    let (ready_tx, mut ready) = tokio::sync::watch::channel(None);
+    prepared.config.app = Some((key, ready_tx));
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let (handle, inbox) = peer::channel();
+    runtime.block_on(async move {
+        let running = tokio::spawn(launch::serve(prepared, handle.clone(), inbox));
+        let fetched =
+            tokio::time::timeout(FETCH_PATIENCE, ready.wait_for(Option::is_some)).await.is_ok_and(|r| r.is_ok());
+        handle.shutdown().await;
+        let _ = running.await;
+        if !fetched {
+            anyhow::bail!("no seeder of app {} answered in {} s", key.to_hex(), FETCH_PATIENCE.as_secs());
+        }
+        Ok(())
+    })
+}
+
+/// How long `run KEY` waits for a first copy of an app before it gives up.
+const FETCH_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// `join`: through the peer running on the data dir, or on one this process runs until
 /// a member admitted this device (or refused, or the wait is over).

@@ -140,6 +140,15 @@ impl Peer {
         Self::spawn(Command::new(hellopears_bin()), data, subcommand, args)
     }
 
+    /// The same, with extra environment variables.
+    pub fn start_command_with_env(data: &Path, subcommand: &str, env: &[(&str, &Path)], args: &[&str]) -> Peer {
+        let mut command = Command::new(hellopears_bin());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        Self::spawn(command, data, subcommand, args)
+    }
+
     /// Its process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

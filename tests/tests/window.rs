@@ -373,3 +373,46 @@ fn without_a_display_window_exits_1_with_a_clear_message() {
     assert!(stderr.contains("cannot open a window") && stderr.contains("hellopears up --web"), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
 }
+
+/// `run KEY` without `--web` opens the app in the native window; with nothing of it in the
+/// data dir, it fetches it from a seeder first (checked, then cached).
+#[test]
+fn run_opens_an_app_by_key_in_the_window() {
+    if !display::available() {
+        return;
+    }
+    let screen = Display::start().expect("Xvfb");
+    let (a_dir, b_dir, xdg) =
+        (TempDir::new().expect("tempdir"), TempDir::new().expect("tempdir"), TempDir::new().expect("tempdir"));
+    // The built web app, with a title of its own (and no gzip copies, which would still
+    // carry the old page), so the window's page shows which copy it runs.
+    let app = TempDir::new().expect("tempdir");
+    for item in std::fs::read_dir(browser::web_root()).expect("the built web app") {
+        let path = item.expect("item").path();
+        let name = path.file_name().expect("a name").to_string_lossy().to_string();
+        if path.is_file() && !name.ends_with(".gz") {
+            std::fs::copy(&path, app.path().join(&name)).expect("copy");
+        }
+    }
+    let index = app.path().join("index.html");
+    let page = std::fs::read_to_string(&index).expect("index.html");
+    std::fs::write(&index, page.replace("<title>HelloPears</title>", "<title>HelloPears, run by key</title>"))
+        .expect("write");
+    let staged = ok(a_dir.path(), &["stage", "main", app.path().to_str().expect("utf-8")]);
+    let key = staged.lines().find_map(|l| l.strip_prefix("app key ")).expect("an app key").to_owned();
+    let local = ["--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns", "--no-dht"];
+    let mut seed_args = vec!["main"];
+    seed_args.extend(local);
+    let a = Peer::start_command(a_dir.path(), "seed", &seed_args);
+    let bootstrap = a.tcp_addr();
+    let mut run_args = vec![key.as_str(), "--bootstrap", bootstrap.as_str()];
+    run_args.extend(local);
+    let display_name = std::path::PathBuf::from(&screen.name);
+    let env = [("DISPLAY", display_name.as_path()), ("XDG_DATA_HOME", xdg.path())];
+    let _b = Peer::start_command_with_env(b_dir.path(), "run", &env, &run_args);
+    let shown = wait_until(Duration::from_secs(40), || {
+        eval(b_dir.path(), "document.querySelector('[data-testid=new-todo]') !== null") == Value::Bool(true)
+    });
+    assert!(shown, "the window does not show the app");
+    assert_eq!(eval(b_dir.path(), "document.title"), Value::String("HelloPears, run by key".into()));
+}
