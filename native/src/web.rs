@@ -149,7 +149,8 @@ async fn config(State(site): State<Site>, headers: HeaderMap) -> Response {
         }
     }
     stun.extend(site.stun.servers.iter().cloned());
-    let body = hellopears_core::ui::PageConfig { topic: site.topic, peers: addrs, stun };
+    let app_version = site.app.as_ref().and_then(|app| app.borrow().as_ref().map(|(version, _)| *version));
+    let body = hellopears_core::ui::PageConfig { topic: site.topic, peers: addrs, stun, app_version };
     let body = serde_json::to_string(&body).unwrap_or_default();
     ([(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")], body).into_response()
 }

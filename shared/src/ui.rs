@@ -296,6 +296,10 @@ pub struct PageConfig {
     /// it answers STUN, and those it was configured with.
     #[serde(default)]
     pub stun: Vec<String>,
+    /// The version of the app the server serves, when it runs an app by key (`run`, `up
+    /// --app`): an open tab compares it with the version it loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_version: Option<u64>,
 }
 
 /// The topic a share link's fragment names (`#topic=NAME`), or the default topic.

@@ -275,3 +275,71 @@ fn a_running_peer_gets_a_new_version_and_an_old_seeder_downgrades_nobody() {
     assert_eq!(body.as_slice(), b"<!doctype html><title>app, version 2</title>".as_slice());
     assert_serves(&b, &files_of(app));
 }
+
+/// The built web app copied to `dir` with the title `title` (no gzip copies, which would
+/// still carry the old page).
+fn web_app_titled(dir: &Path, title: &str) {
+    for item in std::fs::read_dir(hellopears_tests::browser::web_root()).expect("the built web app") {
+        let path = item.expect("item").path();
+        let name = path.file_name().expect("a name").to_string_lossy().to_string();
+        if path.is_file() && !name.ends_with(".gz") {
+            std::fs::copy(&path, dir.join(&name)).expect("copy");
+        }
+    }
+    let index = dir.join("index.html");
+    let page = std::fs::read_to_string(&index).expect("index.html");
+    let page = retitle(&page, title);
+    std::fs::write(&index, page).expect("write");
+}
+
+/// Replaces whatever `<title>` the page has.
+fn retitle(page: &str, title: &str) -> String {
+    match (page.find("<title>"), page.find("</title>")) {
+        (Some(start), Some(end)) if start < end => format!("{}<title>{title}{}", &page[..start], &page[end..]),
+        _ => page.to_owned(),
+    }
+}
+
+/// Acceptance 3, the tab's side: a tab served by a peer that runs the app by key is told
+/// "version 2 available, reload" when a new version reaches that peer, and shows it after a
+/// reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_tab_is_told_of_a_new_version_and_gets_it_on_reload() -> anyhow::Result<()> {
+    use hellopears_tests::browser::{self, Driver};
+    if !browser::available() {
+        return Ok(());
+    }
+    let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().expect("tempdir")).collect();
+    let (a_dir, b_dir, app, profile) = (dirs[0].path(), dirs[1].path(), dirs[2].path(), dirs[3].path());
+    web_app_titled(app, "HelloPears, version one");
+    let key = app_key(&ok(a_dir, &["stage", "main", app.to_str().expect("utf-8")]));
+    let topic = format!("apps-tab-{}", std::process::id());
+    let a = Peer::start_command(a_dir, "seed", &peer_args(&topic, &["main"]));
+    let a_addr = a.tcp_addr();
+    let b = Peer::start_command(
+        b_dir,
+        "run",
+        &peer_args(
+            &topic,
+            &[&key, "--bootstrap", &a_addr, "--listen", "/ip4/127.0.0.1/udp/0/webrtc-direct", "--web", "127.0.0.1:0"],
+        ),
+    );
+    anyhow::ensure!(b.wait_for_line("version 1 ready in", Duration::from_secs(30)).is_some(), "b fetched nothing");
+    let driver = Driver::start()?;
+    let tab = driver.tab(profile).await?;
+    tab.open(b.web.as_deref().expect("b serves tabs")).await?;
+    anyhow::ensure!(tab.eval("return document.title").await? == "HelloPears, version one");
+    // Version 2 reaches b; the open tab says so.
+    web_app_titled(app, "HelloPears, version two");
+    ok(a_dir, &["stage", "main", app.to_str().expect("utf-8")]);
+    anyhow::ensure!(b.wait_for_line("version 2 ready in", Duration::from_secs(30)).is_some(), "b never got version 2");
+    tab.wait_for("the update notice", Duration::from_secs(20), |tab| async move {
+        let text = tab.eval("return document.querySelector('[data-testid=update]')?.textContent ?? ''").await?;
+        Ok(text.as_str().is_some_and(|t| t.contains("version 2 available, reload")))
+    })
+    .await?;
+    tab.reload().await?;
+    anyhow::ensure!(tab.eval("return document.title").await? == "HelloPears, version two");
+    tab.close().await?;
+    Ok(())
+}

@@ -177,6 +177,44 @@ pub fn mount(topic: String, start: impl FnOnce(Ui, mpsc::UnboundedReceiver<Comma
     });
 }
 
+/// How often an open tab asks its server which version of the app it serves.
+const UPDATE_CHECK_MS: u64 = 5_000;
+
+/// "version N available, reload": when the peer that served this tab runs the app by key and
+/// now serves a newer version than the one the tab loaded (it serves the new one at the
+/// next load, and the service worker fetches the network first).
+#[component]
+fn UpdateNotice() -> impl IntoView {
+    let available = RwSignal::new(None::<u64>);
+    wasm_bindgen_futures::spawn_local(async move {
+        let mut loaded = None;
+        loop {
+            if let Some(version) = crate::peer::served_app_version().await {
+                match loaded {
+                    None => loaded = Some(version),
+                    Some(mine) if version > mine => available.set(Some(version)),
+                    Some(_) => {}
+                }
+            }
+            futures_timer::Delay::new(std::time::Duration::from_millis(UPDATE_CHECK_MS)).await;
+        }
+    });
+    let reload = |_| {
+        if let Some(window) = web_sys::window() {
+            let _ = window.location().reload();
+        }
+    };
+    view! {
+        <Show when=move || available.get().is_some()>
+            <p class="update" data-testid="update">
+                {move || format!("version {} available, reload", available.get().unwrap_or_default())}
+                " "
+                <button on:click=reload>"Reload"</button>
+            </p>
+        </Show>
+    }
+}
+
 /// The whole app.
 #[component]
 pub fn App(ui: Ui) -> impl IntoView {
@@ -230,6 +268,7 @@ pub fn App(ui: Ui) -> impl IntoView {
                 <h1>"HelloPears"</h1>
                 <TopicBar ui=ui />
             </header>
+            <UpdateNotice />
             <p class="status" data-testid="sync-status" data-status=move || ui.status.get().word()>
                 {move || ui.status.get().line()}
             </p>

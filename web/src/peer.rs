@@ -906,6 +906,18 @@ fn build_swarm(
 
 /// Asks the server of this page for the topic's desktop addresses.
 async fn fetch_config() -> Result<(Vec<Multiaddr>, Vec<String>), String> {
+    let config = page_config().await?;
+    let stun = config.stun.into_iter().filter(|url| url.starts_with("stun:")).take(4).collect();
+    Ok((config.peers.iter().filter_map(|addr| addr.parse().ok()).collect(), stun))
+}
+
+/// The version of the app the server of this page serves now (a peer running an app by key).
+pub async fn served_app_version() -> Option<u64> {
+    page_config().await.ok()?.app_version
+}
+
+/// The page's configuration, from its server.
+async fn page_config() -> Result<PageConfig, String> {
     use wasm_bindgen::JsCast;
     let window = web_sys::window().ok_or("no window")?;
     let response = wasm_bindgen_futures::JsFuture::from(window.fetch_with_str("config.json"))
@@ -920,9 +932,7 @@ async fn fetch_config() -> Result<(Vec<Multiaddr>, Vec<String>), String> {
         .map_err(|e| format!("{e:?}"))?
         .as_string()
         .unwrap_or_default();
-    let config: PageConfig = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-    let stun = config.stun.into_iter().filter(|url| url.starts_with("stun:")).take(4).collect();
-    Ok((config.peers.iter().filter_map(|addr| addr.parse().ok()).collect(), stun))
+    serde_json::from_str(&text).map_err(|e| e.to_string())
 }
 
 /// A peer record from peer exchange that a tab can dial: WebRTC-direct with a certhash, or
