@@ -199,6 +199,9 @@ pub struct Discovery {
     pex_minute: Option<Instant>,
     /// The topics served, whose rendezvous keys are announced and looked up.
     topics: Vec<Topic>,
+    /// Apps: their rendezvous keys, and whether we seed them (announced) or look for
+    /// their seeders.
+    apps: Vec<([u8; 32], bool)>,
     window_secs: u64,
     /// The record keys provided now, and the window they were computed in.
     provided: HashSet<kad::RecordKey>,
@@ -252,6 +255,7 @@ impl Discovery {
             pex_dials: 0,
             pex_minute: None,
             topics,
+            apps: Vec::new(),
             window_secs: rendezvous_window_secs(),
             provided: HashSet::new(),
             window: 0,
@@ -281,6 +285,14 @@ impl Discovery {
         if self.punch_failed.len() < MAX_FOUND {
             self.punch_failed.insert(peer, now);
         }
+    }
+
+    /// Announces that we seed an app (`seeding`), or looks for its seeders.
+    pub fn add_app(&mut self, swarm: &mut Swarm<Behaviour>, rendezvous: [u8; 32], seeding: bool) {
+        self.apps.retain(|(key, _)| *key != rendezvous);
+        self.apps.push((rendezvous, seeding));
+        self.announce(swarm, true);
+        self.look_up(swarm);
     }
 
     /// Starts finding the peers of another list (created or joined while running).
@@ -346,6 +358,7 @@ impl Discovery {
             .topics
             .iter()
             .flat_map(|topic| topic.rendezvous_keys(now, self.window_secs))
+            .chain(self.apps.iter().filter(|(_, seeding)| *seeding).map(|(key, _)| *key))
             .map(|key| record_key(&key))
             .collect();
         for old in self.provided.difference(&wanted).cloned().collect::<Vec<_>>() {
@@ -467,6 +480,11 @@ impl Discovery {
         if let Some(kad) = swarm.behaviour_mut().kad.as_mut() {
             for topic in &self.topics {
                 if let Some(key) = topic.rendezvous_keys(now, self.window_secs).first() {
+                    kad.get_providers(record_key(key));
+                }
+            }
+            for (key, seeding) in &self.apps {
+                if !seeding {
                     kad.get_providers(record_key(key));
                 }
             }

@@ -461,8 +461,12 @@ impl Peer {
             }
             seeding.insert(app);
         }
+        for app in &seeding {
+            self.discovery.add_app(&mut self.swarm, hellopears_core::app::rendezvous(app), true);
+        }
         if let Some((app, _)) = &self.config.app {
-            // A peer that runs an app seeds what it has of it.
+            // A peer that runs an app looks for its seeders, and seeds what it has of it.
+            self.discovery.add_app(&mut self.swarm, hellopears_core::app::rendezvous(app), false);
             seeding.insert(*app);
         }
         let incoming = self

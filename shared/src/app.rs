@@ -53,6 +53,12 @@ pub fn app_id(key: &WriterId) -> [u8; 32] {
     Hash::digest_parts(&[b"hellopears/app", &key.0]).0
 }
 
+/// The key under which an app's seeders announce themselves in the DHT (`seed`) and under
+/// which a peer that runs it looks them up: derived from the app key, which is public.
+pub fn rendezvous(key: &WriterId) -> [u8; 32] {
+    Hash::digest_parts(&[b"hellopears/app-rendezvous/v1", &key.0]).0
+}
+
 /// One file of a version.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileRecord {

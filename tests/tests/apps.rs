@@ -343,3 +343,32 @@ async fn an_open_tab_is_told_of_a_new_version_and_gets_it_on_reload() -> anyhow:
     tab.close().await?;
     Ok(())
 }
+
+/// A peer that runs an app finds a seeder it was not told of, through the DHT: a seeder
+/// and a runner on different lists, without peer exchange, that both know only a third
+/// peer. (In a network this small the DHT's routing table alone may bring them together;
+/// that the seeder's provider record is stored under the app's rendezvous key is checked
+/// against js DHT nodes in `internet.rs`.)
+#[test]
+fn a_runner_finds_a_seeder_through_the_dht() {
+    let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().expect("tempdir")).collect();
+    let (d_dir, a_dir, b_dir, app) = (dirs[0].path(), dirs[1].path(), dirs[2].path(), dirs[3].path());
+    write(app, "index.html", "<html>found in the DHT</html>");
+    let key = app_key(&ok(a_dir, &["stage", "main", app.to_str().expect("utf-8")]));
+    let local = ["--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns", "--no-pex"];
+    let d = Peer::start(d_dir, &[&local[..], &["--topic", "dht-only"]].concat());
+    let d_addr = d.tcp_addr();
+    let _a = Peer::start_command(
+        a_dir,
+        "seed",
+        &[&["main"], &local[..], &["--topic", "seeders", "--bootstrap", &d_addr]].concat(),
+    );
+    let b = Peer::start_command(
+        b_dir,
+        "run",
+        &[&[key.as_str()], &local[..], &["--topic", "runners", "--bootstrap", &d_addr, "--web", "127.0.0.1:0"]]
+            .concat(),
+    );
+    assert!(b.wait_for_line("version 1 ready in", Duration::from_secs(40)).is_some(), "b never found the seeder");
+    assert_serves(&b, &files_of(app));
+}

@@ -398,3 +398,27 @@ fn the_public_dht_is_on_by_default_and_off_on_request() {
     let topic = json(&peer.data, &["topic", "--json"]);
     assert_eq!(topic["dht_keys"].as_array().map(Vec::len), Some(1), "a public topic has one key: {topic}");
 }
+
+/// `seed` announces the app in the public DHT under the app's rendezvous key (derived from
+/// the app key, which is public): the js DHT nodes store a provider record for it.
+#[test]
+fn a_seeder_announces_its_app_in_the_dht() {
+    if !lab_here() {
+        return;
+    }
+    let lab = NatLab::new(47, false);
+    let nodes = js::dht_servers(&lab, 4);
+    let bootstrap = nodes.iter().map(|node| node.addr.clone()).collect::<Vec<_>>().join(",");
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().expect("tempdir")).collect();
+    std::fs::write(dirs[1].path().join("index.html"), "<html>an app</html>").expect("write");
+    let staged = ok(dirs[0].path(), &["stage", "main", dirs[1].path().to_str().expect("utf-8")]);
+    let key = staged.lines().find_map(|l| l.strip_prefix("app key ")).expect("an app key");
+    let app = hellopears_core::keys::WriterId::from_hex(key).expect("a key");
+    let rendezvous: String = hellopears_core::app::rendezvous(&app).iter().map(|byte| format!("{byte:02x}")).collect();
+    let public = "/ip4/10.99.0.1/tcp/4001";
+    let env = [("HELLOPEARS_BOOTSTRAP", bootstrap.as_str())];
+    let args = ["--no-mdns", "--listen", public, "--external-address", public, "--seed", "main"];
+    let a = Peer::start_in_with_env(&lab.ns("pub"), dirs[0].path(), &env, &args);
+    let announced = wait_until(Duration::from_secs(30), || observed(&nodes, &a.peer_id).contains(&rendezvous));
+    assert!(announced, "no provider record for the app: {:?}", observed(&nodes, &a.peer_id));
+}
