@@ -160,6 +160,34 @@ async fn ask(
     answer
 }
 
+/// Asks every seeder the peer reports how many versions of `app` it has; each one that has
+/// any is reported on `found` (for `app info`).
+pub fn probe(
+    mut control: libp2p_stream::Control,
+    app: WriterId,
+    mut seeders: mpsc::UnboundedReceiver<SeederEvent>,
+    found: mpsc::UnboundedSender<(PeerId, u64)>,
+) {
+    tokio::spawn(async move {
+        let mut streams = HashMap::new();
+        let mut asked = HashSet::new();
+        while let Some(event) = seeders.recv().await {
+            let SeederEvent::Up(peer) = event else { continue };
+            if !asked.insert(peer) {
+                continue;
+            }
+            // From past the end: no entries, just how many there are.
+            let request = Request::Versions { app, from: u64::MAX };
+            if let Ok(Response::Versions { len, .. }) = ask(&mut control, &mut streams, peer, &request).await
+                && len > 0
+                && found.send((peer, len)).is_err()
+            {
+                return;
+            }
+        }
+    });
+}
+
 /// Fetches `app` from the seeders the peer reports, starting from what the store has; the
 /// newest complete version's directory is published on `ready_tx` (at once when the store
 /// already holds one: `run` works offline).

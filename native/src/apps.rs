@@ -173,6 +173,24 @@ pub fn cached_version(data: &Path, app: &WriterId) -> anyhow::Result<Option<(u64
     Ok(Some((manifest.version, store.materialize(app, manifest)?)))
 }
 
+/// What `app info` says of the data dir's copy of `app`.
+pub fn info_text(data: &Path, app: &WriterId) -> anyhow::Result<String> {
+    let store = AppStore::open(data)?;
+    let versions = store.versions(app)?;
+    let Some((_, latest)) = versions.last() else {
+        return Ok("versions here: none\n".into());
+    };
+    let here = latest.files.iter().filter(|file| store.has_blob(&file.hash)).count();
+    let state = if here == latest.files.len() { "complete".to_owned() } else { format!("{here} of the files here") };
+    Ok(format!(
+        "versions here: 1 to {}\nversion {}: {} files, {} bytes ({state})\n",
+        latest.version,
+        latest.version,
+        latest.files.len(),
+        grouped(latest.total_size())
+    ))
+}
+
 /// What `stage` did.
 pub struct Staged {
     /// The channel.

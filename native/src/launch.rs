@@ -130,6 +130,7 @@ pub fn prepare_peer(
         data_dir: data.clone(),
         seed: Vec::new(),
         app: None,
+        probe: None,
     };
     let socket = data.as_ref().map(|dir| dir.join(control::SOCKET));
     Ok(Prepared { slots, home, node_key, config, socket, site: None })

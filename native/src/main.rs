@@ -202,6 +202,11 @@ enum Command {
         /// The app's directory (default: the built web app).
         dir: Option<PathBuf>,
     },
+    /// Apps distributed peer to peer.
+    App {
+        #[command(subcommand)]
+        action: AppAction,
+    },
     /// Run an in-memory swarm of peers on the topic and show them converge.
     Simulate {
         /// Number of peers.
@@ -282,6 +287,23 @@ fn init_logging(verbose: u8, quiet: bool, file: Option<PathBuf>) {
                 .try_init();
         }
     }
+}
+
+/// `app` subcommands.
+#[derive(Debug, Subcommand)]
+enum AppAction {
+    /// What this data dir holds of an app (its versions, files and size), and which peers
+    /// seed it (asked on the network for WAIT seconds by a throwaway peer; 0: not asked).
+    Info {
+        /// The app key.
+        #[arg(value_parser = parse_app_key)]
+        key: WriterId,
+        /// Seconds to look for seeders.
+        #[arg(long, default_value_t = 5)]
+        wait: u64,
+        #[command(flatten)]
+        peer: PeerArgs,
+    },
 }
 
 /// How a peer runs (`up` and `window`).
@@ -391,6 +413,53 @@ fn parse_channel(text: &str) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
+/// `app info`: what the data dir holds of an app, and who seeds it.
+fn app_info(
+    data: Option<PathBuf>,
+    selection: &lists::Selection,
+    key: WriterId,
+    wait: u64,
+    args: &PeerArgs,
+) -> anyhow::Result<()> {
+    println!("app {}", key.to_hex());
+    match &data {
+        Some(dir) => {
+            store::prepare_dir(dir)?;
+            print!("{}", apps::info_text(dir, &key)?);
+        }
+        None => println!("nothing here (--memory)"),
+    }
+    if wait == 0 {
+        return Ok(());
+    }
+    // A throwaway peer in memory: the data dir may be in use by a running peer.
+    let discovery = peer::Discovering { mdns: !args.no_mdns, dht: !args.no_dht, pex: !args.no_pex };
+    let mut prepared =
+        launch::prepare_peer(None, selection, args.listen.clone(), args.bootstrap.clone(), discovery, true)?;
+    let (found_tx, mut found) = tokio::sync::mpsc::unbounded_channel();
+    prepared.config.probe = Some((key, found_tx));
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let (handle, inbox) = peer::channel();
+    let seeders = runtime.block_on(async move {
+        let running = tokio::spawn(launch::serve(prepared, handle.clone(), inbox));
+        let mut seeders = Vec::new();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(wait);
+        while let Ok(Some(seeder)) = tokio::time::timeout_at(deadline, found.recv()).await {
+            seeders.push(seeder);
+        }
+        handle.shutdown().await;
+        let _ = running.await;
+        seeders
+    });
+    if seeders.is_empty() {
+        println!("seeders: none answered in {wait} s");
+    }
+    for (peer, versions) in seeders {
+        println!("seeder {peer}: version {versions}");
+    }
+    Ok(())
+}
+
 /// `stage`: the next version of a channel's app.
 fn stage_app(data: Option<PathBuf>, channel: Option<&str>, dir: Option<PathBuf>) -> anyhow::Result<()> {
     let data = data.context("stage keeps the app in a data dir: not with --memory")?;
@@ -427,6 +496,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Topic { json }) if cli.list.is_none() => return print_topic(&topic, *json),
         Some(Command::Simulate { peers, ops, drop, seed }) => return simulate(*peers as usize, *ops, *drop, *seed),
         Some(Command::Stage { channel, dir }) => return stage_app(data, channel.as_deref(), dir.clone()),
+        Some(Command::App { action: AppAction::Info { key, wait, peer } }) => {
+            return app_info(data, &selection, *key, *wait, peer);
+        }
         _ => {}
     }
     let fmt = |json: bool| if json { Format::Json } else { Format::Text };
@@ -479,7 +551,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Remove { member }) => Action::Command(UiCommand::RemoveMember(member)),
         Some(Command::Name { name }) => Action::SetDeviceName(name),
         Some(Command::Topic { json }) => Action::Topic(fmt(json)),
-        Some(Command::Simulate { .. } | Command::Stage { .. }) => return Ok(()),
+        Some(Command::Simulate { .. } | Command::Stage { .. } | Command::App { .. }) => return Ok(()),
     };
     let request = Request { topic: cli.topic.clone().unwrap_or_default(), list: cli.list.clone(), action };
     match reach(data.as_deref(), &selection, &request) {

@@ -79,6 +79,8 @@ pub struct PeerConfig {
     /// The app this peer runs (fetched from its seeders), and where its newest complete
     /// version's directory is published (the web server serves it).
     pub app: Option<(WriterId, watch::Sender<crate::app_net::Version>)>,
+    /// An app whose seeders are only counted (`app info`): each one and its number of versions.
+    pub probe: Option<(WriterId, tokio::sync::mpsc::UnboundedSender<(PeerId, u64)>)>,
     /// Scripts to run in a native window's page, with where their result goes.
     pub eval: Option<mpsc::Sender<(String, oneshot::Sender<Reply>)>>,
 }
@@ -439,6 +441,14 @@ impl Peer {
 
     /// Serves the apps this peer seeds (`/hellopears/app/1`), and fetches the one it runs.
     fn start_apps(&mut self) -> anyhow::Result<()> {
+        if let Some((app, found)) = self.config.probe.clone() {
+            // `app info`: counts the seeders, fetches nothing (no store needed).
+            self.discovery.add_app(&mut self.swarm, hellopears_core::app::rendezvous(&app), false);
+            let (seeders, events) = tokio::sync::mpsc::unbounded_channel();
+            crate::app_net::probe(self.control.clone(), app, events, found);
+            self.app_seeders = Some(seeders);
+            return Ok(());
+        }
         let Some(data) = self.config.data_dir.clone() else {
             if !self.config.seed.is_empty() || self.config.app.is_some() {
                 anyhow::bail!("apps are kept in a data dir: not with --memory");

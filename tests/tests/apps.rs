@@ -372,3 +372,24 @@ fn a_runner_finds_a_seeder_through_the_dht() {
     assert!(b.wait_for_line("version 1 ready in", Duration::from_secs(40)).is_some(), "b never found the seeder");
     assert_serves(&b, &files_of(app));
 }
+
+/// `app info KEY`: the versions, files and size the data dir holds, and the seeders that
+/// answer on the network.
+#[test]
+fn app_info_tells_versions_size_and_seeders() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("tempdir")).collect();
+    let (a_dir, e_dir, app) = (dirs[0].path(), dirs[1].path(), dirs[2].path());
+    write(app, "index.html", "<html>info</html>");
+    write(app, "app.js", "js");
+    let key = app_key(&ok(a_dir, &["stage", "main", app.to_str().expect("utf-8")]));
+    let here = ok(a_dir, &["app", "info", &key, "--wait", "0"]);
+    assert!(here.contains("versions here: 1 to 1\nversion 1: 2 files, 19 bytes (complete)"), "{here}");
+    let topic = format!("apps-info-{}", std::process::id());
+    let a = Peer::start_command(a_dir, "seed", &peer_args(&topic, &["main"]));
+    let elsewhere = ok(
+        e_dir,
+        &["app", "info", &key, "--wait", "5", "--bootstrap", &a.tcp_addr(), "--no-mdns", "--no-dht", "--topic", &topic],
+    );
+    assert!(elsewhere.contains("versions here: none"), "{elsewhere}");
+    assert!(elsewhere.contains(&format!("seeder {}: version 1", a.peer_id)), "{elsewhere}");
+}
