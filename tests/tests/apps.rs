@@ -393,3 +393,41 @@ fn app_info_tells_versions_size_and_seeders() {
     assert!(elsewhere.contains("versions here: none"), "{elsewhere}");
     assert!(elsewhere.contains(&format!("seeder {}: version 1", a.peer_id)), "{elsewhere}");
 }
+
+/// Measured (printed, not asserted): the time to fetch and check the built web app over
+/// loopback from one seeder and from three, from the runner's start to its "ready" line.
+#[test]
+fn fetch_time_from_one_and_from_three_seeders() {
+    let dirs: Vec<tempfile::TempDir> = (0..7).map(|_| tempfile::tempdir().expect("tempdir")).collect();
+    let app = dirs[0].path();
+    web_app_titled(app, "HelloPears, measured");
+    let size: usize = files_of(app).iter().map(|(_, bytes)| bytes.len()).sum();
+    let key = app_key(&ok(dirs[1].path(), &["stage", "main", app.to_str().expect("utf-8")]));
+    let topic = format!("apps-measure-{}", std::process::id());
+    let author = Peer::start_command(dirs[1].path(), "seed", &peer_args(&topic, &["main"]));
+    let author_addr = author.tcp_addr();
+    // Two more seeders, each with a copy.
+    let mut seeders = vec![author];
+    for dir in &dirs[2..4] {
+        let args = peer_args(&topic, &[&key, "--bootstrap", &author_addr, "--web", "127.0.0.1:0"]);
+        let peer = Peer::start_command(dir.path(), "run", &args);
+        assert!(peer.wait_for_line("version 1 ready in", Duration::from_secs(30)).is_some(), "no copy");
+        seeders.push(peer);
+    }
+    for (count, dir) in [(1usize, dirs[4].path()), (3, dirs[5].path())] {
+        let mut args = peer_args(&topic, &[&key, "--web", "127.0.0.1:0"]);
+        let addrs: Vec<String> = seeders.iter().take(count).map(Peer::tcp_addr).collect();
+        for addr in &addrs {
+            args.extend(["--bootstrap", addr.as_str()]);
+        }
+        let started = std::time::Instant::now();
+        let runner = Peer::start_command(dir, "run", &args);
+        assert!(runner.wait_for_line("version 1 ready in", Duration::from_secs(60)).is_some(), "not fetched");
+        eprintln!(
+            "fetched and checked the web app ({} bytes) from {count} seeder(s) in {:?} (from the runner's start)",
+            size,
+            started.elapsed()
+        );
+        assert_serves(&runner, &files_of(app));
+    }
+}
