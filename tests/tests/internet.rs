@@ -11,6 +11,14 @@ use hellopears_tests::netns::{NatLab, VethPair, nat_lab_available};
 use hellopears_tests::{Peer, ok, run_in, wait_until};
 
 /// Whether the lab can run here; says why not (never on CI, where it fails instead).
+/// One test of this file at a time: each starts js DHT nodes and peers in namespaces, and
+/// two at once on two cores made timings (mDNS within 10 s, a relayed path within 60 s)
+/// fail now and then.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn lab_here() -> bool {
     let available = nat_lab_available() && js::available();
     if !available {
@@ -100,6 +108,7 @@ fn homes(lab: &NatLab, bootstrap: &str, tag: u8) -> Homes {
 /// to no observer and change between windows.
 #[test]
 fn two_homes_meet_through_the_public_dht_and_need_it_no_more() {
+    let _serial = serial();
     if !lab_here() {
         return;
     }
@@ -228,6 +237,7 @@ fn check_the_homes(lab: &NatLab, nodes: Vec<JsNode>, homes: Homes) {
 /// the DHT is out of reach.
 #[test]
 fn a_lan_without_internet_syncs_by_mdns_with_one_line_about_the_dht() {
+    let _serial = serial();
     if !hellopears_tests::netns::available() {
         eprintln!("skipped on this machine: needs root and iproute2 (never skipped on CI)");
         return;
@@ -278,6 +288,7 @@ fn a_lan_without_internet_syncs_by_mdns_with_one_line_about_the_dht() {
 /// kept.
 #[test]
 fn a_js_libp2p_node_queries_our_dht_server() {
+    let _serial = serial();
     if !js::available() {
         eprintln!("skipped on this machine: needs node and `npm ci` in tests/js (never skipped on CI)");
         return;
@@ -326,6 +337,7 @@ fn a_js_libp2p_node_queries_our_dht_server() {
 /// once a reachable member of the list is up, they sync relayed through it, and say so.
 #[test]
 fn after_a_failed_punch_only_a_member_of_the_list_relays() {
+    let _serial = serial();
     if !lab_here() {
         return;
     }
@@ -378,6 +390,7 @@ fn after_a_failed_punch_only_a_member_of_the_list_relays() {
 /// a peer is on the public DHT, a client until it is known to be reachable.
 #[test]
 fn the_public_dht_is_on_by_default_and_off_on_request() {
+    let _serial = serial();
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("tempdir")).collect();
     let loopback = ["--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"];
     for (dir, flag) in dirs.iter().zip(["--no-public-dht", "--no-dht"]) {
@@ -403,6 +416,7 @@ fn the_public_dht_is_on_by_default_and_off_on_request() {
 /// the app key, which is public): the js DHT nodes store a provider record for it.
 #[test]
 fn a_seeder_announces_its_app_in_the_dht() {
+    let _serial = serial();
     if !lab_here() {
         return;
     }
