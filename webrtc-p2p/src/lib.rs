@@ -114,11 +114,12 @@ pub fn stun_port_of<'a>(protocols: impl IntoIterator<Item = &'a StreamProtocol>)
 }
 
 /// `stun:IP:PORT` for a STUN server on `port` at the IP address of `addr` (a direct
-/// connection's remote address).
+/// connection's remote address). None at a loopback address: a server on this very host
+/// tells nothing a host candidate does not, and its reflexive candidates only duplicate them.
 pub fn stun_url(addr: &Multiaddr, port: u16) -> Option<String> {
     addr.iter().find_map(|p| match p {
-        Protocol::Ip4(ip) => Some(format!("stun:{ip}:{port}")),
-        Protocol::Ip6(ip) => Some(format!("stun:[{ip}]:{port}")),
+        Protocol::Ip4(ip) if !ip.is_loopback() => Some(format!("stun:{ip}:{port}")),
+        Protocol::Ip6(ip) if !ip.is_loopback() => Some(format!("stun:[{ip}]:{port}")),
         _ => None,
     })
 }
@@ -140,6 +141,7 @@ mod tests {
         );
         assert_eq!(stun_url(&ma("/ip6/2001:db8::1/tcp/4001"), 3478).as_deref(), Some("stun:[2001:db8::1]:3478"));
         assert_eq!(stun_url(&ma(&format!("/p2p/{PEER}")), 3478), None);
+        assert_eq!(stun_url(&ma("/ip4/127.0.0.1/tcp/4001"), 3478), None);
     }
 
     fn ma(text: &str) -> Multiaddr {
